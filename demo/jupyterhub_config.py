@@ -1,0 +1,29 @@
+"""Demo hub: local one-node SLURM, the example profiles, demo users alice, bob, carol.
+
+Started by scripts/demo. Not a production config: the shared-password authenticator lets the demo users
+in with one shared password. A real site keeps its own authenticator (PAM, LDAP, OAuth).
+"""
+
+import os
+from pathlib import Path
+
+here = Path(__file__).resolve().parent
+c = get_config()  # noqa: F821  (provided by JupyterHub)
+
+c.JupyterHub.spawner_class = "hpcspawner"
+c.HPCSpawner.profiles_path = os.environ.get("HPCSPAWNER_PROFILES", str(here.parent / "profiles.yaml"))
+c.Spawner.default_url = "/lab"
+
+c.JupyterHub.bind_url = os.environ.get("HPCSPAWNER_DEMO_URL", "http://127.0.0.1:8000")
+c.JupyterHub.hub_port = int(os.environ.get("HPCSPAWNER_DEMO_HUB_PORT", "8081"))
+c.ConfigurableHTTPProxy.api_url = os.environ.get("HPCSPAWNER_DEMO_PROXY_API",
+                                                 "http://127.0.0.1:8001")
+state = Path(os.environ.get("HPCSPAWNER_DEMO_STATE", "/var/lib/hpcspawner-demo"))
+c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = os.environ.get("HPCSPAWNER_DEMO_PASSWORD", "hpcspawner-demo")
+c.Authenticator.allowed_users = {"alice", "bob", "carol"}
+c.JupyterHub.cleanup_servers = False  # batch jobs outlive a hub restart

@@ -1,0 +1,22 @@
+"""hpcspawner: JupyterHub servers as SLURM or HTCondor batch jobs, chosen from profiles."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["HPCSpawner", "__version__"]
+
+if TYPE_CHECKING:
+    from .spawner import HPCSpawner
+
+
+def __getattr__(name: str) -> Any:
+    # JupyterHub loads `hpcspawner:HPCSpawner` from the entry point; only then is the hub-side
+    # code imported and the launcher's report route added to the hub (see api.py). The CLI and
+    # the launcher inside jobs import nothing of JupyterHub.
+    if name == "HPCSpawner":
+        from .spawner import HPCSpawner
+
+        return HPCSpawner
+    raise AttributeError(name)

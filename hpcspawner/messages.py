@@ -1,0 +1,81 @@
+"""Sentences a user reads on the spawn page: plain words, the job id for support."""
+
+from __future__ import annotations
+
+from .backends.base import JobInfo, JobState
+from .profiles import Profile
+from .units import format_duration
+
+# What SLURM's and HTCondor's terse pending reasons mean to a physicist.
+_REASONS = {
+    "Resources": "waiting for free cores or memory",
+    "Priority": "other jobs are ahead in the queue",
+    "QOSMaxJobsPerUserLimit": "you already run as many jobs as your QOS allows",
+    "AssocMaxJobsLimit": "you already run as many jobs as your account allows",
+    "ReqNodeNotAvail": "the nodes this job needs are not available",
+    "PartitionNodeLimit": "the partition does not have enough nodes",
+    "no match found": "no slot matches the request yet",
+}
+
+
+def _where(profile: Profile) -> str:
+    if profile.backend == "slurm":
+        return f" to partition {profile.partition}" if profile.partition else ""
+    if profile.htcondor.schedd:
+        return f" to schedd {profile.htcondor.schedd}"
+    return ""
+
+
+def explain(reason: str) -> str:
+    key = reason.split(",")[0].strip()
+    meaning = _REASONS.get(key)
+    return f"{reason} ({meaning})" if meaning else reason
+
+
+def submitted(job_id: str, profile: Profile) -> str:
+    return f"Submitted job {job_id}{_where(profile)} ({profile.title})"
+
+
+def state_progress(info: JobInfo, waited: float, profile: Profile) -> tuple[int, str]:
+    since = format_duration(int(waited))
+    if info.state is JobState.PENDING:
+        reason = f": {explain(info.reason)}" if info.reason else ""
+        return 20, f"Waiting in queue{reason} (since {since})"
+    if info.state is JobState.RUNNING:
+        node = f" on node {info.host}" if info.host else ""
+        return 60, f"Running{node}, starting Jupyter"
+    if info.state is JobState.HELD:
+        return 30, f"Job {info.job_id} is held: {info.reason}"
+    if info.state is JobState.UNKNOWN:
+        return 20, f"The scheduler is not answering; still waiting (job {info.job_id})"
+    return 70, f"Job {info.job_id} is {info.state.value}"
+
+
+def listening(host: str, port: int) -> str:
+    return f"Server ready on {host}:{port}"
+
+
+def submit_failed(profile: Profile) -> str:
+    return (f"The batch system did not accept the job for '{profile.title}'. Try again in a "
+            "minute; if it keeps failing, tell the hub's administrators.")
+
+
+def ended_while_starting(job_id: str, info: JobInfo) -> str:
+    return (f"Your job ended before the server started: {info.reason or 'it left the queue'}. "
+            f"Job id for support: {job_id}.")
+
+
+def pending_timeout(job_id: str, info: JobInfo, timeout: int) -> str:
+    reason = explain(info.reason) if info.reason else "no reason given"
+    return (f"The job waited longer than {format_duration(timeout)} in the queue and was "
+            f"cancelled. The scheduler said: {reason}. Try a smaller profile or later. "
+            f"Job id for support: {job_id}.")
+
+
+def held(job_id: str, info: JobInfo) -> str:
+    return (f"The job was put on hold and removed: {info.reason or 'no reason given'}. "
+            f"Job id for support: {job_id}.")
+
+
+def ended(job_id: str, info: JobInfo) -> str:
+    return f"Your last server stopped: {info.reason or 'the job ended'} (job {job_id})."

@@ -1,0 +1,217 @@
+"""One status query per backend per interval for ALL jobs of this hub, fanned out to spawners.
+
+Fast while any job is starting, slow when all run, with jitter. A failed query makes every
+job UNKNOWN (never gone). Jobs with our tag that no server owns are cancelled (orphans), and
+cancels that failed are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .backends.base import Backend, JobInfo, JobState
+from .commands import CommandError
+
+log = logging.getLogger("hpcspawner.poller")  # default; spawners pass the hub's logger
+
+
+@dataclass
+class _Cancel:
+    username: str
+    schedd: str | None
+    pool: str | None
+    attempts: int = 0
+
+
+class Poller:
+    def __init__(self, backend: Backend, tag_prefix: str, *, fast: float = 1.0,
+                 slow: float = 30.0, jitter: float = 0.1, orphan_grace: float | None = None,
+                 logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None):
+        self.log = logger or log
+        self.backend = backend
+        self.tag_prefix = tag_prefix
+        self.fast = fast
+        self.slow = slow
+        self.jitter = jitter
+        self.orphan_grace = slow if orphan_grace is None else orphan_grace
+        self.results: dict[str, JobInfo] = {}
+        self.error: str = ""  # non-empty while the scheduler is not answering
+        self.outage_since: float | None = None
+        self.query_count = 0
+        self._watched: dict[str, float] = {}  # job id -> when watched (monotonic)
+        self._starting: set[str] = set()
+        self._submitting: dict[str, int] = {}  # tag -> submissions in flight
+        self._orphan_seen: dict[str, float] = {}
+        self._cancels: dict[str, _Cancel] = {}
+        self._query_started = 0.0
+        self._last_sweep = 0.0
+        self._inflight: asyncio.Task[None] | None = None
+        self._updated = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what spawners call ------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._loop())
+
+    def watch(self, job_id: str, *, starting: bool = False) -> None:
+        self._watched.setdefault(job_id, time.monotonic())
+        self._orphan_seen.pop(job_id, None)
+        if starting:
+            self._starting.add(job_id)
+            self._wake.set()
+        self.start()
+
+    def unwatch(self, job_id: str) -> None:
+        self._watched.pop(job_id, None)
+        self._starting.discard(job_id)
+
+    def started(self, job_id: str) -> None:
+        """The job's server is up: slow polling is enough for it now."""
+        self._starting.discard(job_id)
+
+    def submitting(self, tag: str) -> Callable[[], None]:
+        """Mark a submission in flight (its job must not look like an orphan); returns done()."""
+        self._submitting[tag] = self._submitting.get(tag, 0) + 1
+
+        def done() -> None:
+            left = self._submitting.get(tag, 1) - 1
+            if left:
+                self._submitting[tag] = left
+            else:
+                self._submitting.pop(tag, None)
+
+        return done
+
+    def latest(self, job_id: str) -> JobInfo | None:
+        """The last word on a job; None when no query has covered it yet."""
+        if self.error:
+            known = self.results.get(job_id)
+            return JobInfo(job_id=job_id, state=JobState.UNKNOWN, reason=self.error,
+                           host=known.host if known else "")
+        info = self.results.get(job_id)
+        if info is not None:
+            return info
+        watched_at = self._watched.get(job_id)
+        if watched_at is not None and watched_at < self._query_started and self.query_count:
+            return JobInfo(job_id=job_id, state=JobState.GONE,
+                           reason="the scheduler no longer lists the job")
+        return None
+
+    async def refresh(self) -> None:
+        """Query now, or join the query already under way."""
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(self._query())
+        await asyncio.shield(self._inflight)
+
+    async def wait_update(self, timeout: float) -> None:
+        """Return after the next query finishes, or after ``timeout`` seconds."""
+        event = self._updated
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def retry_cancel(self, job_id: str, username: str, *, schedd: str | None = None,
+                     pool: str | None = None) -> None:
+        self._cancels[job_id] = _Cancel(username, schedd, pool)
+        self.start()
+
+    # -- the loop -----------------------------------------------------------------------------
+    def interval(self) -> float:
+        base = self.fast if self._starting else self.slow
+        return base * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval())
+            except asyncio.TimeoutError:
+                pass
+            try:
+                await self.refresh()
+                if time.monotonic() - self._last_sweep >= self.slow:
+                    self._last_sweep = time.monotonic()
+                    await self._sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must outlive any one bad cycle
+                self.log.exception("poller cycle for %s failed", self.backend.name)
+
+    async def _query(self) -> None:
+        started = time.monotonic()
+        self.query_count += 1
+        try:
+            results = await self.backend.query(self.tag_prefix)
+        except (CommandError, OSError) as exc:
+            if not self.error:
+                self.outage_since = time.time()
+                self.log.warning("%s is not answering; keeping all %d servers as they are until it "
+                            "does: %s", self.backend.name, len(self._watched), exc)
+            self.error = f"{self.backend.name} is not answering"
+        else:
+            if self.error:
+                lasted = time.time() - (self.outage_since or time.time())
+                self.log.info("%s answers again after %.0f s", self.backend.name, lasted)
+            self.error, self.outage_since = "", None
+            self.results = results
+            self._query_started = started
+        finally:
+            event, self._updated = self._updated, asyncio.Event()
+            event.set()
+
+    async def _sweep(self) -> None:
+        """Cancel jobs with our tag that no server owns; retry failed cancels."""
+        if self.error:
+            return
+        now = time.monotonic()
+        for job_id, info in list(self.results.items()):
+            if not info.state.alive or job_id in self._watched:
+                continue
+            if info.tag in self._submitting or job_id in self._cancels:
+                continue
+            first = self._orphan_seen.setdefault(job_id, now)
+            if now - first >= self.orphan_grace:
+                self.log.warning("job %s (%s) has our tag but no server owns it; cancelling it",
+                            job_id, info.tag)
+                self._cancels[job_id] = _Cancel(info.user, None, None)
+        for job_id in list(self._orphan_seen):
+            if job_id not in self.results or job_id in self._watched:
+                self._orphan_seen.pop(job_id, None)
+        await self._retry_cancels()
+
+    async def _retry_cancels(self) -> None:
+        for job_id, cancel in list(self._cancels.items()):
+            info = self.results.get(job_id)
+            if info is not None and not info.state.alive:
+                self._cancels.pop(job_id, None)
+                continue
+            cancel.attempts += 1
+            try:
+                await self.backend.cancel(job_id, cancel.username, schedd=cancel.schedd,
+                                          pool=cancel.pool)
+            except (CommandError, OSError) as exc:
+                self.log.warning("cancelling job %s failed (attempt %d), will retry: %s",
+                            job_id, cancel.attempts, exc)
+            else:
+                self.log.info("cancelled job %s of %s", job_id, cancel.username)
+                self._cancels.pop(job_id, None)
+                self._orphan_seen.pop(job_id, None)
+
+
+_POLLERS: dict[str, Poller] = {}
+
+
+def get_poller(key: str, factory: Callable[[], Poller]) -> Poller:
+    """The one poller for ``key`` (backend + hub tag) in this hub process."""
+    poller = _POLLERS.get(key)
+    if poller is None:
+        poller = _POLLERS[key] = factory()
+    return poller

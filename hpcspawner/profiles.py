@@ -1,0 +1,333 @@
+"""profiles.yaml: schema, loading with file:line errors, hot reload that keeps the last good file.
+
+A profile is one entry of the dropdown ("Medium — 2 cores, 20 GiB, 6 h"). The file holds a
+``defaults:`` block merged under every profile and a ``profiles:`` list.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
+
+from .units import format_duration, format_size, parse_duration, parse_size
+
+log = logging.getLogger("hpcspawner.profiles")
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:@+%=/-]+$")
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        raise ValueError(f"'{value}' has no unit; write e.g. {value}GiB")
+    return parse_size(str(value))
+
+
+def _duration(value: Any) -> int:
+    return parse_duration(value)
+
+
+def _one_line(value: Any) -> Any:
+    if isinstance(value, str) and ("\n" in value or "\r" in value or "\0" in value):
+        raise ValueError("must be a single line (no newline)")
+    return value
+
+
+Size = Annotated[int, BeforeValidator(_size)]
+Duration = Annotated[int, BeforeValidator(_duration)]
+OneLine = Annotated[str, BeforeValidator(_one_line)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Strict):
+    cores: PositiveInt = 1
+    memory: Size = Field(description="memory with a unit, e.g. 12GiB")
+    runtime: Duration = Field(description="wall time, e.g. 6h or 1d12h")
+    gpus: NonNegativeInt = 0
+
+    def summary(self) -> str:
+        cores = f"{self.cores} core" + ("s" if self.cores != 1 else "")
+        parts = [cores, format_size(self.memory).replace("GiB", " GiB"), format_duration(self.runtime)]
+        if self.gpus:
+            parts.insert(1, f"{self.gpus} GPU" + ("s" if self.gpus != 1 else ""))
+        return ", ".join(parts)
+
+
+class FastPath(_Strict):
+    """HTCondor fast path: reserved notebook slots matched by a dedicated negotiator."""
+
+    enabled: bool = True
+    slot_attribute: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "IsJupyterSlot"
+    timeout: Duration = 30
+    fallback: bool = True
+
+
+class HTCondorOptions(_Strict):
+    schedd: OneLine | None = None
+    pool: OneLine | None = None
+    fast_path: FastPath | None = None
+
+    @field_validator("schedd", "pool")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and not TOKEN_RE.match(value):
+            raise ValueError(f"'{value}' is not a schedd or pool name (letters, digits, .:-_)")
+        return value
+
+
+class Profile(_Strict):
+    name: str
+    display_name: OneLine = ""
+    description: OneLine = ""
+    backend: Literal["slurm", "htcondor"] = "slurm"
+    resources: Resources
+    partition: OneLine | None = None
+    extra_options: list[OneLine] = Field(default_factory=list)
+    pending_timeout: Duration | None = None
+    hold_timeout: Duration = 60
+    default: bool = False
+    app: Literal["notebook"] = "notebook"
+    groups: list[str] = Field(default_factory=list)
+    users: list[str] = Field(default_factory=list)
+    htcondor: HTCondorOptions = Field(default_factory=HTCondorOptions)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not SLUG_RE.match(value):
+            raise ValueError(
+                f"'{value}' is not a profile name; use lower-case letters, digits, - and _ "
+                "(e.g. medium, gpu-a100)"
+            )
+        return value
+
+    @field_validator("partition")
+    @classmethod
+    def _partition(cls, value: str | None) -> str | None:
+        if value is not None and not TOKEN_RE.match(value):
+            raise ValueError(f"'{value}' is not a partition name (letters, digits, -_.,)")
+        return value
+
+    @property
+    def title(self) -> str:
+        return self.display_name or f"{self.name.capitalize()} — {self.resources.summary()}"
+
+    def visible_to(self, user: str, groups: Iterable[str]) -> bool:
+        """Profiles with ``groups``/``users`` are offered only to those; others to all."""
+        if not self.groups and not self.users:
+            return True
+        return user in self.users or bool(set(self.groups) & set(groups))
+
+
+class ProfileError(Exception):
+    """profiles.yaml is not valid; ``problems`` holds one ``PATH:LINE: message`` per error."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class ProfileSet:
+    path: str
+    profiles: tuple[Profile, ...]
+    by_name: dict[str, Profile] = field(compare=False)
+
+    @property
+    def default(self) -> Profile:
+        return next((p for p in self.profiles if p.default), self.profiles[0])
+
+    def names(self) -> list[str]:
+        return [p.name for p in self.profiles]
+
+    def for_user(self, user: str, groups: Iterable[str] = ()) -> list[Profile]:
+        group_list = list(groups)
+        return [p for p in self.profiles if p.visible_to(user, group_list)]
+
+
+# --- loading with line numbers ---------------------------------------------------------------
+
+Path_ = tuple[Any, ...]
+
+
+def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node))
+            if key in out:
+                raise ProfileError([f"line {key_node.start_mark.line + 1}: duplicate key '{key}'"])
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            out[key] = _construct(value_node, (*path, key), lines)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, (*path, i), lines) for i, item in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def _merge(defaults: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(defaults)
+    for key, value in profile.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _line_for(loc: Path_, lines: dict[Path_, int], index: int, profile: dict[str, Any]) -> int:
+    """Line of the longest known prefix; a key inherited from defaults points at defaults."""
+    rel = tuple(loc)
+    for cut in range(len(rel), -1, -1):
+        own = ("profiles", index, *rel[:cut])
+        if own in lines and _present(profile, rel[:cut]):
+            return lines[own]
+        inherited = ("defaults", *rel[:cut])
+        if cut and inherited in lines:
+            return lines[inherited]
+    return lines.get(("profiles", index), 1)
+
+
+def _present(data: Any, keys: Path_) -> bool:
+    for key in keys:
+        if isinstance(data, dict) and key in data:
+            data = data[key]
+        elif isinstance(data, list) and isinstance(key, int) and key < len(data):
+            data = data[key]
+        else:
+            return False
+    return True
+
+
+def _message(err: Any) -> str:
+    loc = ".".join(str(part) for part in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"field '{loc}' is not known; check its spelling"
+    if kind == "missing":
+        return f"field '{loc}' is required"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "literal_error":
+        msg = f"'{err['input']}' is not allowed; {msg[0].lower()}{msg[1:]}"
+    return f"field '{loc}': {msg}"
+
+
+def parse_profiles(text: str, path: str = "profiles.yaml") -> ProfileSet:
+    """Validate ``text`` (the content of ``path``); raise ProfileError listing every problem."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        raise ProfileError([f"{path}:{line}: not valid YAML: {exc.problem}"]) from None
+    if root is None:
+        raise ProfileError([f"{path}:1: the file is empty; it needs a 'profiles:' list"])
+    lines: dict[Path_, int] = {}
+    try:
+        data = _construct(root, (), lines)
+    except ProfileError as exc:
+        raise ProfileError([f"{path}:{p.removeprefix('line ')}" for p in exc.problems]) from None
+    if not isinstance(data, dict):
+        raise ProfileError([f"{path}:1: the top level must be a mapping with 'profiles:'"])
+    problems: list[str] = []
+    for key in data:
+        if key not in ("defaults", "profiles"):
+            problems.append(f"{path}:{lines[(key,)]}: top-level key '{key}' is not known; "
+                            "allowed: defaults, profiles")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        problems.append(f"{path}:{lines[('defaults',)]}: 'defaults' must be a mapping")
+        defaults = {}
+    entries = data.get("profiles")
+    if not isinstance(entries, list) or not entries:
+        line = lines.get(("profiles",), 1)
+        problems.append(f"{path}:{line}: 'profiles' must be a non-empty list of profiles")
+        raise ProfileError(problems)
+    profiles: list[Profile] = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            problems.append(f"{path}:{lines[('profiles', index)]}: a profile must be a mapping")
+            continue
+        merged = _merge(defaults, entry)
+        label = f"profile '{entry.get('name', index + 1)}'"
+        try:
+            profiles.append(Profile.model_validate(merged))
+        except ValidationError as exc:
+            for err in exc.errors():
+                line = _line_for(err["loc"], lines, index, entry)
+                problems.append(f"{path}:{line}: {label}: {_message(err)}")
+    seen: dict[str, int] = {}
+    for index, profile in enumerate(profiles):
+        line = lines.get(("profiles", index, "name"), 1)
+        if profile.name in seen:
+            problems.append(f"{path}:{line}: profile name '{profile.name}' is used twice "
+                            f"(first at line {seen[profile.name]}); names must be unique")
+        seen.setdefault(profile.name, line)
+    if sum(p.default for p in profiles) > 1:
+        names = ", ".join(p.name for p in profiles if p.default)
+        problems.append(f"{path}:{lines[('profiles',)]}: more than one default profile ({names}); "
+                        "mark one with 'default: true'")
+    if problems:
+        raise ProfileError(problems)
+    return ProfileSet(path=path, profiles=tuple(profiles), by_name={p.name: p for p in profiles})
+
+
+def load_profiles(path: str | Path) -> ProfileSet:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError([f"{p}:0: cannot read the profiles file: {exc.strerror}"]) from None
+    return parse_profiles(text, str(p))
+
+
+class ProfileStore:
+    """Reloads profiles.yaml when it changes; a broken edit keeps the last good profiles."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._current: ProfileSet | None = None
+        self._stamp: tuple[float, int] | None = None
+        self.last_error: ProfileError | None = None
+
+    def get(self) -> ProfileSet:
+        try:
+            stat = self.path.stat()
+            stamp: tuple[float, int] | None = (stat.st_mtime, stat.st_size)
+        except OSError:
+            stamp = None
+        if self._current is not None and stamp == self._stamp:
+            return self._current
+        try:
+            fresh = load_profiles(self.path)
+        except ProfileError as exc:
+            self._stamp = stamp
+            self.last_error = exc
+            if self._current is None:
+                raise
+            log.error("%s is broken, keeping the last good profiles:\n%s", self.path, exc)
+            return self._current
+        if self._current is not None:
+            log.info("Reloaded %s: %s", self.path, ", ".join(fresh.names()))
+        self._current, self._stamp, self.last_error = fresh, stamp, None
+        return fresh

@@ -1,0 +1,478 @@
+"""HPCSpawner: a JupyterHub spawner whose servers are SLURM or HTCondor jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import posixpath
+import pwd
+import secrets
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from jupyterhub.spawner import Spawner, SpawnException
+from traitlets import Dict, Float, Integer, List, Unicode, default
+from traitlets.config import Config
+
+from . import messages
+from .api import register_report_handler
+from .apps import app_command
+from .backends import Backend, BackendError, JobInfo, JobState, SubmitRequest, backend_classes
+from .commands import CommandError
+from .poller import Poller, get_poller
+from .profiles import Profile, ProfileError, ProfileSet, ProfileStore
+from .render import JobSpec, RenderError, make_spec, render_job, render_template
+from .tokenfile import remove_file, write_token_file
+
+_STORES: dict[str, ProfileStore] = {}
+_BACKENDS: dict[str, Backend] = {}
+OPTION_KEYS = {"profile"}
+
+
+def _config_dir() -> str:
+    try:
+        from jupyterhub.app import JupyterHub
+
+        if JupyterHub.initialized():
+            config_file = JupyterHub.instance().config_file
+            return os.path.dirname(os.path.abspath(config_file))
+    except Exception:  # no hub app (CLI, tests): fall back to the working directory
+        pass
+    return os.getcwd()
+
+
+def shared_backend(name: str, config: Config) -> Backend:
+    """One backend object per scheduler per hub process."""
+    backend = _BACKENDS.get(name)
+    if backend is None:
+        backend = _BACKENDS[name] = backend_classes()[name](config=config)
+    return backend
+
+
+class HPCSpawner(Spawner):
+    """Start each server as a batch job chosen from the profiles in profiles.yaml."""
+
+    profiles_path = Unicode(
+        "",
+        help="""Path of profiles.yaml. Default: profiles.yaml beside jupyterhub_config.py.
+        The file is re-read when it changes; a broken edit keeps the last good profiles.""",
+    ).tag(config=True)
+
+    template_paths = List(
+        Unicode(),
+        help="""Directories searched, in order, before the shipped templates. A file named
+        like a shipped one (slurm.sbatch.j2, htcondor.sub.j2, form.html.j2) replaces it.""",
+    ).tag(config=True)
+
+    job_python = Unicode(
+        help="""Python that runs the launcher inside the job (must have hpcspawner installed
+        and be readable by every user: a venv under /opt, not under /root).
+        Default: the hub's own Python.""",
+    ).tag(config=True)
+
+    hub_id = Unicode(
+        help="""Name of this hub in its jobs' tags, so two hubs on one cluster never treat
+        each other's jobs as orphans. Default: the hub host's name.""",
+    ).tag(config=True)
+
+    job_dir = Unicode(
+        "{home}/.hpcspawner",
+        help="""Directory (on the shared home) for job logs and the token hand-off file;
+        `{home}` and `{username}` are replaced. Created mode 0700 as the user.""",
+    ).tag(config=True)
+
+    fast_poll_interval = Float(
+        1.0, help="Seconds between scheduler queries while any server is starting."
+    ).tag(config=True)
+    slow_poll_interval = Float(
+        30.0, help="Seconds between scheduler queries when all servers run."
+    ).tag(config=True)
+    poll_jitter = Float(0.1, help="Random fraction added to or taken from each interval.").tag(
+        config=True)
+    orphan_grace = Float(
+        30.0,
+        help="""A job with this hub's tag that no server owns for this long is cancelled.""",
+    ).tag(config=True)
+
+    extra_env = Dict(
+        Unicode(), help="Extra environment variables for the job (not secrets)."
+    ).tag(config=True)
+
+    progress_every = Integer(10, help="Seconds between repeated 'waiting in queue' messages.").tag(
+        config=True)
+
+    # Batch jobs queue: the defaults of the base class are for local processes.
+    @default("start_timeout")
+    def _start_timeout_default(self) -> int:
+        return 3600
+
+    @default("http_timeout")
+    def _http_timeout_default(self) -> int:
+        return 120
+
+    @default("poll_interval")
+    def _poll_interval_default(self) -> int:
+        return 30
+
+    @default("env_keep")
+    def _env_keep_default(self) -> list[str]:
+        return ["JUPYTERHUB_SINGLEUSER_APP", "LANG", "LC_ALL"]
+
+    @default("cmd")
+    def _cmd_default(self) -> list[str]:
+        return [posixpath.join(posixpath.dirname(self.job_python), "jupyterhub-singleuser")]
+
+    @default("job_python")
+    def _job_python_default(self) -> str:
+        return sys.executable
+
+    @default("hub_id")
+    def _hub_id_default(self) -> str:
+        return socket.gethostname().split(".")[0]
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self) -> Any:
+        # user_options are validated and applied in start() (resolve_profile), for the form,
+        # the REST API and URL spawns alike; this only tells JupyterHub they are handled.
+        return lambda spawner, options: None
+
+    @default("options_form")
+    def _options_form_default(self) -> Any:
+        return self._render_form
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.job_id = ""
+        self.backend_name = ""
+        self.profile_name = ""
+        self.job_tag = ""
+        self.last_end = ""
+        self._secret_file = ""
+        self._report: asyncio.Future[tuple[str, int]] | None = None
+        self._events: list[dict[str, Any]] = []
+        self._event_added = asyncio.Event()
+        self._starting = False
+
+    # -- profiles ---------------------------------------------------------------------------
+    def _store(self) -> ProfileStore:
+        path = self.profiles_path or os.path.join(_config_dir(), "profiles.yaml")
+        store = _STORES.get(path)
+        if store is None:
+            store = _STORES[path] = ProfileStore(path)
+        return store
+
+    def _profiles(self) -> ProfileSet:
+        try:
+            return self._store().get()
+        except ProfileError as exc:
+            self.log.error("%s: cannot load profiles:\n%s", self._log_name, exc)
+            raise SpawnException(
+                "The hub's profile list is broken, so no server can start. "
+                "Please tell the hub's administrators.",
+                reason="profiles", status_code=500, log_message=str(exc),
+            ) from None
+
+    def _user_groups(self) -> list[str]:
+        return [g.name for g in getattr(self.user, "groups", [])]
+
+    def _visible(self) -> list[Profile]:
+        return self._profiles().for_user(self.user.name, self._user_groups())
+
+    def _render_form(self, spawner: Spawner | None = None) -> str:
+        profiles = self._visible()
+        chosen = (self.user_options or {}).get("profile") if self.user_options else None
+        names = [p.name for p in profiles]
+        if chosen not in names:
+            default = self._profiles().default
+            chosen = default.name if default.name in names else (names[0] if names else "")
+        return render_template("form.html.j2", {
+            "profiles": profiles, "chosen": chosen, "last_end": self.last_end,
+        }, self.template_paths)
+
+    def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
+        values = formdata.get("profile") or [""]
+        options = {"profile": values[0]}
+        self.resolve_profile(options)  # reject a forged form here, with the form shown again
+        return options
+
+    def resolve_profile(self, options: Any) -> Profile:
+        """The profile ``options`` ask for, or SpawnException(400) naming the valid ones.
+
+        Used for the form, the REST API (``user_options``) and URL spawns alike.
+        """
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise SpawnException("Server options must be a JSON object like "
+                                 '{"profile": "medium"}.', reason="options")
+        visible = self._visible()
+        names = ", ".join(p.name for p in visible)
+        unknown = sorted(set(options) - OPTION_KEYS)
+        if unknown:
+            raise SpawnException(
+                f"Unknown server option {', '.join(map(repr, unknown))}; the options are: "
+                f"{', '.join(sorted(OPTION_KEYS))} (profile is one of: {names}).",
+                reason="options",
+            )
+        name = options.get("profile")
+        if name is None or name == "":
+            default = self._profiles().default
+            if default in visible:
+                return default
+            if visible:
+                return visible[0]
+            raise SpawnException("No profile is available to you; ask the hub's administrators.",
+                                 reason="options", status_code=403)
+        for profile in visible:
+            if profile.name == name:
+                return profile
+        shown = name if isinstance(name, str) and len(name) < 80 else "(invalid)"
+        raise SpawnException(f"Unknown profile {shown!r}; choose one of: {names}.",
+                             reason="options")
+
+    # -- backends and the poller -------------------------------------------------------------
+    def _backend(self, name: str) -> Backend:
+        return shared_backend(name, self.config)
+
+    def _poller(self, backend_name: str) -> Poller:
+        backend = self._backend(backend_name)
+        prefix = f"hpcspawner:{self.hub_id}:"
+        return get_poller(f"{backend_name}|{prefix}", lambda: Poller(
+            backend, prefix, fast=self.fast_poll_interval, slow=self.slow_poll_interval,
+            jitter=self.poll_jitter, orphan_grace=self.orphan_grace, logger=self.log,
+        ))
+
+    def start_pollers(self) -> None:
+        """Start the poller of every backend the profiles use (orphans are found from now)."""
+        try:
+            backends = {p.backend for p in self._profiles().profiles}
+        except SpawnException:
+            return
+        for name in sorted(backends):
+            self._poller(name).start()
+
+    # -- state ------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.job_id:
+            state.update(job_id=self.job_id, backend=self.backend_name,
+                         profile=self.profile_name, tag=self.job_tag)
+        if self.last_end:
+            state["last_end"] = self.last_end
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.job_id = state.get("job_id", "")
+        self.backend_name = state.get("backend", "")
+        self.profile_name = state.get("profile", "")
+        self.job_tag = state.get("tag", "")
+        self.last_end = state.get("last_end", "")
+        if self.job_id and self.backend_name:
+            self._poller(self.backend_name).watch(self.job_id)
+        self.start_pollers()
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.job_id = self.backend_name = self.profile_name = self.job_tag = ""
+        # last_end survives on purpose: the next spawn page tells the user why it ended.
+
+    # -- progress ---------------------------------------------------------------------------
+    def _emit(self, progress: int, message: str) -> None:
+        self.log.info("%s: %s", self._log_name, message)
+        self._events.append({"progress": progress, "message": message})
+        self._event_added.set()
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        sent = 0
+        while True:
+            while sent < len(self._events):
+                yield self._events[sent]
+                sent += 1
+            if not self._starting:
+                return
+            self._event_added.clear()
+            try:
+                await asyncio.wait_for(self._event_added.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- the launcher's report --------------------------------------------------------------
+    def receive_report(self, host: str, port: int) -> None:
+        """Called by the hub route when this server's launcher says it is listening."""
+        if self._report is None or self._report.done():
+            raise ValueError("this server is not waiting for an address")
+        self._report.set_result((host, port))
+
+    # -- start / poll / stop ----------------------------------------------------------------
+    def _home(self) -> str:
+        try:
+            return pwd.getpwnam(self.user.name).pw_dir
+        except KeyError:
+            raise SpawnException(
+                f"There is no Unix account named {self.user.name!r} on the hub host; "
+                "batch jobs run as the user's own account. Ask the administrators.",
+                reason="account", status_code=500,
+            ) from None
+
+    def _job_env(self) -> dict[str, str]:
+        """The hub's environment for the server, minus anything that carries the token."""
+        token = self.api_token or ""
+        env = {k: v for k, v in self.get_env().items()
+               if isinstance(v, str) and "TOKEN" not in k and not (token and token in v)}
+        env.update(self.extra_env)
+        env["HPCSPAWNER_START_TIMEOUT"] = str(int(self.start_timeout))
+        return env
+
+    def _job_dir(self, home: str) -> str:
+        return self.job_dir.format(home=home, username=self.user.name)
+
+    def build_spec(self, profile: Profile, home: str, secret_file: str) -> JobSpec:
+        backend = self._backend(profile.backend)
+        return make_spec(
+            profile=profile, username=self.user.name, server_name=self.name, home=home,
+            job_dir=self._job_dir(home), log_name=backend.log_name(self.name or "default"),
+            hub_id=self.hub_id, python=self.job_python,
+            command=app_command(profile.app, self.cmd, self.get_args(), self.job_python),
+            env=self._job_env(), job_name=getattr(backend, "job_name", "jupyterhub"),
+            secret_file=secret_file,
+        )
+
+    async def start(self) -> tuple[str, int]:
+        profile = self.resolve_profile(self.user_options)
+        backend = self._backend(profile.backend)
+        poller = self._poller(profile.backend)
+        home = self._home()
+        secret_file = posixpath.join(self._job_dir(home), f"{self.name or 'default'}-"
+                                              f"{secrets.token_hex(8)}.token")
+        try:
+            spec = self.build_spec(profile, home, secret_file)
+            script = render_job(backend.template_name, spec, self.template_paths)
+        except RenderError as exc:
+            raise SpawnException(f"Cannot write the job script: {exc}", reason="render",
+                                 status_code=500) from None
+        self._events, self._starting, self.last_end = [], True, ""
+        self._report = asyncio.get_running_loop().create_future()
+        try:
+            job_id = await self._submit(backend, poller, profile, spec, script, secret_file)
+            self.job_id, self.backend_name = job_id, profile.backend
+            self.profile_name, self.job_tag = profile.name, spec.tag
+            poller.watch(job_id, starting=True)
+            self._emit(10, messages.submitted(job_id, profile))
+            host, port = await self._wait_for_server(poller, profile)
+            poller.started(job_id)
+            self._emit(95, messages.listening(host, port))
+            return host, port
+        finally:
+            self._starting = False
+            self._event_added.set()
+
+    async def _submit(self, backend: Backend, poller: Poller, profile: Profile, spec: JobSpec,
+                      script: str, secret_file: str) -> str:
+        done = poller.submitting(spec.tag)
+        try:
+            await write_token_file(backend, self.user.name, secret_file, self.api_token,
+                                   [posixpath.dirname(spec.log_path)])
+            self._secret_file = secret_file
+            request = SubmitRequest(script=script, username=self.user.name,
+                                    schedd=profile.htcondor.schedd, pool=profile.htcondor.pool)
+            return await backend.submit(request)
+        except (CommandError, BackendError) as exc:
+            await self._remove_secret(backend)
+            raise SpawnException(messages.submit_failed(profile), reason="submit",
+                                 status_code=503, log_message=str(exc)) from None
+        finally:
+            done()
+
+    async def _wait_for_server(self, poller: Poller, profile: Profile) -> tuple[str, int]:
+        assert self._report is not None
+        started = time.monotonic()
+        last: JobInfo | None = None
+        last_said = 0.0
+        while not self._report.done():
+            info = poller.latest(self.job_id)
+            if info is not None:
+                if info.state is JobState.GONE:
+                    await self._fail(messages.ended_while_starting(self.job_id, info))
+                waited = time.monotonic() - started
+                changed = last is None or (info.state, info.reason, info.host) != (
+                    last.state, last.reason, last.host)
+                if changed or time.monotonic() - last_said >= self.progress_every:
+                    self._emit(*messages.state_progress(info, waited, profile))
+                    last, last_said = info, time.monotonic()
+                timeout = profile.pending_timeout
+                if info.state is JobState.PENDING and timeout and waited > timeout:
+                    await self._cancel_quietly()
+                    await self._fail(messages.pending_timeout(self.job_id, info, timeout))
+                if info.state is JobState.HELD and waited > profile.hold_timeout:
+                    await self._cancel_quietly()
+                    await self._fail(messages.held(self.job_id, info))
+            update = asyncio.ensure_future(poller.wait_update(self.fast_poll_interval + 1))
+            await asyncio.wait([update, self._report], return_when=asyncio.FIRST_COMPLETED)
+            update.cancel()
+        return self._report.result()
+
+    async def _fail(self, message: str) -> None:
+        self.last_end = message
+        raise SpawnException(message, reason="job", status_code=500)
+
+    async def _cancel_quietly(self) -> None:
+        if not self.job_id:
+            return
+        backend = self._backend(self.backend_name)
+        poller = self._poller(self.backend_name)
+        try:
+            await backend.cancel(self.job_id, self.user.name)
+        except (CommandError, BackendError) as exc:
+            self.log.warning("%s: cancelling job %s failed, will retry: %s", self._log_name,
+                             self.job_id, exc)
+            poller.retry_cancel(self.job_id, self.user.name)
+
+    async def _remove_secret(self, backend: Backend) -> None:
+        if not self._secret_file:
+            return
+        try:
+            await remove_file(backend, self.user.name, self._secret_file)
+        except CommandError as exc:
+            self.log.warning("%s: could not remove the token file: %s", self._log_name, exc)
+        self._secret_file = ""
+
+    async def poll(self) -> int | None:
+        if not self.job_id or not self.backend_name:
+            return 0
+        poller = self._poller(self.backend_name)
+        info = poller.latest(self.job_id)
+        if info is None:
+            await poller.refresh()
+            info = poller.latest(self.job_id)
+        if info is None or info.state is not JobState.GONE:
+            return None  # alive, completing or unknown: never drop a server on doubt
+        self.last_end = messages.ended(self.job_id, info)
+        self.log.warning("%s: %s", self._log_name, self.last_end)
+        return 1
+
+    async def stop(self, now: bool = False) -> None:
+        if not self.job_id or not self.backend_name:
+            return
+        job_id, backend_name = self.job_id, self.backend_name
+        backend = self._backend(backend_name)
+        poller = self._poller(backend_name)
+        poller.unwatch(job_id)
+        try:
+            await backend.cancel(job_id, self.user.name)
+            self.log.info("%s: cancelled job %s", self._log_name, job_id)
+        except (CommandError, BackendError) as exc:
+            self.log.warning("%s: cancelling job %s failed, will retry: %s", self._log_name,
+                             job_id, exc)
+            poller.retry_cancel(job_id, self.user.name)
+        await self._remove_secret(backend)
+        if self._report is not None and not self._report.done():
+            self._report.cancel()
+
+
+# The launcher's report route must exist before the hub builds its handlers; the hub imports
+# this module while loading its config (`spawner_class = "hpcspawner"`), which is early enough.
+register_report_handler()

@@ -1,0 +1,50 @@
+"""Shared fixtures. Tiers: pure (no marker), slurm, e2e (real hub + CHP), browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_PROFILES = (REPO / "profiles.yaml").read_text()
+
+
+def _cluster_problem() -> str:
+    if os.geteuid() != 0:
+        return "e2e tests run as root (they submit jobs as alice and bob through sudo)"
+    if not shutil.which("sbatch"):
+        return "SLURM is not installed: run `sudo scripts/cluster-up`"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True,
+                             timeout=15)
+    except subprocess.TimeoutExpired:
+        return "slurmctld does not answer: run `sudo scripts/cluster-up`"
+    if out.returncode != 0 or "jupyter" not in out.stdout:
+        return f"the local cluster is not up ({out.stderr.strip()}): run `sudo scripts/cluster-up`"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def cluster() -> None:
+    """The local one-node SLURM cluster. In CI its absence is a failure, never a skip."""
+    problem = _cluster_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(problem)
+        pytest.skip(problem)
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """On a failed scheduler test, print what the scheduler saw (like dask-jobqueue's CI)."""
+    if call.excinfo is None or call.when != "call" or not shutil.which("squeue"):
+        return
+    if not any(item.iter_markers(name) for name in ("slurm", "e2e")):
+        return
+    for argv in (["squeue", "-a", "--states=all", "-o", "%i %T %u %P %C %m %l %r %k"],
+                 ["sinfo", "-N"]):
+        out = subprocess.run(argv, capture_output=True, text=True, check=False)
+        print(f"\n$ {' '.join(argv)}\n{out.stdout}{out.stderr}")

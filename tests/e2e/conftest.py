@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import secrets
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import EXAMPLE_PROFILES
+from tests.hubtools import Hub, squeue
+
+
+@pytest.fixture
+def make_hub(cluster: None, tmp_path: Path) -> Iterator[Callable[..., Hub]]:
+    """Build hubs with their own hub_id; afterwards stop servers, hub, proxy and any job."""
+    hubs: list[Hub] = []
+
+    def make(profiles: str = EXAMPLE_PROFILES, **kw: Any) -> Hub:
+        hub_id = kw.pop("hub_id", f"t{secrets.token_hex(3)}")
+        hub = Hub(tmp_path / f"hub{len(hubs)}", profiles=profiles, hub_id=hub_id, **kw)
+        hubs.append(hub)
+        return hub
+
+    yield make
+    for hub in hubs:
+        if hub.proc is not None:
+            for user in hub.users:
+                try:
+                    hub.stop_server(user)
+                except Exception:  # best effort: the hub may be the thing that failed
+                    pass
+        hub.stop()
+        hub.stop_proxy()
+        leftover = [job["id"] for job in squeue(hub.hub_id)]
+        if leftover:
+            subprocess.run(["scancel", *leftover], check=False)

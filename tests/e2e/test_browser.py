@@ -1,0 +1,58 @@
+"""Chromium (Debian's, through Playwright) on the real hub: the chooser and JupyterLab."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.hubtools import Hub, squeue
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.browser]
+
+CHROMIUM = os.environ.get("HPCSPAWNER_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("HPCSPAWNER_ARTIFACTS", "/var/tmp/hpcspawner-artifacts"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+
+
+def test_chooser_shows_three_profiles_and_large_ends_in_jupyterlab(
+        make_hub: Callable[..., Hub]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    hub = make_hub().start()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "chooser.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            page.goto(f"{hub.url}/hub/login")
+            page.fill("#username_input", "alice")
+            page.fill("#password_input", hub.password)
+            page.click("#login_submit")
+            page.wait_for_url("**/hub/spawn")
+
+            select = page.locator("select#hpcspawner-profile")
+            expect(select).to_be_visible()
+            labels = select.locator("option").all_inner_texts()
+            assert labels == ["Small — 1 core, 12 GiB, 12 h", "Medium — 2 cores, 20 GiB, 6 h",
+                              "Large — 2 cores, 48 GiB, 3 h"]
+            expect(page.locator(".hpcspawner-description:visible")).to_contain_text(
+                "Editing, plotting and small analyses")
+            select.select_option("large")
+            expect(page.locator(".hpcspawner-description:visible")).to_contain_text(
+                "Memory-hungry work")
+            page.screenshot(path=str(shot))
+            print(f"\nscreenshot of the chooser: {shot}")
+
+            page.click("form button[type=submit]")
+            page.wait_for_url("**/user/alice/lab**", timeout=120_000)
+            expect(page.locator("#jp-main-dock-panel")).to_be_visible(timeout=60_000)
+            [job] = squeue(hub.hub_id)
+            assert job["user"] == "alice" and job["mem"] == "48G", job
+        finally:
+            browser.close()

@@ -1,0 +1,218 @@
+"""A real JupyterHub + configurable-http-proxy for end-to-end tests, driven by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+
+VENV_BIN = Path(sys.executable).parent
+T = TypeVar("T")
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float = 60.0,
+             interval: float = 0.2) -> T:
+    """Poll ``check`` until it returns something truthy, or fail saying what did not happen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def run(argv: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=check, capture_output=True, text=True, **kw)
+
+
+def squeue(hub_id: str) -> list[dict[str, str]]:
+    """Live SLURM jobs (any state squeue still lists) that carry this hub's tag."""
+    out = run(["squeue", "-h", "-a", "-o", "%i|%T|%u|%C|%m|%l|%P|%r|%k"]).stdout
+    jobs = []
+    for line in out.splitlines():
+        job_id, state, user, cpus, mem, limit, part, reason, comment = line.split("|", 8)
+        if comment.startswith(f"hpcspawner:{hub_id}:"):
+            jobs.append({"id": job_id, "state": state, "user": user, "cpus": cpus,
+                         "mem": mem, "time_limit": limit, "partition": part,
+                         "reason": reason, "comment": comment})
+    return jobs
+
+
+def scontrol_job(job_id: str) -> dict[str, str]:
+    out = run(["scontrol", "show", "job", "-o", job_id]).stdout
+    fields: dict[str, str] = {}
+    for word in out.split():
+        key, _, value = word.partition("=")
+        fields.setdefault(key, value)
+    return fields
+
+
+class Hub:
+    """One hub in its own directory, ports and hub_id, so tests never meet the demo hub."""
+
+    def __init__(self, workdir: Path, *, profiles: str, hub_id: str, port: int = 18000,
+                 extra_config: str = "", users: tuple[str, ...] = ("alice", "bob", "carol")):
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.hub_id = hub_id
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.token = secrets.token_hex(24)
+        self.proxy_token = secrets.token_hex(24)
+        self.password = "hpcspawner-test"
+        self.users = users
+        self.log_path = self.dir / "hub.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        (self.dir / "profiles.yaml").write_text(profiles)
+        self.config_path = self.dir / "jupyterhub_config.py"
+        self.config_path.write_text(self._config(extra_config))
+
+    def _config(self, extra: str) -> str:
+        return textwrap.dedent(f"""
+            c = get_config()
+            c.JupyterHub.spawner_class = "hpcspawner"
+            c.HPCSpawner.hub_id = {self.hub_id!r}
+            c.HPCSpawner.fast_poll_interval = 0.5
+            c.HPCSpawner.slow_poll_interval = 5
+            c.HPCSpawner.orphan_grace = 5
+            c.Spawner.default_url = "/lab"
+            c.JupyterHub.bind_url = "{self.url}"
+            c.JupyterHub.hub_port = {self.port + 81}
+            c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.port + 1}"
+            c.ConfigurableHTTPProxy.auth_token = {self.proxy_token!r}
+            c.ConfigurableHTTPProxy.pid_file = {str(self.dir / "proxy.pid")!r}
+            c.JupyterHub.db_url = "sqlite:///{self.dir / 'jupyterhub.sqlite'}"
+            c.JupyterHub.cookie_secret_file = {str(self.dir / "cookie_secret")!r}
+            c.JupyterHub.cleanup_servers = False
+            c.JupyterHub.authenticator_class = "shared-password"
+            c.SharedPasswordAuthenticator.user_password = {self.password!r}
+            c.Authenticator.allowed_users = {set(self.users)!r}
+            c.JupyterHub.services = [{{"name": "tester", "api_token": {self.token!r}}}]
+            c.JupyterHub.load_roles = [{{
+                "name": "tester",
+                "scopes": ["admin:users", "admin:servers", "access:servers", "tokens",
+                           "read:users", "admin:server_state"],
+                "services": ["tester"],
+            }}]
+            c.JupyterHub.log_level = "DEBUG"
+        """) + textwrap.dedent(extra)
+
+    # -- process ---------------------------------------------------------------------------
+    def start(self) -> Hub:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "jupyterhub"), "-f", str(self.config_path)],
+            cwd=self.dir, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"},
+        )
+        (self.dir / "hub.pid").write_text(str(self.proc.pid))
+        wait_for("the hub to answer", self._ready, timeout=60)
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"the hub exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+        try:
+            return requests.get(f"{self.url}/hub/api", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def stop_proxy(self) -> None:
+        pid_file = self.dir / "proxy.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+            pid_file.unlink(missing_ok=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # -- API -------------------------------------------------------------------------------
+    def api(self, method: str, path: str, **kw: Any) -> requests.Response:
+        headers = {"Authorization": f"token {self.token}", **kw.pop("headers", {})}
+        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers,
+                                timeout=kw.pop("timeout", 30), **kw)
+
+    def spawn(self, user: str, options: dict[str, Any] | None = None,
+              server: str = "") -> requests.Response:
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        return self.api("POST", path, data=json.dumps(options or {}))
+
+    def server_model(self, user: str, server: str = "") -> dict[str, Any] | None:
+        model = self.api("GET", f"/users/{user}").json()
+        return model.get("servers", {}).get(server)
+
+    def wait_ready(self, user: str, timeout: float = 90) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            model = self.server_model(user)
+            return model if model and model.get("ready") else None
+
+        return wait_for(f"{user}'s server to be ready", ready, timeout=timeout, interval=0.3)
+
+    def wait_stopped(self, user: str, timeout: float = 60) -> None:
+        wait_for(f"{user}'s server to be gone from the hub",
+                 lambda: self.server_model(user) is None, timeout=timeout, interval=0.3)
+
+    def stop_server(self, user: str) -> requests.Response:
+        return self.api("DELETE", f"/users/{user}/server")
+
+    def proxied(self, user: str, path: str = "api/status") -> requests.Response:
+        return requests.get(f"{self.url}/user/{user}/{path}",
+                            headers={"Authorization": f"token {self.token}"}, timeout=10)
+
+    def routes(self) -> dict[str, Any]:
+        r = requests.get(f"http://127.0.0.1:{self.port + 1}/api/routes",
+                         headers={"Authorization": f"token {self.proxy_token}"}, timeout=5)
+        r.raise_for_status()
+        result: dict[str, Any] = r.json()
+        return result
+
+    def server_port(self, user: str) -> int:
+        target = self.routes()[f"/user/{user}"]["target"]
+        return int(target.rsplit(":", 1)[1])
+
+    def login(self, user: str) -> requests.Session:
+        session = requests.Session()
+        session.get(f"{self.url}/hub/login", timeout=10)
+        r = session.post(f"{self.url}/hub/login", timeout=10, data={
+            "username": user, "password": self.password, "_xsrf": session.cookies.get("_xsrf"),
+        })
+        assert r.status_code == 200, r.text[:500]
+        return session
+
+
+def listener_user(port: int) -> str:
+    """Unix user of the process listening on ``port`` (ss + ps)."""
+    out = run(["ss", "-Hltnp", f"sport = :{port}"]).stdout
+    pid = out.split("pid=", 1)[1].split(",", 1)[0]
+    return run(["ps", "-o", "user=", "-p", pid]).stdout.strip()
