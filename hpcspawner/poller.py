@@ -8,6 +8,7 @@ cancels that failed are retried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -113,10 +114,8 @@ class Poller:
     async def wait_update(self, timeout: float) -> None:
         """Return after the next query finishes, or after ``timeout`` seconds."""
         event = self._updated
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
 
     def retry_cancel(self, job_id: str, username: str, *, schedd: str | None = None,
                      pool: str | None = None) -> None:
@@ -131,10 +130,8 @@ class Poller:
     async def _loop(self) -> None:
         while True:
             self._wake.clear()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval())
-            except asyncio.TimeoutError:
-                pass
             try:
                 await self.refresh()
                 if time.monotonic() - self._last_sweep >= self.slow:

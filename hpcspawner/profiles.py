@@ -34,7 +34,7 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:@+%=/-]+$")
 
 
 def _size(value: Any) -> int:
-    if isinstance(value, bool) or isinstance(value, (int, float)):
+    if isinstance(value, (bool, int, float)):
         raise ValueError(f"'{value}' has no unit; write e.g. {value}GiB")
     return parse_size(str(value))
 
@@ -66,7 +66,8 @@ class Resources(_Strict):
 
     def summary(self) -> str:
         cores = f"{self.cores} core" + ("s" if self.cores != 1 else "")
-        parts = [cores, format_size(self.memory).replace("GiB", " GiB"), format_duration(self.runtime)]
+        memory = format_size(self.memory).replace("GiB", " GiB")
+        parts = [cores, memory, format_duration(self.runtime)]
         if self.gpus:
             parts.insert(1, f"{self.gpus} GPU" + ("s" if self.gpus != 1 else ""))
         return ", ".join(parts)
@@ -177,9 +178,9 @@ def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
             key = yaml.safe_load(yaml.serialize(key_node))
             if key in out:
                 raise ProfileError([f"line {key_node.start_mark.line + 1}: duplicate key '{key}'"])
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            out[key] = _construct(value_node, (*path, key), lines)
-            lines[(*path, key)] = key_node.start_mark.line + 1
+            key_path = (*path, key)
+            out[key] = _construct(value_node, key_path, lines)
+            lines[key_path] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, (*path, i), lines) for i, item in enumerate(node.value)]
@@ -211,9 +212,9 @@ def _line_for(loc: Path_, lines: dict[Path_, int], index: int, profile: dict[str
 
 def _present(data: Any, keys: Path_) -> bool:
     for key in keys:
-        if isinstance(data, dict) and key in data:
-            data = data[key]
-        elif isinstance(data, list) and isinstance(key, int) and key < len(data):
+        in_dict = isinstance(data, dict) and key in data
+        in_list = isinstance(data, list) and isinstance(key, int) and key < len(data)
+        if in_dict or in_list:
             data = data[key]
         else:
             return False
@@ -246,7 +247,8 @@ def parse_profiles(text: str, path: str = "profiles.yaml") -> ProfileSet:
     try:
         data = _construct(root, (), lines)
     except ProfileError as exc:
-        raise ProfileError([f"{path}:{p.removeprefix('line ')}" for p in exc.problems]) from None
+        located = [f"{path}:{p.removeprefix('line ')}" for p in exc.problems]
+        raise ProfileError(located) from None
     if not isinstance(data, dict):
         raise ProfileError([f"{path}:1: the top level must be a mapping with 'profiles:'"])
     problems: list[str] = []

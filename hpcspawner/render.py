@@ -11,7 +11,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateSyntaxError,
+    select_autoescape,
+)
 
 from .profiles import Profile
 from .units import mebibytes, slurm_time
@@ -177,7 +185,12 @@ def make_spec(
 
 def render_template(name: str, context: dict[str, Any],
                     template_dirs: Sequence[str] = ()) -> str:
-    return environment(tuple(template_dirs)).get_template(name).render(**context)
+    """Render ``name``; a template mistake becomes a RenderError naming the template."""
+    try:
+        return environment(tuple(template_dirs)).get_template(name).render(**context)
+    except TemplateError as exc:
+        where = f"{name}:{exc.lineno}" if isinstance(exc, TemplateSyntaxError) else name
+        raise RenderError(f"template {where}: {exc.message or exc}") from None
 
 
 def render_job(template: str, spec: JobSpec, template_dirs: Sequence[str] = ()) -> str:

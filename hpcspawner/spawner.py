@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import posixpath
 import pwd
@@ -295,10 +296,8 @@ class HPCSpawner(Spawner):
             if not self._starting:
                 return
             self._event_added.clear()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._event_added.wait(), 1.0)
-            except asyncio.TimeoutError:
-                pass
 
     # -- the launcher's report --------------------------------------------------------------
     def receive_report(self, host: str, port: int) -> None:
@@ -410,8 +409,10 @@ class HPCSpawner(Spawner):
                 if info.state is JobState.HELD and waited > profile.hold_timeout:
                     await self._cancel_quietly()
                     await self._fail(messages.held(self.job_id, info))
-            update = asyncio.ensure_future(poller.wait_update(self.fast_poll_interval + 1))
-            await asyncio.wait([update, self._report], return_when=asyncio.FIRST_COMPLETED)
+            update: asyncio.Future[Any] = asyncio.ensure_future(
+                poller.wait_update(self.fast_poll_interval + 1))
+            report: asyncio.Future[Any] = self._report
+            await asyncio.wait([update, report], return_when=asyncio.FIRST_COMPLETED)
             update.cancel()
         return self._report.result()
 

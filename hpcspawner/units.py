@@ -21,8 +21,8 @@ def parse_size(text: str) -> int:
     if not match:
         digits = re.sub(r"[^0-9.]", "", value) or "12"
         raise ValueError(
-            f"'{text}' is not a size; write a number and one of KiB, MiB, GiB, TiB "
-            f"with no space, e.g. {digits}GiB"
+            f"'{text}' is not a size; write {digits}GiB (a number and KiB, MiB, GiB or TiB, "
+            "no space)"
         )
     number = float(match.group("num"))
     size = int(number * _SIZE_UNITS[match.group("unit")])

@@ -42,7 +42,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """On a failed scheduler test, print what the scheduler saw (like dask-jobqueue's CI)."""
     if call.excinfo is None or call.when != "call" or not shutil.which("squeue"):
         return
-    if not any(item.iter_markers(name) for name in ("slurm", "e2e")):
+    if not any(item.get_closest_marker(name) for name in ("slurm", "e2e")):
         return
     for argv in (["squeue", "-a", "--states=all", "-o", "%i %T %u %P %C %m %l %r %k"],
                  ["sinfo", "-N"]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -123,7 +124,8 @@ class Hub:
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"the hub exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            tail = self.log()[-3000:]
+            raise AssertionError(f"the hub exited with {self.proc.returncode}:\n{tail}")
         try:
             return requests.get(f"{self.url}/hub/api", timeout=2).status_code == 200
         except requests.RequestException:
@@ -148,10 +150,8 @@ class Hub:
     def stop_proxy(self) -> None:
         pid_file = self.dir / "proxy.pid"
         if pid_file.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-            except (ProcessLookupError, ValueError):
-                pass
             pid_file.unlink(missing_ok=True)
 
     def log(self) -> str:

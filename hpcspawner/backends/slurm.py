@@ -127,7 +127,7 @@ class SlurmBackend(Backend):
         for line in result.stdout.splitlines():
             name, _, cpus = line.partition("|")
             try:
-                alloc, idle, _other, total = (int(x) for x in cpus.split("/"))
+                _alloc, idle, _other, total = (int(x) for x in cpus.split("/"))
             except ValueError:
                 continue
             out.append(Availability(name=name.rstrip("*"), free_cores=idle, total_cores=total))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
@@ -27,10 +28,8 @@ def make_hub(cluster: None, tmp_path: Path) -> Iterator[Callable[..., Hub]]:
     for hub in hubs:
         if hub.proc is not None:
             for user in hub.users:
-                try:
+                with contextlib.suppress(Exception):  # best effort: the hub may have failed
                     hub.stop_server(user)
-                except Exception:  # best effort: the hub may be the thing that failed
-                    pass
         hub.stop()
         hub.stop_proxy()
         leftover = [job["id"] for job in squeue(hub.hub_id)]

@@ -1,0 +1,36 @@
+"""The launcher's report route accepts a host and a port, nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tornado import web
+
+from hpcspawner.api import parse_report
+
+
+def test_a_valid_report() -> None:
+    assert parse_report({"host": "node042.desy.de", "port": 8888, "server_name": ""}) == (
+        "node042.desy.de", 8888, "")
+    assert parse_report({"host": "10.1.2.3", "port": 1}) == ("10.1.2.3", 1, "")
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    ({"host": "n", "port": 8888, "cmd": ["/bin/sh"]}, "unknown report fields: cmd"),
+    ({"host": "n", "port": 8888, "ip": "evil"}, "unknown report fields: ip"),
+    ({"host": "n", "port": 0}, "port must be"),
+    ({"host": "n", "port": 70000}, "port must be"),
+    ({"host": "n", "port": "8888"}, "port must be"),
+    ({"host": "n", "port": True}, "port must be"),
+    ({"host": "evil host", "port": 8888}, "host must be"),
+    ({"host": "a;b", "port": 8888}, "host must be"),
+    ({"host": "", "port": 8888}, "host must be"),
+    ({"host": "h", "port": 8888, "server_name": 3}, "server_name must be"),
+    ([1, 2], "JSON object"),
+])
+def test_anything_else_is_a_400(body: Any, why: str) -> None:
+    with pytest.raises(web.HTTPError) as info:
+        parse_report(body)
+    assert info.value.status_code == 400
+    assert why in str(info.value.log_message)

@@ -1,0 +1,125 @@
+"""Job scripts: golden files for the example classes, and hostile values stay inert."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hpcspawner.cli import main as cli_main
+from hpcspawner.profiles import load_profiles
+from hpcspawner.render import RenderError, make_spec, render_job
+from tests.conftest import REPO
+
+GOLDEN = Path(__file__).parent / "golden"
+PYTHON = "/opt/hpcspawner/venv/bin/python3"
+HOSTILE = [
+    "$(touch {canary})",
+    "`touch {canary}`",
+    "a\nb; touch {canary}",
+    "it's \"quoted\" \\ and $HOME",
+    "; touch {canary} #",
+    "${IFS}touch${IFS}{canary}",
+]
+
+
+def render_cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    code = cli_main(["render", "--profiles", str(REPO / "profiles.yaml"), "--python", PYTHON,
+                     "--hub-id", "hub", *args])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+@pytest.mark.parametrize("profile", ["small", "medium", "large"])
+def test_golden_slurm_scripts(profile: str, capsys: pytest.CaptureFixture[str]) -> None:
+    script = render_cli(capsys, "--profile", profile, "--user", "alice")
+    golden = GOLDEN / f"slurm-{profile}.sbatch"
+    if os.environ.get("HPCSPAWNER_UPDATE_GOLDEN"):
+        golden.write_text(script)
+    assert script == golden.read_text()
+
+
+def test_golden_scripts_carry_the_class_resources(capsys: pytest.CaptureFixture[str]) -> None:
+    script = render_cli(capsys, "--profile", "medium", "--user", "alice")
+    for line in ("#SBATCH --partition=jupyter", "#SBATCH --cpus-per-task=2",
+                 "#SBATCH --mem=20480M", "#SBATCH --time=06:00:00"):
+        assert line in script.splitlines()
+
+
+def _stub_python(tmp_path: Path) -> Path:
+    """Stands in for the job's Python: prints its argv and environment as JSON."""
+    stub = tmp_path / "python"
+    stub.write_text("#!/bin/sh\nexec /usr/bin/python3 -c 'import json, os, sys; "
+                    "print(json.dumps({\"argv\": sys.argv[1:], \"env\": dict(os.environ)}))' "
+                    "\"$@\"\n")
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    return stub
+
+
+@pytest.mark.parametrize("template", HOSTILE)
+def test_hostile_values_reach_the_job_unchanged_and_run_nothing(template: str,
+                                                                tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    value = template.replace("{canary}", str(canary))
+    profile = load_profiles(REPO / "profiles.yaml").by_name["small"]
+    spec = make_spec(
+        profile=profile, username="alice", server_name="", home=str(tmp_path),
+        job_dir=str(tmp_path / ".hpcspawner"), log_name="default-%j.log", hub_id="hub",
+        python=str(_stub_python(tmp_path)), command=["/bin/echo", value, "--x=" + value],
+        env={"JUPYTERHUB_USER": value, "HOSTILE": value}, job_name="jupyterhub",
+        secret_file=str(tmp_path / "t.token"),
+    )
+    script = tmp_path / "job.sh"
+    script.write_text(render_job("slurm.sbatch.j2", spec))
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout)
+    assert seen["env"]["HOSTILE"] == value
+    assert seen["env"]["JUPYTERHUB_USER"] == value
+    assert seen["argv"][-3:] == ["/bin/echo", value, "--x=" + value]
+    assert not canary.exists()
+
+
+@pytest.mark.parametrize("bad", ["a b", "$(id)", "x\n#SBATCH --uid=0", "`id`", "a;b"])
+def test_values_in_sbatch_directives_are_refused_not_pasted(bad: str) -> None:
+    profile = load_profiles(REPO / "profiles.yaml").by_name["small"]
+    spec = make_spec(
+        profile=profile, username="alice", server_name=bad, home="/home/alice",
+        job_dir="/home/alice/.hpcspawner", log_name="x-%j.log", hub_id="hub", python=PYTHON,
+        command=["/bin/true"], env={}, job_name="jupyterhub", secret_file="/tmp/t",
+    )
+    with pytest.raises(RenderError, match="cannot go in a scheduler directive"):
+        render_job("slurm.sbatch.j2", spec)
+
+
+def test_bad_environment_name_is_refused() -> None:
+    profile = load_profiles(REPO / "profiles.yaml").by_name["small"]
+    spec = make_spec(
+        profile=profile, username="alice", server_name="", home="/home/alice",
+        job_dir="/home/alice/.hpcspawner", log_name="x-%j.log", hub_id="hub", python=PYTHON,
+        command=["/bin/true"], env={"A=1; id": "x"}, job_name="jupyterhub", secret_file="/t",
+    )
+    with pytest.raises(RenderError, match="not an environment variable name"):
+        render_job("slurm.sbatch.j2", spec)
+
+
+def test_admin_template_directory_is_searched_first(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "slurm.sbatch.j2").write_text("#!/bin/bash\n# site template for {{ username }}\n")
+    out = render_cli(capsys, "--profile", "small", "--user", "bob", "--template-dir",
+                     str(tmp_path))
+    assert out == "#!/bin/bash\n# site template for bob\n"
+
+
+def test_templates_are_strict_about_undefined_names(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "slurm.sbatch.j2").write_text("{{ no_such_thing }}\n")
+    code = cli_main(["render", "--profiles", str(REPO / "profiles.yaml"), "--profile", "small",
+                     "--user", "bob", "--template-dir", str(tmp_path)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "slurm.sbatch.j2" in err and "'no_such_thing' is undefined" in err
