@@ -62,11 +62,14 @@ def wait_listening(child: subprocess.Popen[bytes], port: int, deadline: float) -
     return False
 
 
-def report(api_url: str, token: str, payload: dict[str, object], attempts: int = 30) -> None:
-    """POST the address to the hub; retry while the hub is unreachable (restarting)."""
+def report(api_url: str, token: str, payload: dict[str, object], patience: float) -> None:
+    """POST the address to the hub; retry for ``patience`` seconds while the hub is away
+    (a hub restart must not kill a job that is about to be re-attached)."""
     data = json.dumps(payload).encode()
     url = api_url.rstrip("/") + REPORT_PATH
-    for attempt in range(attempts):
+    deadline = time.monotonic() + patience
+    attempt = 0
+    while True:
         request = urllib.request.Request(
             url, data=data, method="POST",
             headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
@@ -77,11 +80,16 @@ def report(api_url: str, token: str, payload: dict[str, object], attempts: int =
                 return
         except urllib.error.HTTPError as exc:
             body = exc.read().decode(errors="replace")[:300]
-            raise SystemExit(f"the hub refused the report ({exc.code}): {body}") from None
+            if exc.code < 500 or time.monotonic() > deadline:
+                raise SystemExit(f"the hub refused the report ({exc.code}): {body}") from None
+            say(f"the hub answered {exc.code}; retrying")
         except OSError as exc:
-            say(f"hub not reachable at {url} ({exc}); retrying")
-            time.sleep(min(0.2 * (attempt + 1), 2.0))
-    raise SystemExit(f"the hub at {url} did not answer; giving up")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the hub at {url} did not answer; giving up") from None
+            if attempt % 10 == 0:
+                say(f"hub not reachable at {url} ({exc}); retrying")
+        attempt += 1
+        time.sleep(min(0.2 * attempt, 2.0))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report(api_url, token, {
             "host": host, "port": port, "server_name": env.get("JUPYTERHUB_SERVER_NAME", ""),
-        })
+        }, patience=timeout)
     except SystemExit as exc:
         say(str(exc))
         child.terminate()

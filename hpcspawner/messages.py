@@ -15,6 +15,7 @@ _REASONS = {
     "ReqNodeNotAvail": "the nodes this job needs are not available",
     "PartitionNodeLimit": "the partition does not have enough nodes",
     "no match found": "no slot matches the request yet",
+    "BeginTime": "the job may not start before its begin time",
 }
 
 

@@ -45,6 +45,9 @@ class Poller:
         self.outage_since: float | None = None
         self.query_count = 0
         self._watched: dict[str, float] = {}  # job id -> when watched (monotonic)
+        self._on_gone: dict[str, Callable[[JobInfo], None]] = {}
+        self._last_seen: dict[str, JobInfo] = {}
+        self._explained: dict[str, JobInfo] = {}
         self._starting: set[str] = set()
         self._submitting: dict[str, int] = {}  # tag -> submissions in flight
         self._orphan_seen: dict[str, float] = {}
@@ -61,8 +64,12 @@ class Poller:
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._loop())
 
-    def watch(self, job_id: str, *, starting: bool = False) -> None:
+    def watch(self, job_id: str, *, starting: bool = False,
+              on_gone: Callable[[JobInfo], None] | None = None) -> None:
+        """Follow ``job_id``; ``on_gone`` is called once when a query shows it ended."""
         self._watched.setdefault(job_id, time.monotonic())
+        if on_gone is not None:
+            self._on_gone[job_id] = on_gone
         self._orphan_seen.pop(job_id, None)
         if starting:
             self._starting.add(job_id)
@@ -72,6 +79,9 @@ class Poller:
     def unwatch(self, job_id: str) -> None:
         self._watched.pop(job_id, None)
         self._starting.discard(job_id)
+        self._on_gone.pop(job_id, None)
+        self._last_seen.pop(job_id, None)
+        self._explained.pop(job_id, None)
 
     def started(self, job_id: str) -> None:
         """The job's server is up: slow polling is enough for it now."""
@@ -101,9 +111,17 @@ class Poller:
             return info
         watched_at = self._watched.get(job_id)
         if watched_at is not None and watched_at < self._query_started and self.query_count:
-            return JobInfo(job_id=job_id, state=JobState.GONE,
-                           reason="the scheduler no longer lists the job")
+            return self._explained.get(job_id) or self._vanished(job_id)
         return None
+
+    def _vanished(self, job_id: str) -> JobInfo:
+        """A job no longer listed: say what we last saw of it."""
+        seen = self._last_seen.get(job_id)
+        reason = "the scheduler no longer lists the job"
+        if seen is not None:
+            where = f" on {seen.host}" if seen.host else ""
+            reason += f" (last seen {seen.state.value}{where})"
+        return JobInfo(job_id=job_id, state=JobState.GONE, reason=reason)
 
     async def refresh(self) -> None:
         """Query now, or join the query already under way."""
@@ -160,9 +178,31 @@ class Poller:
             self.error, self.outage_since = "", None
             self.results = results
             self._query_started = started
+            await self._note_changes(started)
         finally:
             event, self._updated = self._updated, asyncio.Event()
             event.set()
+
+    async def _note_changes(self, started: float) -> None:
+        """Remember what watched jobs look like; explain and announce those that ended."""
+        ended: list[str] = []
+        for job_id, watched_at in list(self._watched.items()):
+            info = self.results.get(job_id)
+            if info is not None and info.state is not JobState.GONE:
+                self._last_seen[job_id] = info
+            elif info is not None or watched_at < started:
+                ended.append(job_id)
+        missing = [j for j in ended if j not in self.results and j not in self._explained]
+        if missing:
+            try:
+                self._explained.update(await self.backend.explain_gone(missing))
+            except (CommandError, OSError) as exc:
+                self.log.debug("no accounting answer for %s: %s", missing, exc)
+        for job_id in ended:
+            callback = self._on_gone.pop(job_id, None)
+            info = self.latest(job_id)
+            if callback is not None and info is not None:
+                callback(info)
 
     async def _sweep(self) -> None:
         """Cancel jobs with our tag that no server owns; retry failed cancels."""

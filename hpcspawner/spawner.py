@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import os
 import posixpath
 import pwd
@@ -151,11 +153,15 @@ class HPCSpawner(Spawner):
         self.profile_name = ""
         self.job_tag = ""
         self.last_end = ""
+        self.token_sha256 = ""
+        self.address: tuple[str, int] | None = None  # where the launcher said it listens
+        self._resumed = False  # loaded from state by a restarted hub, start() not running
         self._secret_file = ""
         self._report: asyncio.Future[tuple[str, int]] | None = None
         self._events: list[dict[str, Any]] = []
         self._event_added = asyncio.Event()
         self._starting = False
+        self._notify: asyncio.Future[Any] | None = None
 
     # -- profiles ---------------------------------------------------------------------------
     def _store(self) -> ProfileStore:
@@ -260,7 +266,10 @@ class HPCSpawner(Spawner):
         state = super().get_state()
         if self.job_id:
             state.update(job_id=self.job_id, backend=self.backend_name,
-                         profile=self.profile_name, tag=self.job_tag)
+                         profile=self.profile_name, tag=self.job_tag,
+                         token_sha256=self.token_sha256)
+            if self.address:
+                state["address"] = list(self.address)
         if self.last_end:
             state["last_end"] = self.last_end
         return state
@@ -272,13 +281,20 @@ class HPCSpawner(Spawner):
         self.profile_name = state.get("profile", "")
         self.job_tag = state.get("tag", "")
         self.last_end = state.get("last_end", "")
+        self.token_sha256 = state.get("token_sha256", "")
+        address = state.get("address")
+        self.address = (str(address[0]), int(address[1])) if address else None
         if self.job_id and self.backend_name:
-            self._poller(self.backend_name).watch(self.job_id)
+            self._resumed = True
+            self._poller(self.backend_name).watch(self.job_id, on_gone=self._job_gone)
         self.start_pollers()
 
     def clear_state(self) -> None:
         super().clear_state()
         self.job_id = self.backend_name = self.profile_name = self.job_tag = ""
+        self.token_sha256 = ""
+        self.address = None
+        self._resumed = False
         # last_end survives on purpose: the next spawn page tells the user why it ended.
 
     # -- progress ---------------------------------------------------------------------------
@@ -300,11 +316,35 @@ class HPCSpawner(Spawner):
                 await asyncio.wait_for(self._event_added.wait(), 1.0)
 
     # -- the launcher's report --------------------------------------------------------------
+    def owns_token(self, token: str) -> bool:
+        """Is ``token`` this server's API token? (By hash once a restarted hub forgot it.)"""
+        if self.api_token:
+            return hmac.compare_digest(self.api_token, token)
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        return bool(self.token_sha256) and hmac.compare_digest(self.token_sha256, digest)
+
     def receive_report(self, host: str, port: int) -> None:
         """Called by the hub route when this server's launcher says it is listening."""
-        if self._report is None or self._report.done():
+        if not self.job_id or self.address is not None:
             raise ValueError("this server is not waiting for an address")
-        self._report.set_result((host, port))
+        self.address = (host, port)
+        self._save_state()
+        if self._report is not None and not self._report.done():
+            self._report.set_result((host, port))
+
+    def _save_state(self) -> None:
+        """Persist the job now (JupyterHub saves state only after start() returns), so a hub
+        killed while the job queues finds it again instead of leaving an orphan."""
+        orm_spawner = getattr(self, "orm_spawner", None)
+        db = getattr(self, "db", None)
+        if orm_spawner is not None and db is not None:
+            orm_spawner.state = self.get_state()
+            db.commit()
+
+    def _job_gone(self, info: JobInfo) -> None:
+        """The poller saw our job end: let JupyterHub notice now, not at its next poll."""
+        if self.address is not None and not self._starting:
+            self._notify = asyncio.ensure_future(self.poll_and_notify())
 
     # -- start / poll / stop ----------------------------------------------------------------
     def _home(self) -> str:
@@ -354,12 +394,15 @@ class HPCSpawner(Spawner):
             raise SpawnException(f"Cannot write the job script: {exc}", reason="render",
                                  status_code=500) from None
         self._events, self._starting, self.last_end = [], True, ""
+        self.address, self._resumed = None, False
         self._report = asyncio.get_running_loop().create_future()
         try:
             job_id = await self._submit(backend, poller, profile, spec, script, secret_file)
             self.job_id, self.backend_name = job_id, profile.backend
             self.profile_name, self.job_tag = profile.name, spec.tag
-            poller.watch(job_id, starting=True)
+            self.token_sha256 = hashlib.sha256(self.api_token.encode()).hexdigest()
+            self._save_state()
+            poller.watch(job_id, starting=True, on_gone=self._job_gone)
             self._emit(10, messages.submitted(job_id, profile))
             host, port = await self._wait_for_server(poller, profile)
             poller.started(job_id)
@@ -388,6 +431,8 @@ class HPCSpawner(Spawner):
 
     async def _wait_for_server(self, poller: Poller, profile: Profile) -> tuple[str, int]:
         assert self._report is not None
+        if self.address is not None:
+            return self.address
         started = time.monotonic()
         last: JobInfo | None = None
         last_said = 0.0
@@ -449,11 +494,50 @@ class HPCSpawner(Spawner):
         if info is None:
             await poller.refresh()
             info = poller.latest(self.job_id)
-        if info is None or info.state is not JobState.GONE:
-            return None  # alive, completing or unknown: never drop a server on doubt
-        self.last_end = messages.ended(self.job_id, info)
-        self.log.warning("%s: %s", self._log_name, self.last_end)
-        return 1
+        if info is not None and info.state is JobState.GONE:
+            self.last_end = messages.ended(self.job_id, info)
+            self.log.warning("%s: %s", self._log_name, self.last_end)
+            return 1
+        if self._resumed and self.address is None:
+            return await self._resume_start(poller)
+        return None  # alive, completing or unknown: never drop a server on doubt
+
+    async def _resume_start(self, poller: Poller) -> int | None:
+        """The hub restarted while this job was starting: keep waiting for it, then re-attach.
+
+        JupyterHub lets this check run in the background (``init_spawners_timeout``) and then
+        asks get_url() where the server is.
+        """
+        self.log.info("%s: hub restarted while job %s was starting; still waiting for it",
+                      self._log_name, self.job_id)
+        profiles = self._profiles().by_name
+        profile = profiles.get(self.profile_name)
+        if profile is None:
+            self.last_end = (f"Your server's profile '{self.profile_name}' no longer exists; "
+                             f"its job {self.job_id} was cancelled.")
+            await self._cancel_quietly()
+            return 1
+        self._report = asyncio.get_running_loop().create_future()
+        self._starting = True
+        poller.watch(self.job_id, starting=True)
+        try:
+            await self._wait_for_server(poller, profile)
+        except SpawnException as exc:
+            self.log.warning("%s: %s", self._log_name, exc.message)
+            return 1
+        finally:
+            self._starting = False
+            self._resumed = False
+        poller.started(self.job_id)
+        poller.watch(self.job_id, on_gone=self._job_gone)
+        return None
+
+    async def get_url(self) -> str:
+        if self.address is not None:
+            host, port = self.address
+            return f"http://{host}:{port}"
+        url: str = await super().get_url()
+        return url
 
     async def stop(self, now: bool = False) -> None:
         if not self.job_id or not self.backend_name:

@@ -190,6 +190,23 @@ class Hub:
         return requests.get(f"{self.url}/user/{user}/{path}",
                             headers={"Authorization": f"token {self.token}"}, timeout=10)
 
+    def progress(self, user: str, timeout: float = 60) -> list[dict[str, Any]]:
+        """Read the spawn's progress events (what the spawn page shows) until it ends."""
+        events: list[dict[str, Any]] = []
+        with self.api("GET", f"/users/{user}/server/progress", stream=True,
+                      timeout=timeout) as r:
+            r.raise_for_status()
+            for line in r.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    events.append(event)
+                    if event.get("failed") or event.get("ready"):
+                        break
+        return events
+
+    def spawn_page(self, session: requests.Session) -> str:
+        return session.get(f"{self.url}/hub/spawn", timeout=10).text
+
     def routes(self) -> dict[str, Any]:
         r = requests.get(f"http://127.0.0.1:{self.port + 1}/api/routes",
                          headers={"Authorization": f"token {self.proxy_token}"}, timeout=5)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Collection
 from datetime import datetime
 
-from traitlets import Unicode
+from traitlets import Bool, Unicode
 
 from ..commands import CommandError
 from .base import Availability, Backend, BackendError, JobInfo, JobState, SubmitRequest
@@ -56,6 +56,25 @@ def parse_squeue(text: str, tag_prefix: str) -> dict[str, JobInfo]:
     return jobs
 
 
+def parse_sacct(text: str) -> dict[str, JobInfo]:
+    """``sacct -n -P -X -o JobID,State,ExitCode`` -> why each job ended."""
+    jobs: dict[str, JobInfo] = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 3:
+            continue
+        job_id, raw, exit_code = parts[0], parts[1].split()[0] if parts[1] else "", parts[2]
+        if slurm_state(raw) is not JobState.GONE:
+            continue
+        code = int(exit_code.split(":")[0]) if exit_code.split(":")[0].isdigit() else None
+        why = _GONE_WHY.get(raw, f"the job ended ({raw})")
+        if code:
+            why += f" with exit code {code}"
+        jobs[job_id] = JobInfo(job_id=job_id, state=JobState.GONE, reason=why, raw_state=raw,
+                               exit_code=code)
+    return jobs
+
+
 def slurm_state(raw: str) -> JobState:
     if raw == "RUNNING":
         return JobState.RUNNING
@@ -82,6 +101,11 @@ class SlurmBackend(Backend):
     scancel = Unicode("scancel", help="scancel command.").tag(config=True)
     squeue = Unicode("squeue", help="squeue command.").tag(config=True)
     sinfo = Unicode("sinfo", help="sinfo command.").tag(config=True)
+    sacct = Unicode("sacct", help="sacct command (used to tell why a job ended).").tag(
+        config=True)
+    use_sacct = Bool(
+        True, help="Ask sacct why jobs ended when squeue no longer lists them."
+    ).tag(config=True)
     job_name = Unicode(
         "jupyterhub",
         help="""SLURM job name of every job this hub submits; squeue is asked for this name
@@ -119,7 +143,14 @@ class SlurmBackend(Backend):
             raise
 
     async def explain_gone(self, job_ids: Collection[str]) -> dict[str, JobInfo]:
-        return {}
+        """Why jobs that left squeue ended, from accounting (sacct) when the site has it."""
+        if not self.use_sacct:
+            return {}
+        result = await self.as_hub([self.sacct, "-n", "-P", "-X", "-j", ",".join(job_ids),
+                                    "-o", "JobID,State,ExitCode"], check=False)
+        if result.returncode != 0:
+            return {}
+        return parse_sacct(result.stdout)
 
     async def availability(self) -> list[Availability]:
         result = await self.as_hub([self.sinfo, "-h", "-o", "%P|%C"])

@@ -1,0 +1,158 @@
+"""Fault injection on the real local SLURM: outages, jobs killed behind the hub's back,
+jobs that cannot run, a hub killed mid-spawn, restarts. Nothing may be lost or orphaned."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import EXAMPLE_PROFILES, REPO
+from tests.hubtools import Hub, squeue, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+
+FAULT_PROFILES = EXAMPLE_PROFILES + """
+  - name: huge
+    display_name: "Huge — 64 cores"
+    pending_timeout: 15s
+    resources: {cores: 64, memory: 12GiB, runtime: 1h}
+
+  - name: later
+    display_name: "Later — starts 20 s after submission"
+    extra_options: ["--begin=now+20"]
+    resources: {cores: 1, memory: 1GiB, runtime: 1h}
+"""
+USERS = ("alice", "bob", "carol")
+
+
+def start_three(hub: Hub) -> dict[str, str]:
+    for user in USERS:
+        assert hub.spawn(user, {"profile": "small"}).status_code in (201, 202)
+    jobs = {}
+    for user in USERS:
+        jobs[user] = hub.wait_ready(user)["state"]["job_id"]
+    return jobs
+
+
+def live_jobs(hub: Hub) -> list[dict[str, str]]:
+    return [j for j in squeue(hub.hub_id) if j["state"] in ("PENDING", "RUNNING", "CONFIGURING")]
+
+
+def test_slurmctld_down_for_60_s_loses_no_server_and_is_logged_once(
+        make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub(FAULT_PROFILES).start()
+    jobs = start_three(hub)
+    subprocess.run([str(REPO / "scripts/cluster-down"), "slurmctld"], check=True)
+    try:
+        outage_end = time.monotonic() + 60
+        while time.monotonic() < outage_end:  # the outage lasts 60 s; servers must stay up
+            for user in USERS:
+                assert hub.server_model(user) is not None, f"{user}'s server was dropped"
+            time.sleep(2)
+    finally:
+        subprocess.run([str(REPO / "scripts/cluster-up")], check=True, capture_output=True)
+    for user in USERS:
+        model = hub.wait_ready(user)
+        assert model["state"]["job_id"] == jobs[user]
+        assert hub.proxied(user).status_code == 200
+    assert sorted(j["id"] for j in live_jobs(hub)) == sorted(jobs.values())
+    log = hub.log()
+    assert log.count("slurm is not answering") == 1, log[-3000:]
+    wait_for("the hub to log the recovery", lambda: "slurm answers again" in hub.log(),
+             timeout=30)
+
+
+def test_job_cancelled_behind_the_hubs_back_is_noticed_within_one_poll_and_explained(
+        make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub(FAULT_PROFILES).start()
+    session = hub.login("alice")
+    assert hub.spawn("alice", {"profile": "small"}).status_code in (201, 202)
+    job_id = hub.wait_ready("alice")["state"]["job_id"]
+
+    subprocess.run(["scancel", job_id], check=True)
+    cancelled = time.monotonic()
+    hub.wait_stopped("alice", timeout=30)
+    noticed = time.monotonic() - cancelled
+    slow_interval = 5 * 1.1  # c.HPCSpawner.slow_poll_interval = 5 in tests, 10 % jitter
+    print(f"\nserver noticed as stopped {noticed:.1f} s after scancel")
+    assert noticed <= slow_interval + 2
+
+    page = hub.spawn_page(session)
+    assert "hpcspawner-last-end" in page
+    assert f"the job was cancelled (job {job_id})" in page
+
+
+def test_profile_asking_more_than_the_cluster_has_times_out_with_the_reason(
+        make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub(FAULT_PROFILES).start()
+    started = time.monotonic()
+    assert hub.spawn("alice", {"profile": "huge"}).status_code in (201, 202)
+    events = hub.progress("alice", timeout=60)
+    waited = time.monotonic() - started
+    final = events[-1]
+    assert final.get("failed"), events
+    assert "waited longer than 15 s in the queue and was cancelled" in final["message"]
+    assert "ReqNodeNotAvail" in final["message"]
+    assert any("Waiting in queue: ReqNodeNotAvail" in e["message"] for e in events)
+    assert 15 <= waited < 40
+    wait_for("the job to leave the queue", lambda: live_jobs(hub) == [], timeout=15)
+
+
+def test_hub_killed_right_after_sbatch_leaves_no_unowned_job(
+        make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub(FAULT_PROFILES).start()
+    assert hub.spawn("alice", {"profile": "later"}).status_code in (201, 202)
+    [job] = wait_for("sbatch to return", lambda: live_jobs(hub), timeout=30, interval=0.05)
+    hub.kill9()
+    hub.start()
+    # Adopted: the restarted hub owns the job and re-attaches the server once it runs.
+    model = hub.wait_ready("alice", timeout=90)
+    assert model["state"]["job_id"] == job["id"]
+    assert hub.proxied("alice").status_code == 200
+    owned = {hub.server_model(u)["state"]["job_id"] for u in USERS if hub.server_model(u)}
+    assert {j["id"] for j in live_jobs(hub)} <= owned
+
+
+def test_a_tagged_job_no_server_owns_is_cancelled(make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub(FAULT_PROFILES).start()
+    # an orphan: our tag, submitted outside any spawn (e.g. state lost with the database)
+    out = subprocess.run(
+        ["sudo", "-u", "bob", "sbatch", "--parsable", "--job-name=jupyterhub",
+         f"--comment=hpcspawner:{hub.hub_id}:bob:", "--output=/dev/null", "--wrap", "sleep 300"],
+        check=True, capture_output=True, text=True)
+    job_id = out.stdout.strip()
+    hub.spawn("alice", {"profile": "small"})  # any spawner starts the poller
+    hub.wait_ready("alice")
+    wait_for("the orphan to be cancelled",
+             lambda: job_id not in {j["id"] for j in live_jobs(hub)}, timeout=40)
+    assert f"job {job_id} (hpcspawner:{hub.hub_id}:bob:) has our tag but no server owns it" \
+        in hub.log()
+
+
+def test_hub_restart_reattaches_three_running_servers(make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub(FAULT_PROFILES).start()
+    jobs = start_three(hub)
+    hub.stop()
+    hub.start()
+    for user in USERS:
+        assert hub.wait_ready(user)["state"]["job_id"] == jobs[user]
+        assert hub.proxied(user).status_code == 200
+    assert sorted(j["id"] for j in live_jobs(hub)) == sorted(jobs.values())
+
+
+def test_hub_restart_while_a_job_is_pending_keeps_it_waiting(
+        make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub(FAULT_PROFILES).start()
+    assert hub.spawn("bob", {"profile": "later"}).status_code in (201, 202)
+    [job] = wait_for("the job to pend", lambda: [
+        j for j in live_jobs(hub) if j["state"] == "PENDING"], timeout=30)
+    assert job["reason"] == "BeginTime"
+    hub.stop()
+    hub.start()
+    assert [j["id"] for j in live_jobs(hub)] == [job["id"]]
+    model = hub.wait_ready("bob", timeout=90)
+    assert model["state"]["job_id"] == job["id"]
+    assert hub.proxied("bob").status_code == 200
