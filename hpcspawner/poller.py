@@ -61,6 +61,11 @@ class Poller:
 
     # -- what spawners call ------------------------------------------------------------------
     def start(self) -> None:
+        """Run the polling loop (from the hub's event loop; later calls are no-ops)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop yet (a CLI or test building spawners): the first refresh starts it
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._loop())
 
@@ -125,6 +130,7 @@ class Poller:
 
     async def refresh(self) -> None:
         """Query now, or join the query already under way."""
+        self.start()
         if self._inflight is None or self._inflight.done():
             self._inflight = asyncio.ensure_future(self._query())
         await asyncio.shield(self._inflight)
@@ -244,6 +250,14 @@ class Poller:
 
 
 _POLLERS: dict[str, Poller] = {}
+
+
+def forget_pollers() -> None:
+    """Drop all pollers (a benchmark or test that runs several event loops in turn)."""
+    for poller in _POLLERS.values():
+        if poller._task is not None:
+            poller._task.cancel()
+    _POLLERS.clear()
 
 
 def get_poller(key: str, factory: Callable[[], Poller]) -> Poller:
