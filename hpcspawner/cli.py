@@ -60,6 +60,7 @@ def render(args: argparse.Namespace) -> int:
         job_dir=job_dir, log_name=log_name.format(server=server), hub_id=args.hub_id,
         python=args.python, command=app_command(profile.app, cmd, [], args.python), env=env,
         job_name="jupyterhub", secret_file=posixpath.join(job_dir, f"{server}-XXXX.token"),
+        fast_path=False if args.no_fast_path else None,
     )
     try:
         sys.stdout.write(render_job(template, spec, args.template_dir or []))
@@ -86,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_render.add_argument("--python", default=sys.executable)
     p_render.add_argument("--cmd", nargs="+", default=None)
     p_render.add_argument("--template-dir", action="append")
+    p_render.add_argument("--no-fast-path", action="store_true",
+                          help="render an HTCondor fast-path profile as its regular-pool fallback")
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.path)

@@ -33,8 +33,15 @@ def explain(reason: str) -> str:
     return f"{reason} ({meaning})" if meaning else reason
 
 
-def submitted(job_id: str, profile: Profile) -> str:
-    return f"Submitted job {job_id}{_where(profile)} ({profile.title})"
+def submitted(job_id: str, profile: Profile, fast: bool = False) -> str:
+    where = " to the reserved notebook slots (fast path)" if fast else _where(profile)
+    return f"Submitted job {job_id}{where} ({profile.title})"
+
+
+def fallback(job_id: str, timeout: int) -> str:
+    return (f"No reserved notebook slot was free within {format_duration(timeout)}; job "
+            f"{job_id} was removed and your server moves to the regular pool, which can take "
+            "longer")
 
 
 def state_progress(info: JobInfo, waited: float, profile: Profile) -> tuple[int, str]:

@@ -80,6 +80,15 @@ class FastPath(_Strict):
     slot_attribute: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "IsJupyterSlot"
     timeout: Duration = 30
     fallback: bool = True
+    schedd: OneLine | None = None  # where fast-path jobs go (default: the profile's)
+    pool: OneLine | None = None
+
+    @field_validator("schedd", "pool")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and not TOKEN_RE.match(value):
+            raise ValueError(f"'{value}' is not a schedd or pool name (letters, digits, .:-_)")
+        return value
 
 
 class HTCondorOptions(_Strict):
@@ -127,6 +136,11 @@ class Profile(_Strict):
         if value is not None and not TOKEN_RE.match(value):
             raise ValueError(f"'{value}' is not a partition name (letters, digits, -_.,)")
         return value
+
+    @property
+    def fast_path_enabled(self) -> bool:
+        fast = self.htcondor.fast_path
+        return self.backend == "htcondor" and fast is not None and fast.enabled
 
     @property
     def title(self) -> str:

@@ -61,12 +61,41 @@ def classad_string(value: Any) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_MACRO_RE = re.compile(r"\$[A-Za-z_]*\(|\$\$")
+
+
 def submit_value(value: Any) -> str:
-    """A value for an HTCondor submit-description line: one line, no macro expansion."""
+    """A value for an HTCondor submit-description line: one line, no macro (``$(X)``,
+    ``$ENV(X)``, ``$$(X)``) that condor_submit would expand."""
     text = str(value)
-    if any(c in text for c in "\n\r\0") or "$(" in text:
-        raise RenderError(f"{text!r} cannot go in a submit description")
+    plain = text.replace("$(ClusterId)", "").replace("$(ProcId)", "")  # ours, in log paths
+    if any(c in text for c in "\n\r\0") or _MACRO_RE.search(plain):
+        raise RenderError(f"{text!r} cannot go in a submit description (line break or "
+                          "$(...) macro)")
     return text
+
+
+def condor_args(words: Sequence[Any]) -> str:
+    """HTCondor's new argument syntax: double-quoted; a word with spaces or ' in single
+    quotes; ' doubled inside single quotes; " doubled everywhere."""
+    out = []
+    for word in words:
+        text = submit_value(word).replace('"', '""')
+        if not text or any(c in text for c in " \t'"):
+            text = "'" + text.replace("'", "''") + "'"
+        out.append(text)
+    return '"' + " ".join(out) + '"'
+
+
+def condor_env(env: dict[str, str]) -> str:
+    """HTCondor's new environment syntax: "NAME=value NAME='value with spaces'"."""
+    out = []
+    for name, value in sorted(env.items()):
+        text = submit_value(value).replace('"', '""')
+        if not text or any(c in text for c in " \t'"):
+            text = "'" + text.replace("'", "''") + "'"
+        out.append(f"{envname(name)}={text}")
+    return '"' + " ".join(out) + '"'
 
 
 def envname(value: Any) -> str:
@@ -94,6 +123,8 @@ def environment(template_dirs: tuple[str, ...] = ()) -> Environment:
     env.filters["classad_string"] = classad_string
     env.filters["submit_value"] = submit_value
     env.filters["envname"] = envname
+    env.filters["condor_args"] = condor_args
+    env.filters["condor_env"] = condor_env
     return env
 
 
@@ -158,6 +189,7 @@ def make_spec(
     env: dict[str, str],
     job_name: str,
     secret_file: str,
+    fast_path: bool | None = None,
 ) -> JobSpec:
     """The one place a job's description is assembled (spawner and `hpcspawner render`)."""
     full_env = dict(env)
@@ -180,6 +212,7 @@ def make_spec(
         command=list(command),
         env=full_env,
         app=profile.app,
+        fast_path=profile.fast_path_enabled if fast_path is None else fast_path,
     )
 
 

@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from jupyterhub.spawner import Spawner, SpawnException
@@ -31,6 +32,18 @@ from .render import JobSpec, RenderError, make_spec, render_job, render_template
 from .tokenfile import remove_file, write_token_file
 
 _STORES: dict[str, ProfileStore] = {}
+
+
+@dataclass
+class _Watch:
+    """What start() remembers while it follows one job."""
+
+    started: float
+    fast: bool = False
+    last: tuple[Any, ...] | None = None
+    said: float = 0.0
+    held_since: float | None = None
+
 _BACKENDS: dict[str, Backend] = {}
 OPTION_KEYS = {"profile"}
 
@@ -255,10 +268,12 @@ class HPCSpawner(Spawner):
     def start_pollers(self) -> None:
         """Start the poller of every backend the profiles use (orphans are found from now)."""
         try:
-            backends = {p.backend for p in self._profiles().profiles}
+            profiles = self._profiles().profiles
         except SpawnException:
             return
-        for name in sorted(backends):
+        for profile in profiles:
+            self._backend(profile.backend).register_profile(profile)
+        for name in sorted({p.backend for p in profiles}):
             self._poller(name).start()
 
     # -- state ------------------------------------------------------------------------------
@@ -369,7 +384,8 @@ class HPCSpawner(Spawner):
     def _job_dir(self, home: str) -> str:
         return self.job_dir.format(home=home, username=self.user.name)
 
-    def build_spec(self, profile: Profile, home: str, secret_file: str) -> JobSpec:
+    def build_spec(self, profile: Profile, home: str, secret_file: str,
+                   fast_path: bool | None = None) -> JobSpec:
         backend = self._backend(profile.backend)
         return make_spec(
             profile=profile, username=self.user.name, server_name=self.name, home=home,
@@ -377,89 +393,135 @@ class HPCSpawner(Spawner):
             hub_id=self.hub_id, python=self.job_python,
             command=app_command(profile.app, self.cmd, self.get_args(), self.job_python),
             env=self._job_env(), job_name=getattr(backend, "job_name", "jupyterhub"),
-            secret_file=secret_file,
+            secret_file=secret_file, fast_path=fast_path,
         )
 
-    async def start(self) -> tuple[str, int]:
-        profile = self.resolve_profile(self.user_options)
+    def _render(self, profile: Profile, home: str, secret_file: str,
+                fast_path: bool | None = None) -> tuple[JobSpec, str]:
         backend = self._backend(profile.backend)
-        poller = self._poller(profile.backend)
-        home = self._home()
-        secret_file = posixpath.join(self._job_dir(home), f"{self.name or 'default'}-"
-                                              f"{secrets.token_hex(8)}.token")
         try:
-            spec = self.build_spec(profile, home, secret_file)
-            script = render_job(backend.template_name, spec, self.template_paths)
+            spec = self.build_spec(profile, home, secret_file, fast_path)
+            return spec, render_job(backend.template_name, spec, self.template_paths)
         except RenderError as exc:
             raise SpawnException(f"Cannot write the job script: {exc}", reason="render",
                                  status_code=500) from None
+
+    async def start(self) -> tuple[str, int]:
+        profile = self.resolve_profile(self.user_options)
+        poller = self._poller(profile.backend)
+        home = self._home()
+        secret_file = posixpath.join(self._job_dir(home), f"{self.name or 'default'}-"
+                                                          f"{secrets.token_hex(8)}.token")
+        spec, script = self._render(profile, home, secret_file)
         self._events, self._starting, self.last_end = [], True, ""
         self.address, self._resumed = None, False
         self._report = asyncio.get_running_loop().create_future()
         try:
-            job_id = await self._submit(backend, poller, profile, spec, script, secret_file)
-            self.job_id, self.backend_name = job_id, profile.backend
-            self.profile_name, self.job_tag = profile.name, spec.tag
+            await self._submit(profile, spec, script, secret_file, fast=spec.fast_path)
             self.token_sha256 = hashlib.sha256(self.api_token.encode()).hexdigest()
             self._save_state()
-            poller.watch(job_id, starting=True, on_gone=self._job_gone)
-            self._emit(10, messages.submitted(job_id, profile))
-            host, port = await self._wait_for_server(poller, profile)
-            poller.started(job_id)
+            host, port = await self._wait_for_server(poller, profile, home)
+            poller.started(self.job_id)
             self._emit(95, messages.listening(host, port))
             return host, port
         finally:
             self._starting = False
             self._event_added.set()
 
-    async def _submit(self, backend: Backend, poller: Poller, profile: Profile, spec: JobSpec,
-                      script: str, secret_file: str) -> str:
+    async def _submit(self, profile: Profile, spec: JobSpec, script: str, secret_file: str,
+                      *, fast: bool) -> None:
+        """Hand over the token, submit, and follow the new job."""
+        backend = self._backend(profile.backend)
+        poller = self._poller(profile.backend)
+        schedd, pool = profile.htcondor.schedd, profile.htcondor.pool
+        if fast and profile.htcondor.fast_path is not None:
+            schedd = profile.htcondor.fast_path.schedd or schedd
+            pool = profile.htcondor.fast_path.pool or pool
         done = poller.submitting(spec.tag)
         try:
             await write_token_file(backend, self.user.name, secret_file, self.api_token,
                                    [posixpath.dirname(spec.log_path)])
             self._secret_file = secret_file
-            request = SubmitRequest(script=script, username=self.user.name,
-                                    schedd=profile.htcondor.schedd, pool=profile.htcondor.pool)
-            return await backend.submit(request)
+            job_id = await backend.submit(SubmitRequest(
+                script=script, username=self.user.name, schedd=schedd, pool=pool))
         except (CommandError, BackendError) as exc:
             await self._remove_secret(backend)
             raise SpawnException(messages.submit_failed(profile), reason="submit",
                                  status_code=503, log_message=str(exc)) from None
         finally:
             done()
+        self.job_id, self.backend_name = job_id, profile.backend
+        self.profile_name, self.job_tag = profile.name, spec.tag
+        poller.watch(job_id, starting=True, on_gone=self._job_gone)
+        self._emit(10, messages.submitted(job_id, profile, fast))
+        if fast:
+            try:
+                await backend.reschedule(schedd, pool)
+            except CommandError as exc:  # only slower: the negotiator cycles anyway
+                self.log.warning("%s: reschedule failed: %s", self._log_name, exc)
 
-    async def _wait_for_server(self, poller: Poller, profile: Profile) -> tuple[str, int]:
+    async def _wait_for_server(self, poller: Poller, profile: Profile,
+                               home: str = "") -> tuple[str, int]:
+        """Follow the job until its launcher reports; time out, fall back or fail on the way."""
         assert self._report is not None
         if self.address is not None:
             return self.address
-        started = time.monotonic()
-        last: JobInfo | None = None
-        last_said = 0.0
+        watch = _Watch(started=time.monotonic(), fast=profile.fast_path_enabled and bool(home))
         while not self._report.done():
             info = poller.latest(self.job_id)
             if info is not None:
-                if info.state is JobState.GONE:
-                    await self._fail(messages.ended_while_starting(self.job_id, info))
-                waited = time.monotonic() - started
-                changed = last is None or (info.state, info.reason, info.host) != (
-                    last.state, last.reason, last.host)
-                if changed or time.monotonic() - last_said >= self.progress_every:
-                    self._emit(*messages.state_progress(info, waited, profile))
-                    last, last_said = info, time.monotonic()
-                timeout = profile.pending_timeout
-                if info.state is JobState.PENDING and timeout and waited > timeout:
-                    await self._cancel_quietly()
-                    await self._fail(messages.pending_timeout(self.job_id, info, timeout))
-                if info.state is JobState.HELD and waited > profile.hold_timeout:
-                    await self._cancel_quietly()
-                    await self._fail(messages.held(self.job_id, info))
+                self._say(info, watch, profile)
+                if watch.fast and self._fast_path_expired(info, watch, profile):
+                    await self._fall_back(profile, home)
+                    watch = _Watch(started=time.monotonic(), fast=False)
+                    continue
+                await self._check_limits(info, watch, profile)
             update: asyncio.Future[Any] = asyncio.ensure_future(
                 poller.wait_update(self.fast_poll_interval + 1))
             report: asyncio.Future[Any] = self._report
             await asyncio.wait([update, report], return_when=asyncio.FIRST_COMPLETED)
             update.cancel()
         return self._report.result()
+
+    def _say(self, info: JobInfo, watch: _Watch, profile: Profile) -> None:
+        """A progress message when the job's state changes, and every progress_every s."""
+        now = time.monotonic()
+        key = (info.state, info.reason, info.host)
+        if key != watch.last or now - watch.said >= self.progress_every:
+            self._emit(*messages.state_progress(info, now - watch.started, profile))
+            watch.last, watch.said = key, now
+        if info.state is JobState.HELD and watch.held_since is None:
+            watch.held_since = now
+        elif info.state is not JobState.HELD:
+            watch.held_since = None
+
+    def _fast_path_expired(self, info: JobInfo, watch: _Watch, profile: Profile) -> bool:
+        fast = profile.htcondor.fast_path
+        return (fast is not None and fast.fallback and info.state is JobState.PENDING
+                and time.monotonic() - watch.started > fast.timeout)
+
+    async def _check_limits(self, info: JobInfo, watch: _Watch, profile: Profile) -> None:
+        now = time.monotonic()
+        if info.state is JobState.GONE:
+            await self._fail(messages.ended_while_starting(self.job_id, info))
+        timeout = profile.pending_timeout
+        if info.state is JobState.PENDING and timeout and now - watch.started > timeout:
+            await self._cancel_quietly()
+            await self._fail(messages.pending_timeout(self.job_id, info, timeout))
+        if watch.held_since is not None and now - watch.held_since >= profile.hold_timeout:
+            await self._cancel_quietly()
+            await self._fail(messages.held(self.job_id, info))
+
+    async def _fall_back(self, profile: Profile, home: str) -> None:
+        """No reserved notebook slot in time: remove the job, resubmit to the regular pool."""
+        fast = profile.htcondor.fast_path
+        old = self.job_id
+        self._poller(profile.backend).unwatch(old)
+        await self._cancel_quietly()
+        self._emit(25, messages.fallback(old, fast.timeout if fast else 0))
+        spec, script = self._render(profile, home, self._secret_file, fast_path=False)
+        await self._submit(profile, spec, script, self._secret_file, fast=False)
+        self._save_state()
 
     async def _fail(self, message: str) -> None:
         self.last_end = message

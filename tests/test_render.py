@@ -123,3 +123,56 @@ def test_templates_are_strict_about_undefined_names(tmp_path: Path,
     assert code == 1
     err = capsys.readouterr().err
     assert "slurm.sbatch.j2" in err and "'no_such_thing' is undefined" in err
+
+
+HTCONDOR_PROFILES = REPO / "docs/examples/profiles-htcondor.yaml"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "regular-pool"])
+@pytest.mark.parametrize("profile", ["small", "medium", "large"])
+def test_golden_htcondor_submit_descriptions(profile: str, fast: bool,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    extra = [] if fast else ["--no-fast-path"]
+    code = cli_main(["render", "--profiles", str(HTCONDOR_PROFILES), "--python", PYTHON,
+                     "--hub-id", "hub", "--profile", profile, "--user", "alice", *extra])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    golden = GOLDEN / f"htcondor-{profile}{'-fast' if fast else ''}.sub"
+    if os.environ.get("HPCSPAWNER_UPDATE_GOLDEN"):
+        golden.write_text(out.out)
+    assert out.out == golden.read_text()
+    lines = out.out.splitlines()
+    assert ("requirements = (TARGET.IsJupyterSlot =?= True)" in lines) is fast
+    assert ("+HPCSpawnerFastPath = True" in lines) is fast
+    assert "+HPCSpawner = True" in lines and "queue" in lines
+    assert "allowed_job_duration" in out.out and "periodic_remove" in out.out
+
+
+@pytest.mark.parametrize("template", HOSTILE)
+def test_hostile_values_in_a_submit_description_are_quoted_or_refused(template: str,
+                                                                      tmp_path: Path) -> None:
+    from hpcspawner.render import condor_args, condor_env
+
+    value = template.replace("{canary}", str(tmp_path / "canary"))
+    try:
+        args = condor_args(["/bin/echo", value])
+        env = condor_env({"HOSTILE": value})
+    except RenderError as exc:
+        assert "line break" in str(exc) or "macro" in str(exc)
+        return
+    # one line each, a single double-quoted string with every inner " doubled
+    for text in (args, env):
+        assert "\n" not in text and text.startswith('"') and text.endswith('"')
+        assert '"' not in text[1:-1].replace('""', "")
+
+
+def test_condor_argument_syntax_matches_the_manual() -> None:
+    from hpcspawner.render import condor_args
+
+    # HTCondor manual, "arguments" (new syntax): arguments = "3 simple arguments"
+    assert condor_args(["3", "simple", "arguments"]) == '"3 simple arguments"'
+    # arguments = "one 'two with spaces' 3"
+    assert condor_args(["one", "two with spaces", "3"]) == "\"one 'two with spaces' 3\""
+    # arguments = "one ""two"" 'spacey ''quoted'' argument'"
+    assert condor_args(["one", '"two"', "spacey 'quoted' argument"]) == (
+        "\"one \"\"two\"\" 'spacey ''quoted'' argument'\"")

@@ -10,6 +10,7 @@ from traitlets import List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from ..commands import CommandError, Result, expand_prefix, run_command
+from ..profiles import Profile
 
 
 class JobState(str, enum.Enum):
@@ -92,6 +93,12 @@ class Backend(LoggingConfigurable):
     def log_name(self, server: str) -> str:
         """File name of a job's output log; the scheduler fills in the job id."""
         raise NotImplementedError
+
+    def register_profile(self, profile: Profile) -> None:
+        """A profile that uses this backend exists (e.g. its schedd must be queried too)."""
+
+    async def reschedule(self, schedd: str | None, pool: str | None) -> None:
+        """Ask the scheduler to schedule now (HTCondor's condor_reschedule); default: no-op."""
 
     # -- the interface --------------------------------------------------------------------
     async def submit(self, request: SubmitRequest) -> str:
