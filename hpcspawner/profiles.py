@@ -73,35 +73,34 @@ class Resources(_Strict):
         return ", ".join(parts)
 
 
-class FastPath(_Strict):
-    """HTCondor fast path: reserved notebook slots matched by a dedicated negotiator."""
+class _Location(_Strict):
+    """Where HTCondor jobs go: a schedd (`-name`) and a pool (`-pool`); None = local."""
+
+    schedd: OneLine | None = None
+    pool: OneLine | None = None
+
+    @field_validator("schedd", "pool")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and not TOKEN_RE.match(value):
+            raise ValueError(f"'{value}' is not a schedd or pool name (letters, digits, .:-_)")
+        return value
+
+
+class FastPath(_Location):
+    """HTCondor fast path: reserved notebook slots matched by a dedicated negotiator.
+
+    ``schedd``/``pool`` name where fast-path jobs go, when not the profile's own.
+    """
 
     enabled: bool = True
     slot_attribute: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "IsJupyterSlot"
     timeout: Duration = 30
     fallback: bool = True
-    schedd: OneLine | None = None  # where fast-path jobs go (default: the profile's)
-    pool: OneLine | None = None
-
-    @field_validator("schedd", "pool")
-    @classmethod
-    def _token(cls, value: str | None) -> str | None:
-        if value is not None and not TOKEN_RE.match(value):
-            raise ValueError(f"'{value}' is not a schedd or pool name (letters, digits, .:-_)")
-        return value
 
 
-class HTCondorOptions(_Strict):
-    schedd: OneLine | None = None
-    pool: OneLine | None = None
+class HTCondorOptions(_Location):
     fast_path: FastPath | None = None
-
-    @field_validator("schedd", "pool")
-    @classmethod
-    def _token(cls, value: str | None) -> str | None:
-        if value is not None and not TOKEN_RE.match(value):
-            raise ValueError(f"'{value}' is not a schedd or pool name (letters, digits, .:-_)")
-        return value
 
 
 class Profile(_Strict):

@@ -113,7 +113,9 @@ def environment(template_dirs: tuple[str, ...] = ()) -> Environment:
     env = Environment(
         loader=ChoiceLoader(loaders),
         undefined=StrictUndefined,
-        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        # form.html.j2 is HTML: profile texts and scheduler reasons are escaped in it
+        autoescape=select_autoescape(enabled_extensions=("html", "html.j2"),
+                                     default_for_string=False),
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,

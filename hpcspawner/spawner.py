@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from jupyterhub.spawner import Spawner, SpawnException
+from jupyterhub.spawner import Spawner
 from traitlets import Dict, Float, Integer, List, Unicode, default
 from traitlets.config import Config
 
@@ -26,6 +26,7 @@ from .api import register_report_handler
 from .apps import app_command
 from .backends import Backend, BackendError, JobInfo, JobState, SubmitRequest, backend_classes
 from .commands import CommandError
+from .compat import SpawnException
 from .poller import Poller, get_poller
 from .profiles import Profile, ProfileError, ProfileSet, ProfileStore
 from .render import JobSpec, RenderError, make_spec, render_job, render_template

@@ -205,7 +205,8 @@ class Hub:
         return events
 
     def spawn_page(self, session: requests.Session) -> str:
-        return session.get(f"{self.url}/hub/spawn", timeout=10).text
+        # JupyterHub sends no charset; the page is UTF-8 (em dashes in profile titles)
+        return session.get(f"{self.url}/hub/spawn", timeout=10).content.decode("utf-8")
 
     def routes(self) -> dict[str, Any]:
         r = requests.get(f"http://127.0.0.1:{self.port + 1}/api/routes",

@@ -177,3 +177,30 @@ def test_store_without_any_good_file_raises(tmp_path: Path) -> None:
     path.write_text("profiles: []\n")
     with pytest.raises(ProfileError):
         ProfileStore(path).get()
+
+
+HTC = """\
+profiles:
+  - name: nb
+    backend: htcondor
+    resources: {memory: 1GiB, runtime: 1h}
+    htcondor:
+"""
+
+
+def test_htcondor_fast_path_options_are_checked() -> None:
+    ps = parse_profiles(HTC + "      fast_path: {timeout: 20s, schedd: jupyter-schedd}\n")
+    fast = ps.profiles[0].htcondor.fast_path
+    assert fast is not None and fast.timeout == 20 and fast.schedd == "jupyter-schedd"
+    assert ps.profiles[0].fast_path_enabled
+    [msg] = problems(HTC + "      fast_path: {timout: 20s}\n")
+    assert msg.startswith("p.yaml:6:") and "'htcondor.fast_path.timout' is not known" in msg
+    [msg] = problems(HTC + "      schedd: \"a b; rm\"\n")
+    assert "is not a schedd or pool name" in msg
+    [msg] = problems(HTC + "      fast_path: {slot_attribute: \"x == y\"}\n")
+    assert "slot_attribute" in msg
+
+
+def test_a_slurm_profile_never_uses_the_fast_path() -> None:
+    ps = parse_profiles(GOOD)
+    assert not ps.profiles[0].fast_path_enabled

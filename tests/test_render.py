@@ -176,3 +176,19 @@ def test_condor_argument_syntax_matches_the_manual() -> None:
     # arguments = "one ""two"" 'spacey ''quoted'' argument'"
     assert condor_args(["one", '"two"', "spacey 'quoted' argument"]) == (
         "\"one \"\"two\"\" 'spacey ''quoted'' argument'\"")
+
+
+def test_the_form_escapes_profile_texts_and_the_last_end_message() -> None:
+    from hpcspawner.profiles import parse_profiles
+    from hpcspawner.render import render_template
+
+    profiles = parse_profiles(
+        "profiles:\n  - name: x\n    display_name: \"<b>X</b>\"\n"
+        "    description: \"<img src=x onerror=alert(1)>\"\n"
+        "    resources: {memory: 1GiB, runtime: 1h}\n").profiles
+    page = render_template("form.html.j2", {
+        "profiles": profiles, "chosen": "x",
+        "last_end": "held: Failed to execute '<script>alert(2)</script>'"})
+    assert "<script>alert" not in page and "<img" not in page and "<b>X</b>" not in page
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in page
+    assert "&lt;b&gt;X&lt;/b&gt;" in page
