@@ -58,7 +58,7 @@ class ReportHandler(APIHandler):
         if not owns_token(self.get_auth_token() or ""):
             raise web.HTTPError(403, "this token does not belong to that server")
         try:
-            receive(host, port)
+            await receive(host, port)
         except ValueError as exc:
             raise web.HTTPError(409, str(exc)) from None
         self.set_status(204)

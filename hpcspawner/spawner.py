@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jupyterhub.spawner import Spawner
-from traitlets import Dict, Float, Integer, List, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 from traitlets.config import Config
 
 from . import messages
@@ -116,6 +116,13 @@ class HPCSpawner(Spawner):
 
     extra_env = Dict(
         Unicode(), help="Extra environment variables for the job (not secrets)."
+    ).tag(config=True)
+
+    check_reported_host = Bool(
+        True,
+        help="""Accept a launcher's address only on the node the scheduler runs the job on
+        (short names compared). Turn off where SLURM NodeName or the HTCondor slot's host
+        differs from the host name the node reports.""",
     ).tag(config=True)
 
     progress_every = Integer(10, help="Seconds between repeated 'waiting in queue' messages.").tag(
@@ -339,14 +346,36 @@ class HPCSpawner(Spawner):
         digest = hashlib.sha256(token.encode()).hexdigest()
         return bool(self.token_sha256) and hmac.compare_digest(self.token_sha256, digest)
 
-    def receive_report(self, host: str, port: int) -> None:
-        """Called by the hub route when this server's launcher says it is listening."""
+    async def receive_report(self, host: str, port: int) -> None:
+        """Called by the hub route when this server's launcher says it is listening.
+
+        The host must be the node the scheduler runs the job on (check_reported_host), so a
+        job cannot point the hub's proxy at another machine.
+        """
         if not self.job_id or self.address is not None:
             raise ValueError("this server is not waiting for an address")
+        if self.check_reported_host:
+            await self._check_host(host)
         self.address = (host, port)
         self._save_state()
         if self._report is not None and not self._report.done():
             self._report.set_result((host, port))
+
+    async def _check_host(self, host: str) -> None:
+        poller = self._poller(self.backend_name)
+        info = poller.latest(self.job_id)
+        if info is None or info.state is not JobState.RUNNING:
+            await poller.refresh()  # the job may have started since the last query
+            info = poller.latest(self.job_id)
+        if info is None or info.state is JobState.UNKNOWN:
+            self.log.warning("%s: cannot check the reported host %s (scheduler not answering)",
+                             self._log_name, host)
+            return
+        if info.state is not JobState.RUNNING:
+            raise ValueError(f"job {self.job_id} is not running, so it cannot be listening")
+        nodes = {n.split(".")[0].lower() for n in info.host.split(",") if n}
+        if nodes and host.split(".")[0].lower() not in nodes:
+            raise ValueError(f"job {self.job_id} runs on {info.host}, not on {host}")
 
     def _save_state(self) -> None:
         """Persist the job now (JupyterHub saves state only after start() returns), so a hub

@@ -108,3 +108,30 @@ def test_scheduler_down_at_submit_time_gives_a_clear_message_and_leaves_nothing(
     assert not list(Path("/home/carol/.hpcspawner").glob("*.token"))
     wait_for("the server to be gone", lambda: hub.server_model("carol") is None, timeout=30)
     assert squeue(hub.hub_id) == []
+
+
+def test_a_report_for_another_host_or_a_job_not_yet_running_is_refused(
+        make_hub: Callable[..., Hub]) -> None:
+    profiles = EXAMPLE_PROFILES + """
+  - name: later
+    extra_options: ["--begin=now+15"]
+    resources: {cores: 1, memory: 1GiB, runtime: 1h}
+"""
+    hub = make_hub(profiles).start()
+    assert hub.spawn("bob", {"profile": "later"}).status_code in (201, 202)
+    [token_file] = wait_for("the token hand-off file", lambda: list(
+        Path("/home/bob/.hpcspawner").glob("*.token")), timeout=30)
+    token = token_file.read_text().strip()  # root reads what only bob's job should
+    url = f"{hub.url}/hub/api/hpcspawner/report"
+    headers = {"Authorization": f"token {token}"}
+    body = {"host": "evil.example.org", "port": 80, "server_name": ""}
+    r = requests.post(url, json=body, headers=headers, timeout=30)
+    assert r.status_code == 409 and "is not running" in r.json()["message"]
+    wait_for("the job to run", lambda: [j for j in squeue(hub.hub_id)
+                                        if j["state"] == "RUNNING"], timeout=60)
+    r = requests.post(url, json=body, headers=headers, timeout=30)
+    assert r.status_code == 409 and "not on evil.example.org" in r.json()["message"]
+    hub.wait_ready("bob", timeout=90)  # the real launcher's report is accepted
+    assert hub.routes()["/user/bob"]["target"].startswith("http://")
+    assert "evil" not in hub.routes()["/user/bob"]["target"]
+    assert hub.proxied("bob").status_code == 200

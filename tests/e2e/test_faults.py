@@ -156,3 +156,36 @@ def test_hub_restart_while_a_job_is_pending_keeps_it_waiting(
     model = hub.wait_ready("bob", timeout=90)
     assert model["state"]["job_id"] == job["id"]
     assert hub.proxied("bob").status_code == 200
+
+
+def test_progress_messages_tell_the_story_of_a_spawn(make_hub: Callable[..., Hub]) -> None:
+    # slow_spawn_timeout 0: the REST call returns at once, so every event is still to be read
+    hub = make_hub(FAULT_PROFILES, extra_config='c.JupyterHub.tornado_settings = '
+                   '{"slow_spawn_timeout": 0}\n').start()
+    assert hub.spawn("carol", {"profile": "small"}).status_code == 202
+    events = hub.progress("carol", timeout=90)
+    messages = [e["message"] for e in events]
+    job_id = hub.wait_ready("carol")["state"]["job_id"]
+    assert messages[0] == "Server requested"  # JupyterHub's own first event
+    assert messages[1] == (f"Submitted job {job_id} to partition jupyter "
+                           "(Small — 1 core, 12 GiB, 12 h)")
+    assert any(m.startswith("Running on node ") and m.endswith(", starting Jupyter")
+               for m in messages), messages
+    assert any(m.startswith("Server ready on ") for m in messages), messages
+    assert events[-1].get("ready"), messages
+
+
+def test_walltime_reached_is_explained_on_the_next_spawn_page(
+        make_hub: Callable[..., Hub]) -> None:
+    profiles = FAULT_PROFILES + """
+  - name: brief
+    display_name: "Brief — 1 minute"
+    resources: {cores: 1, memory: 1GiB, runtime: 1m}
+"""
+    hub = make_hub(profiles).start()
+    session = hub.login("bob")
+    assert hub.spawn("bob", {"profile": "brief"}).status_code in (201, 202)
+    job_id = hub.wait_ready("bob")["state"]["job_id"]
+    hub.wait_stopped("bob", timeout=150)  # SLURM ends it at 1 min (+ KillWait)
+    page = hub.spawn_page(session)
+    assert f"the job reached its time limit (job {job_id})" in page
