@@ -264,11 +264,31 @@ def parse_profiles(text: str, path: str = "profiles.yaml") -> ProfileSet:
         raise ProfileError(located) from None
     if not isinstance(data, dict):
         raise ProfileError([f"{path}:1: the top level must be a mapping with 'profiles:'"])
-    problems: list[str] = []
-    for key in data:
-        if key not in ("defaults", "profiles"):
-            problems.append(f"{path}:{lines[(key,)]}: top-level key '{key}' is not known; "
-                            "allowed: defaults, profiles")
+    problems, defaults, entries = _top_level(data, lines, path)
+    profiles: list[Profile] = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            problems.append(f"{path}:{lines[('profiles', index)]}: a profile must be a mapping")
+            continue
+        label = f"profile '{entry.get('name', index + 1)}'"
+        try:
+            profiles.append(Profile.model_validate(_merge(defaults, entry)))
+        except ValidationError as exc:
+            for err in exc.errors():
+                line = _line_for(err["loc"], lines, index, entry)
+                problems.append(f"{path}:{line}: {label}: {_message(err)}")
+    problems += _clashes(profiles, lines, path)
+    if problems:
+        raise ProfileError(problems)
+    return ProfileSet(path=path, profiles=tuple(profiles), by_name={p.name: p for p in profiles})
+
+
+def _top_level(data: dict[Any, Any], lines: dict[Path_, int],
+               path: str) -> tuple[list[str], dict[str, Any], list[Any]]:
+    """Check the keys around the profiles; return (problems, defaults, profile entries)."""
+    problems = [f"{path}:{lines[(key,)]}: top-level key '{key}' is not known; "
+                "allowed: defaults, profiles"
+                for key in data if key not in ("defaults", "profiles")]
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         problems.append(f"{path}:{lines[('defaults',)]}: 'defaults' must be a mapping")
@@ -278,19 +298,12 @@ def parse_profiles(text: str, path: str = "profiles.yaml") -> ProfileSet:
         line = lines.get(("profiles",), 1)
         problems.append(f"{path}:{line}: 'profiles' must be a non-empty list of profiles")
         raise ProfileError(problems)
-    profiles: list[Profile] = []
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            problems.append(f"{path}:{lines[('profiles', index)]}: a profile must be a mapping")
-            continue
-        merged = _merge(defaults, entry)
-        label = f"profile '{entry.get('name', index + 1)}'"
-        try:
-            profiles.append(Profile.model_validate(merged))
-        except ValidationError as exc:
-            for err in exc.errors():
-                line = _line_for(err["loc"], lines, index, entry)
-                problems.append(f"{path}:{line}: {label}: {_message(err)}")
+    return problems, defaults, entries
+
+
+def _clashes(profiles: list[Profile], lines: dict[Path_, int], path: str) -> list[str]:
+    """Names used twice, and more than one default."""
+    problems = []
     seen: dict[str, int] = {}
     for index, profile in enumerate(profiles):
         line = lines.get(("profiles", index, "name"), 1)
@@ -302,9 +315,7 @@ def parse_profiles(text: str, path: str = "profiles.yaml") -> ProfileSet:
         names = ", ".join(p.name for p in profiles if p.default)
         problems.append(f"{path}:{lines[('profiles',)]}: more than one default profile ({names}); "
                         "mark one with 'default: true'")
-    if problems:
-        raise ProfileError(problems)
-    return ProfileSet(path=path, profiles=tuple(profiles), by_name={p.name: p for p in profiles})
+    return problems
 
 
 def load_profiles(path: str | Path) -> ProfileSet:

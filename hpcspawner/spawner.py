@@ -12,61 +12,25 @@ import pwd
 import secrets
 import socket
 import sys
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from jupyterhub.spawner import Spawner
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
-from traitlets.config import Config
 
 from . import messages
 from .api import register_report_handler
 from .apps import app_command
-from .backends import Backend, BackendError, JobInfo, JobState, SubmitRequest, backend_classes
+from .backends import Backend, BackendError, JobInfo, JobState
 from .commands import CommandError
 from .compat import SpawnException
+from .options import resolve_profile
 from .poller import Poller, get_poller
 from .profiles import Profile, ProfileError, ProfileSet, ProfileStore
 from .render import JobSpec, RenderError, make_spec, render_job, render_template
-from .tokenfile import remove_file, write_token_file
-
-_STORES: dict[str, ProfileStore] = {}
-
-
-@dataclass
-class _Watch:
-    """What start() remembers while it follows one job."""
-
-    started: float
-    fast: bool = False
-    last: tuple[Any, ...] | None = None
-    said: float = 0.0
-    held_since: float | None = None
-
-_BACKENDS: dict[str, Backend] = {}
-OPTION_KEYS = {"profile"}
-
-
-def _config_dir() -> str:
-    try:
-        from jupyterhub.app import JupyterHub
-
-        if JupyterHub.initialized():
-            config_file = JupyterHub.instance().config_file
-            return os.path.dirname(os.path.abspath(config_file))
-    except Exception:  # no hub app (CLI, tests): fall back to the working directory
-        pass
-    return os.getcwd()
-
-
-def shared_backend(name: str, config: Config) -> Backend:
-    """One backend object per scheduler per hub process."""
-    backend = _BACKENDS.get(name)
-    if backend is None:
-        backend = _BACKENDS[name] = backend_classes()[name](config=config)
-    return backend
+from .shared import config_dir, profile_store, shared_backend
+from .starting import JobStart, check_reported_host
+from .tokenfile import remove_file
 
 
 class HPCSpawner(Spawner):
@@ -186,11 +150,7 @@ class HPCSpawner(Spawner):
 
     # -- profiles ---------------------------------------------------------------------------
     def _store(self) -> ProfileStore:
-        path = self.profiles_path or os.path.join(_config_dir(), "profiles.yaml")
-        store = _STORES.get(path)
-        if store is None:
-            store = _STORES[path] = ProfileStore(path)
-        return store
+        return profile_store(self.profiles_path or os.path.join(config_dir(), "profiles.yaml"))
 
     def _profiles(self) -> ProfileSet:
         try:
@@ -231,35 +191,7 @@ class HPCSpawner(Spawner):
 
         Used for the form, the REST API (``user_options``) and URL spawns alike.
         """
-        if options is None:
-            options = {}
-        if not isinstance(options, dict):
-            raise SpawnException("Server options must be a JSON object like "
-                                 '{"profile": "medium"}.', reason="options")
-        visible = self._visible()
-        names = ", ".join(p.name for p in visible)
-        unknown = sorted(set(options) - OPTION_KEYS)
-        if unknown:
-            raise SpawnException(
-                f"Unknown server option {', '.join(map(repr, unknown))}; the options are: "
-                f"{', '.join(sorted(OPTION_KEYS))} (profile is one of: {names}).",
-                reason="options",
-            )
-        name = options.get("profile")
-        if name is None or name == "":
-            default = self._profiles().default
-            if default in visible:
-                return default
-            if visible:
-                return visible[0]
-            raise SpawnException("No profile is available to you; ask the hub's administrators.",
-                                 reason="options", status_code=403)
-        for profile in visible:
-            if profile.name == name:
-                return profile
-        shown = name if isinstance(name, str) and len(name) < 80 else "(invalid)"
-        raise SpawnException(f"Unknown profile {shown!r}; choose one of: {names}.",
-                             reason="options")
+        return resolve_profile(options, self._visible(), self._profiles().default)
 
     # -- backends and the poller -------------------------------------------------------------
     def _backend(self, name: str) -> Backend:
@@ -355,27 +287,11 @@ class HPCSpawner(Spawner):
         if not self.job_id or self.address is not None:
             raise ValueError("this server is not waiting for an address")
         if self.check_reported_host:
-            await self._check_host(host)
+            await check_reported_host(self, host)
         self.address = (host, port)
         self._save_state()
         if self._report is not None and not self._report.done():
             self._report.set_result((host, port))
-
-    async def _check_host(self, host: str) -> None:
-        poller = self._poller(self.backend_name)
-        info = poller.latest(self.job_id)
-        if info is None or info.state is not JobState.RUNNING:
-            await poller.refresh()  # the job may have started since the last query
-            info = poller.latest(self.job_id)
-        if info is None or info.state is JobState.UNKNOWN:
-            self.log.warning("%s: cannot check the reported host %s (scheduler not answering)",
-                             self._log_name, host)
-            return
-        if info.state is not JobState.RUNNING:
-            raise ValueError(f"job {self.job_id} is not running, so it cannot be listening")
-        nodes = {n.split(".")[0].lower() for n in info.host.split(",") if n}
-        if nodes and host.split(".")[0].lower() not in nodes:
-            raise ValueError(f"job {self.job_id} runs on {info.host}, not on {host}")
 
     def _save_state(self) -> None:
         """Persist the job now (JupyterHub saves state only after start() returns), so a hub
@@ -438,124 +354,25 @@ class HPCSpawner(Spawner):
 
     async def start(self) -> tuple[str, int]:
         profile = self.resolve_profile(self.user_options)
-        poller = self._poller(profile.backend)
         home = self._home()
         secret_file = posixpath.join(self._job_dir(home), f"{self.name or 'default'}-"
                                                           f"{secrets.token_hex(8)}.token")
         spec, script = self._render(profile, home, secret_file)
         self._events, self._starting, self.last_end = [], True, ""
         self.address, self._resumed = None, False
-        self._report = asyncio.get_running_loop().create_future()
+        self._report = report = asyncio.get_running_loop().create_future()
+        job = JobStart(self, profile, home)
         try:
-            await self._submit(profile, spec, script, secret_file, fast=spec.fast_path)
+            await job.submit(spec, script, secret_file, fast=spec.fast_path)
             self.token_sha256 = hashlib.sha256(self.api_token.encode()).hexdigest()
             self._save_state()
-            host, port = await self._wait_for_server(poller, profile, home)
-            poller.started(self.job_id)
+            host, port = self.address or await job.wait(report)
+            job.poller.started(self.job_id)
             self._emit(95, messages.listening(host, port))
             return host, port
         finally:
             self._starting = False
             self._event_added.set()
-
-    async def _submit(self, profile: Profile, spec: JobSpec, script: str, secret_file: str,
-                      *, fast: bool) -> None:
-        """Hand over the token, submit, and follow the new job."""
-        backend = self._backend(profile.backend)
-        poller = self._poller(profile.backend)
-        schedd, pool = profile.htcondor.schedd, profile.htcondor.pool
-        if fast and profile.htcondor.fast_path is not None:
-            schedd = profile.htcondor.fast_path.schedd or schedd
-            pool = profile.htcondor.fast_path.pool or pool
-        done = poller.submitting(spec.tag)
-        try:
-            await write_token_file(backend, self.user.name, secret_file, self.api_token,
-                                   [posixpath.dirname(spec.log_path)])
-            self._secret_file = secret_file
-            job_id = await backend.submit(SubmitRequest(
-                script=script, username=self.user.name, schedd=schedd, pool=pool))
-        except (CommandError, BackendError) as exc:
-            await self._remove_secret(backend)
-            raise SpawnException(messages.submit_failed(profile), reason="submit",
-                                 status_code=503, log_message=str(exc)) from None
-        finally:
-            done()
-        self.job_id, self.backend_name = job_id, profile.backend
-        self.profile_name, self.job_tag = profile.name, spec.tag
-        poller.watch(job_id, starting=True, on_gone=self._job_gone)
-        self._emit(10, messages.submitted(job_id, profile, fast))
-        if fast:
-            try:
-                await backend.reschedule(schedd, pool)
-            except CommandError as exc:  # only slower: the negotiator cycles anyway
-                self.log.warning("%s: reschedule failed: %s", self._log_name, exc)
-
-    async def _wait_for_server(self, poller: Poller, profile: Profile,
-                               home: str = "") -> tuple[str, int]:
-        """Follow the job until its launcher reports; time out, fall back or fail on the way."""
-        assert self._report is not None
-        if self.address is not None:
-            return self.address
-        watch = _Watch(started=time.monotonic(), fast=profile.fast_path_enabled and bool(home))
-        while not self._report.done():
-            info = poller.latest(self.job_id)
-            if info is not None:
-                self._say(info, watch, profile)
-                if watch.fast and self._fast_path_expired(info, watch, profile):
-                    await self._fall_back(profile, home)
-                    watch = _Watch(started=time.monotonic(), fast=False)
-                    continue
-                await self._check_limits(info, watch, profile)
-            update: asyncio.Future[Any] = asyncio.ensure_future(
-                poller.wait_update(self.fast_poll_interval + 1))
-            report: asyncio.Future[Any] = self._report
-            await asyncio.wait([update, report], return_when=asyncio.FIRST_COMPLETED)
-            update.cancel()
-        return self._report.result()
-
-    def _say(self, info: JobInfo, watch: _Watch, profile: Profile) -> None:
-        """A progress message when the job's state changes, and every progress_every s."""
-        now = time.monotonic()
-        key = (info.state, info.reason, info.host)
-        if key != watch.last or now - watch.said >= self.progress_every:
-            self._emit(*messages.state_progress(info, now - watch.started, profile))
-            watch.last, watch.said = key, now
-        if info.state is JobState.HELD and watch.held_since is None:
-            watch.held_since = now
-        elif info.state is not JobState.HELD:
-            watch.held_since = None
-
-    def _fast_path_expired(self, info: JobInfo, watch: _Watch, profile: Profile) -> bool:
-        fast = profile.htcondor.fast_path
-        return (fast is not None and fast.fallback and info.state is JobState.PENDING
-                and time.monotonic() - watch.started > fast.timeout)
-
-    async def _check_limits(self, info: JobInfo, watch: _Watch, profile: Profile) -> None:
-        now = time.monotonic()
-        if info.state is JobState.GONE:
-            await self._fail(messages.ended_while_starting(self.job_id, info))
-        timeout = profile.pending_timeout
-        if info.state is JobState.PENDING and timeout and now - watch.started > timeout:
-            await self._cancel_quietly()
-            await self._fail(messages.pending_timeout(self.job_id, info, timeout))
-        if watch.held_since is not None and now - watch.held_since >= profile.hold_timeout:
-            await self._cancel_quietly()
-            await self._fail(messages.held(self.job_id, info))
-
-    async def _fall_back(self, profile: Profile, home: str) -> None:
-        """No reserved notebook slot in time: remove the job, resubmit to the regular pool."""
-        fast = profile.htcondor.fast_path
-        old = self.job_id
-        self._poller(profile.backend).unwatch(old)
-        await self._cancel_quietly()
-        self._emit(25, messages.fallback(old, fast.timeout if fast else 0))
-        spec, script = self._render(profile, home, self._secret_file, fast_path=False)
-        await self._submit(profile, spec, script, self._secret_file, fast=False)
-        self._save_state()
-
-    async def _fail(self, message: str) -> None:
-        self.last_end = message
-        raise SpawnException(message, reason="job", status_code=500)
 
     async def _cancel_quietly(self) -> None:
         if not self.job_id:
@@ -609,11 +426,12 @@ class HPCSpawner(Spawner):
                              f"its job {self.job_id} was cancelled.")
             await self._cancel_quietly()
             return 1
-        self._report = asyncio.get_running_loop().create_future()
+        self._report = report = asyncio.get_running_loop().create_future()
         self._starting = True
         poller.watch(self.job_id, starting=True)
         try:
-            await self._wait_for_server(poller, profile)
+            if self.address is None:
+                await JobStart(self, profile).wait(report)
         except SpawnException as exc:
             self.log.warning("%s: %s", self._log_name, exc.message)
             return 1
