@@ -15,13 +15,15 @@ from jupyterhub import apihandlers
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
+from .starting import NotYet
+
 ROUTE = r"/api/hpcspawner/report"
 HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$")
-ALLOWED_KEYS = {"host", "port", "server_name"}
+ALLOWED_KEYS = {"host", "port", "server_name", "submission"}
 
 
-def parse_report(body: Any) -> tuple[str, int, str]:
+def parse_report(body: Any) -> tuple[str, int, str, str]:
     """Validate a report body; raise HTTPError(400) saying what is wrong."""
     if not isinstance(body, dict):
         raise web.HTTPError(400, "report must be a JSON object")
@@ -35,7 +37,10 @@ def parse_report(body: Any) -> tuple[str, int, str]:
         raise web.HTTPError(400, "host must be a host name or IPv4 address")
     if not isinstance(name, str) or len(name) > 255:
         raise web.HTTPError(400, "server_name must be a string")
-    return host, port, name
+    submission = body.get("submission", "")
+    if not isinstance(submission, str) or len(submission) > 64:
+        raise web.HTTPError(400, "submission must be a short string")
+    return host, port, name, submission
 
 
 class ReportHandler(APIHandler):
@@ -47,7 +52,7 @@ class ReportHandler(APIHandler):
             body = json.loads(self.request.body or b"null")
         except ValueError:
             raise web.HTTPError(400, "report must be JSON") from None
-        host, port, server_name = parse_report(body)
+        host, port, server_name, submission = parse_report(body)
         if server_name not in user.orm_user.orm_spawners:
             raise web.HTTPError(404, f"no server named {server_name!r}")
         spawner = user.spawners[server_name]
@@ -58,7 +63,9 @@ class ReportHandler(APIHandler):
         if not owns_token(self.get_auth_token() or ""):
             raise web.HTTPError(403, "this token does not belong to that server")
         try:
-            await receive(host, port)
+            await receive(host, port, submission)
+        except NotYet as exc:  # the launcher retries on 5xx
+            raise web.HTTPError(503, str(exc)) from None
         except ValueError as exc:
             raise web.HTTPError(409, str(exc)) from None
         self.set_status(204)

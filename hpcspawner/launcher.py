@@ -130,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report(api_url, token, {
             "host": host, "port": port, "server_name": env.get("JUPYTERHUB_SERVER_NAME", ""),
+            "submission": env.get("HPCSPAWNER_SUBMISSION", ""),
         }, patience=timeout)
     except SystemExit as exc:
         say(str(exc))

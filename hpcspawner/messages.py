@@ -68,6 +68,11 @@ def submit_failed(profile: Profile) -> str:
             "minute; if it keeps failing, tell the hub's administrators.")
 
 
+def handoff_failed() -> str:
+    return ("The hub could not prepare your job's files in your home directory "
+            "(~/.hpcspawner). Please tell the hub's administrators.")
+
+
 def ended_while_starting(job_id: str, info: JobInfo) -> str:
     return (f"Your job ended before the server started: {info.reason or 'it left the queue'}. "
             f"Job id for support: {job_id}.")

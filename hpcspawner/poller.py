@@ -215,8 +215,12 @@ class Poller:
         if self.error:
             return
         now = time.monotonic()
+        key = self.backend.job_key
+        owned = {(self.results[j].tag, key(j)) for j in self._watched if j in self.results}
         for job_id, info in list(self.results.items()):
             if not info.state.alive or job_id in self._watched:
+                continue
+            if (info.tag, key(job_id)) in owned:  # the same job under another name
                 continue
             if info.tag in self._submitting or job_id in self._cancels:
                 continue

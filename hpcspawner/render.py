@@ -56,8 +56,8 @@ def directive(value: Any) -> str:
 def classad_string(value: Any) -> str:
     """A ClassAd string literal: double quotes, backslash and quote escaped, one line."""
     text = str(value)
-    if any(c in text for c in "\n\r\0"):
-        raise RenderError(f"{text!r} cannot go in a ClassAd: it has a line break")
+    if any(c in text for c in "\n\r\0") or _MACRO_RE.search(text):
+        raise RenderError(f"{text!r} cannot go in a ClassAd (line break or $(...) macro)")
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -141,7 +141,9 @@ class HPCSpawner(Spawner):
         self.token_sha256 = ""
         self.address: tuple[str, int] | None = None  # where the launcher said it listens
         self._resumed = False  # loaded from state by a restarted hub, start() not running
+        self._resume_task: asyncio.Future[int | None] | None = None
         self._secret_file = ""
+        self.submission = ""  # nonce of the current submission; its launcher reports it back
         self._report: asyncio.Future[tuple[str, int]] | None = None
         self._events: list[dict[str, Any]] = []
         self._event_added = asyncio.Event()
@@ -222,7 +224,8 @@ class HPCSpawner(Spawner):
         if self.job_id:
             state.update(job_id=self.job_id, backend=self.backend_name,
                          profile=self.profile_name, tag=self.job_tag,
-                         token_sha256=self.token_sha256)
+                         token_sha256=self.token_sha256, secret_file=self._secret_file,
+                         submission=self.submission)
             if self.address:
                 state["address"] = list(self.address)
         if self.last_end:
@@ -237,6 +240,8 @@ class HPCSpawner(Spawner):
         self.job_tag = state.get("tag", "")
         self.last_end = state.get("last_end", "")
         self.token_sha256 = state.get("token_sha256", "")
+        self._secret_file = state.get("secret_file", "")
+        self.submission = state.get("submission", "")
         address = state.get("address")
         self.address = (str(address[0]), int(address[1])) if address else None
         if self.job_id and self.backend_name:
@@ -245,11 +250,14 @@ class HPCSpawner(Spawner):
         self.start_pollers()
 
     def clear_state(self) -> None:
+        if self.job_id and self.backend_name:
+            self._poller(self.backend_name).unwatch(self.job_id)
         super().clear_state()
         self.job_id = self.backend_name = self.profile_name = self.job_tag = ""
         self.token_sha256 = ""
         self.address = None
         self._resumed = False
+        self._resume_task = None
         # last_end survives on purpose: the next spawn page tells the user why it ended.
 
     # -- progress ---------------------------------------------------------------------------
@@ -278,7 +286,7 @@ class HPCSpawner(Spawner):
         digest = hashlib.sha256(token.encode()).hexdigest()
         return bool(self.token_sha256) and hmac.compare_digest(self.token_sha256, digest)
 
-    async def receive_report(self, host: str, port: int) -> None:
+    async def receive_report(self, host: str, port: int, submission: str = "") -> None:
         """Called by the hub route when this server's launcher says it is listening.
 
         The host must be the node the scheduler runs the job on (check_reported_host), so a
@@ -286,8 +294,13 @@ class HPCSpawner(Spawner):
         """
         if not self.job_id or self.address is not None:
             raise ValueError("this server is not waiting for an address")
+        if self.submission and submission != self.submission:
+            raise ValueError("this report is from an earlier job of this server")
+        job_id = self.job_id
         if self.check_reported_host:
             await check_reported_host(self, host)
+        if self.job_id != job_id or self.address is not None:  # changed while we asked
+            raise ValueError("this server is not waiting for that job any more")
         self.address = (host, port)
         self._save_state()
         if self._report is not None and not self._report.done():
@@ -325,7 +338,13 @@ class HPCSpawner(Spawner):
                if isinstance(v, str) and "TOKEN" not in k and not (token and token in v)}
         env.update(self.extra_env)
         env["HPCSPAWNER_START_TIMEOUT"] = str(int(self.start_timeout))
+        env["HPCSPAWNER_SUBMISSION"] = self.submission
         return env
+
+    def _new_secret_file(self, home: str) -> str:
+        """A fresh path for the token hand-off of one submission."""
+        name = f"{self.name or 'default'}-{secrets.token_hex(8)}.token"
+        return posixpath.join(self._job_dir(home), name)
 
     def _job_dir(self, home: str) -> str:
         return self.job_dir.format(home=home, username=self.user.name)
@@ -345,6 +364,7 @@ class HPCSpawner(Spawner):
     def _render(self, profile: Profile, home: str, secret_file: str,
                 fast_path: bool | None = None) -> tuple[JobSpec, str]:
         backend = self._backend(profile.backend)
+        self.submission = secrets.token_hex(8)
         try:
             spec = self.build_spec(profile, home, secret_file, fast_path)
             return spec, render_job(backend.template_name, spec, self.template_paths)
@@ -355,8 +375,7 @@ class HPCSpawner(Spawner):
     async def start(self) -> tuple[str, int]:
         profile = self.resolve_profile(self.user_options)
         home = self._home()
-        secret_file = posixpath.join(self._job_dir(home), f"{self.name or 'default'}-"
-                                                          f"{secrets.token_hex(8)}.token")
+        secret_file = self._new_secret_file(home)
         spec, script = self._render(profile, home, secret_file)
         self._events, self._starting, self.last_end = [], True, ""
         self.address, self._resumed = None, False
@@ -406,10 +425,27 @@ class HPCSpawner(Spawner):
         if info is not None and info.state is JobState.GONE:
             self.last_end = messages.ended(self.job_id, info)
             self.log.warning("%s: %s", self._log_name, self.last_end)
+            poller.unwatch(self.job_id)
+            await self._remove_secret(self._backend(self.backend_name))
             return 1
         if self._resumed and self.address is None:
-            return await self._resume_start(poller)
+            return await self._resume(poller)
         return None  # alive, completing or unknown: never drop a server on doubt
+
+    async def _resume(self, poller: Poller) -> int | None:
+        """One background wait per spawner for a job that was starting when the hub
+        restarted. The first poll() (JupyterHub's start-up check) waits for it; any other
+        poll() (e.g. from a stop) answers at once; stop() cancels it."""
+        if self._resume_task is None:
+            self._resume_task = asyncio.ensure_future(self._resume_start(poller))
+            try:
+                return await self._resume_task
+            except asyncio.CancelledError:
+                return 1
+        task = self._resume_task
+        if not task.done():
+            return None
+        return 1 if task.cancelled() else task.result()
 
     async def _resume_start(self, poller: Poller) -> int | None:
         """The hub restarted while this job was starting: keep waiting for it, then re-attach.
@@ -466,6 +502,8 @@ class HPCSpawner(Spawner):
         await self._remove_secret(backend)
         if self._report is not None and not self._report.done():
             self._report.cancel()
+        if self._resume_task is not None and not self._resume_task.done():
+            self._resume_task.cancel()
 
 
 # The launcher's report route must exist before the hub builds its handlers; the hub imports

@@ -51,8 +51,12 @@ class JobStart:
             pool = profile.htcondor.fast_path.pool or pool
         done = self.poller.submitting(spec.tag)
         try:
-            await write_token_file(self.backend, sp.user.name, secret_file, sp.api_token,
-                                   [posixpath.dirname(spec.log_path)])
+            try:
+                await write_token_file(self.backend, sp.user.name, secret_file, sp.api_token,
+                                       [posixpath.dirname(spec.log_path)])
+            except CommandError as exc:
+                raise SpawnException(messages.handoff_failed(), reason="handoff",
+                                     status_code=500, log_message=str(exc)) from None
             sp._secret_file = secret_file
             job_id = await self.backend.submit(SubmitRequest(
                 script=script, username=sp.user.name, schedd=schedd, pool=pool))
@@ -128,8 +132,10 @@ class JobStart:
         self.poller.unwatch(old)
         await sp._cancel_quietly()
         sp._emit(25, messages.fallback(old, fast.timeout if fast else 0))
-        spec, script = sp._render(self.profile, self.home, sp._secret_file, fast_path=False)
-        await self.submit(spec, script, sp._secret_file, fast=False)
+        await sp._remove_secret(self.backend)  # a fresh token file: the old job may still read
+        secret_file = sp._new_secret_file(self.home)
+        spec, script = sp._render(self.profile, self.home, secret_file, fast_path=False)
+        await self.submit(spec, script, secret_file, fast=False)
         sp._save_state()
 
     def _fail(self, message: str) -> None:
@@ -137,19 +143,24 @@ class JobStart:
         raise SpawnException(message, reason="job", status_code=500)
 
 
+class NotYet(Exception):
+    """The report cannot be checked now (scheduler silent, job not seen running): retry."""
+
+
 async def check_reported_host(sp: HPCSpawner, host: str) -> None:
-    """Raise ValueError unless ``host`` is the node the scheduler runs the job on."""
+    """Raise ValueError unless ``host`` is the node the scheduler runs the job on; NotYet
+    while that cannot be told (the launcher retries on 503)."""
     poller = sp._poller(sp.backend_name)
     info = poller.latest(sp.job_id)
     if info is None or info.state is not JobState.RUNNING:
         await poller.refresh()  # the job may have started since the last query
         info = poller.latest(sp.job_id)
     if info is None or info.state is JobState.UNKNOWN:
-        sp.log.warning("%s: cannot check the reported host %s (scheduler not answering)",
-                       sp._log_name, host)
-        return
+        raise NotYet(f"cannot check job {sp.job_id} now (the scheduler is not answering)")
+    if info.state is JobState.GONE:
+        raise ValueError(f"job {sp.job_id} has ended")
     if info.state is not JobState.RUNNING:
-        raise ValueError(f"job {sp.job_id} is not running, so it cannot be listening")
+        raise NotYet(f"job {sp.job_id} is not running yet, so it cannot be listening")
     nodes = {n.split(".")[0].lower() for n in info.host.split(",") if n}
     if nodes and host.split(".")[0].lower() not in nodes:
         raise ValueError(f"job {sp.job_id} runs on {info.host}, not on {host}")

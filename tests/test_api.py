@@ -11,9 +11,9 @@ from hpcspawner.api import parse_report
 
 
 def test_a_valid_report() -> None:
-    assert parse_report({"host": "node042.desy.de", "port": 8888, "server_name": ""}) == (
-        "node042.desy.de", 8888, "")
-    assert parse_report({"host": "10.1.2.3", "port": 1}) == ("10.1.2.3", 1, "")
+    assert parse_report({"host": "node042.desy.de", "port": 8888, "server_name": "",
+                         "submission": "ab12"}) == ("node042.desy.de", 8888, "", "ab12")
+    assert parse_report({"host": "10.1.2.3", "port": 1}) == ("10.1.2.3", 1, "", "")
 
 
 @pytest.mark.parametrize(("body", "why"), [
@@ -27,6 +27,7 @@ def test_a_valid_report() -> None:
     ({"host": "a;b", "port": 8888}, "host must be"),
     ({"host": "", "port": 8888}, "host must be"),
     ({"host": "h", "port": 8888, "server_name": 3}, "server_name must be"),
+    ({"host": "h", "port": 8888, "submission": ["x"]}, "submission must be"),
     ([1, 2], "JSON object"),
 ])
 def test_anything_else_is_a_400(body: Any, why: str) -> None:

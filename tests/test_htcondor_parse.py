@@ -83,6 +83,9 @@ def test_query_is_one_condor_q_per_schedd_and_keeps_only_our_tag(tmp_path: Path)
     ads = body("q_json_running.txt").replace('"HPCSpawnerServer": ""',
                                              '"HPCSpawnerTag": "hpcspawner:hub:alice:"', 1)
     backend = HTCondorBackend(condor_q=_fake(tmp_path, "condor_q", ads))
+    assert asyncio.run(backend.query("hpcspawner:hub:")) == {}  # no profile uses HTCondor yet
+    assert not (tmp_path / "condor_q.args").exists()
+    backend.locations.add((None, None))
     jobs = asyncio.run(backend.query("hpcspawner:hub:"))
     assert list(jobs) == ["31"]
     args = (tmp_path / "condor_q.args").read_text()
@@ -91,6 +94,7 @@ def test_query_is_one_condor_q_per_schedd_and_keeps_only_our_tag(tmp_path: Path)
 
 def test_schedd_down_is_an_error_not_an_empty_queue(tmp_path: Path) -> None:
     backend = HTCondorBackend(condor_q=_fake(tmp_path, "condor_q", body("q_schedd_down.txt"), 1))
+    backend.locations.add((None, None))
     with pytest.raises(CommandError, match="exited with 1"):
         asyncio.run(backend.query("hpcspawner:hub:"))
 

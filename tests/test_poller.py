@@ -33,6 +33,9 @@ class FakeBackend(Backend):
                                               "controller")
         return {k: v for k, v in self.jobs.items() if v.tag.startswith(tag_prefix)}
 
+    def job_key(self, job_id: str) -> str:
+        return job_id.split("@")[0]
+
     async def cancel(self, job_id: str, username: str, *, schedd: str | None = None,
                      pool: str | None = None) -> None:
         if self.fail_cancels:
@@ -155,5 +158,21 @@ def test_interval_is_fast_only_while_something_starts() -> None:
         assert 27 <= poller.interval() <= 33
         intervals = {poller.interval() for _ in range(20)}
         assert len(intervals) > 1  # jitter
+
+    asyncio.run(scenario())
+
+
+def test_the_same_job_listed_under_two_names_is_not_an_orphan() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        poller = Poller(backend, PREFIX, orphan_grace=0)
+        backend.jobs["31"] = running("31")
+        backend.jobs["31@@cm"] = JobInfo(job_id="31@@cm", state=JobState.RUNNING, user="alice",
+                                         tag=backend.jobs["31"].tag)
+        poller.watch("31")
+        for _ in range(2):
+            await poller.refresh()
+            await poller._sweep()
+        assert backend.cancelled == []
 
     asyncio.run(scenario())

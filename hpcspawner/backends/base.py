@@ -94,6 +94,10 @@ class Backend(LoggingConfigurable):
         """File name of a job's output log; the scheduler fills in the job id."""
         raise NotImplementedError
 
+    def job_key(self, job_id: str) -> str:
+        """What identifies a job across the names it is listed under (see HTCondor)."""
+        return job_id
+
     def register_profile(self, profile: Profile) -> None:
         """A profile that uses this backend exists (e.g. its schedd must be queried too)."""
 

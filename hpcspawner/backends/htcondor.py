@@ -113,7 +113,7 @@ class HTCondorBackend(Backend):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
         # every (schedd, pool) a profile submits to; each is queried once per interval
-        self.locations: set[tuple[str | None, str | None]] = {(None, None)}
+        self.locations: set[tuple[str | None, str | None]] = set()
 
     def register_profile(self, profile: Profile) -> None:
         if profile.backend != self.name:
@@ -126,6 +126,10 @@ class HTCondorBackend(Backend):
 
     def log_name(self, server: str) -> str:
         return f"{server}-$(ClusterId).log"
+
+    def job_key(self, job_id: str) -> str:
+        """One schedd reached under two names lists a job twice: compare its cluster."""
+        return split_job_id(job_id)[0]
 
     async def submit(self, request: SubmitRequest) -> str:
         self.locations.add((request.schedd, request.pool))

@@ -122,11 +122,18 @@ def test_a_report_for_another_host_or_a_job_not_yet_running_is_refused(
     [token_file] = wait_for("the token hand-off file", lambda: list(
         Path("/home/bob/.hpcspawner").glob("*.token")), timeout=30)
     token = token_file.read_text().strip()  # root reads what only bob's job should
+    [job] = squeue(hub.hub_id)
+    script = subprocess.run(["scontrol", "write", "batch_script", job["id"], "-"],
+                            capture_output=True, text=True, check=True).stdout
+    nonce = script.split("HPCSPAWNER_SUBMISSION=", 1)[1].split()[0].strip("'")
     url = f"{hub.url}/hub/api/hpcspawner/report"
     headers = {"Authorization": f"token {token}"}
-    body = {"host": "evil.example.org", "port": 80, "server_name": ""}
+    body = {"host": "evil.example.org", "port": 80, "server_name": "", "submission": "0ld"}
     r = requests.post(url, json=body, headers=headers, timeout=30)
-    assert r.status_code == 409 and "is not running" in r.json()["message"]
+    assert r.status_code == 409 and "earlier job" in r.json()["message"]
+    body["submission"] = nonce
+    r = requests.post(url, json=body, headers=headers, timeout=30)
+    assert r.status_code == 503 and "not running yet" in r.json()["message"]  # retried
     wait_for("the job to run", lambda: [j for j in squeue(hub.hub_id)
                                         if j["state"] == "RUNNING"], timeout=60)
     r = requests.post(url, json=body, headers=headers, timeout=30)
