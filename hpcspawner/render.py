@@ -75,27 +75,24 @@ def submit_value(value: Any) -> str:
     return text
 
 
+def _condor_word(value: Any) -> str:
+    """One word of HTCondor's new argument/environment syntax: " doubled; a word with
+    spaces or ' (or an empty one) in single quotes, with ' doubled inside."""
+    text = submit_value(value).replace('"', '""')
+    if not text or any(c in text for c in " \t'"):
+        text = "'" + text.replace("'", "''") + "'"
+    return text
+
+
 def condor_args(words: Sequence[Any]) -> str:
-    """HTCondor's new argument syntax: double-quoted; a word with spaces or ' in single
-    quotes; ' doubled inside single quotes; " doubled everywhere."""
-    out = []
-    for word in words:
-        text = submit_value(word).replace('"', '""')
-        if not text or any(c in text for c in " \t'"):
-            text = "'" + text.replace("'", "''") + "'"
-        out.append(text)
-    return '"' + " ".join(out) + '"'
+    """HTCondor's new argument syntax: the words, double-quoted as a whole."""
+    return '"' + " ".join(_condor_word(word) for word in words) + '"'
 
 
 def condor_env(env: dict[str, str]) -> str:
     """HTCondor's new environment syntax: "NAME=value NAME='value with spaces'"."""
-    out = []
-    for name, value in sorted(env.items()):
-        text = submit_value(value).replace('"', '""')
-        if not text or any(c in text for c in " \t'"):
-            text = "'" + text.replace("'", "''") + "'"
-        out.append(f"{envname(name)}={text}")
-    return '"' + " ".join(out) + '"'
+    pairs = (f"{envname(name)}={_condor_word(value)}" for name, value in sorted(env.items()))
+    return '"' + " ".join(pairs) + '"'
 
 
 def envname(value: Any) -> str:

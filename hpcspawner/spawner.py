@@ -400,6 +400,7 @@ class HPCSpawner(Spawner):
         poller = self._poller(self.backend_name)
         try:
             await backend.cancel(self.job_id, self.user.name)
+            self.log.info("%s: cancelled job %s", self._log_name, self.job_id)
         except (CommandError, BackendError) as exc:
             self.log.warning("%s: cancelling job %s failed, will retry: %s", self._log_name,
                              self.job_id, exc)
@@ -488,18 +489,9 @@ class HPCSpawner(Spawner):
     async def stop(self, now: bool = False) -> None:
         if not self.job_id or not self.backend_name:
             return
-        job_id, backend_name = self.job_id, self.backend_name
-        backend = self._backend(backend_name)
-        poller = self._poller(backend_name)
-        poller.unwatch(job_id)
-        try:
-            await backend.cancel(job_id, self.user.name)
-            self.log.info("%s: cancelled job %s", self._log_name, job_id)
-        except (CommandError, BackendError) as exc:
-            self.log.warning("%s: cancelling job %s failed, will retry: %s", self._log_name,
-                             job_id, exc)
-            poller.retry_cancel(job_id, self.user.name)
-        await self._remove_secret(backend)
+        self._poller(self.backend_name).unwatch(self.job_id)
+        await self._cancel_quietly()
+        await self._remove_secret(self._backend(self.backend_name))
         if self._report is not None and not self._report.done():
             self._report.cancel()
         if self._resume_task is not None and not self._resume_task.done():
