@@ -1,4 +1,5 @@
-"""`hpcspawner check [PATH]` and `hpcspawner render --profile NAME --user NAME`."""
+"""`hpcspawner check [PATH]`, `hpcspawner render --profile NAME --user NAME`, and
+`hpcspawner sudoers` (the sudoers file for the hub's account)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ import posixpath
 import sys
 from collections.abc import Sequence
 
-from .apps import app_command
+from . import registry
+from .jobspec import JobBuilder
 from .profiles import ProfileError, load_profiles
-from .render import RenderError, make_spec, render_job
-
-TEMPLATES = {"slurm": ("slurm.sbatch.j2", "{server}-%j.log"),
-             "htcondor": ("htcondor.sub.j2", "{server}-$(ClusterId).log")}
+from .render import RenderError
 
 
 def check(path: str) -> int:
@@ -41,7 +40,6 @@ def render(args: argparse.Namespace) -> int:
         print(f"unknown profile {args.profile!r}; choose one of: {', '.join(profiles.names())}",
               file=sys.stderr)
         return 1
-    template, log_name = TEMPLATES[profile.backend]
     home = args.home or f"/home/{args.user}"
     job_dir = posixpath.join(home, ".hpcspawner")
     server = args.server or "default"
@@ -54,18 +52,53 @@ def render(args: argparse.Namespace) -> int:
         "JUPYTERHUB_SERVER_NAME": args.server,
         "JUPYTERHUB_SERVICE_PREFIX": prefix,
     }
-    cmd = args.cmd or [posixpath.join(posixpath.dirname(args.python), "jupyterhub-singleuser")]
-    spec = make_spec(
-        profile=profile, username=args.user, server_name=args.server, home=home,
-        job_dir=job_dir, log_name=log_name.format(server=server), hub_id=args.hub_id,
-        python=args.python, command=app_command(profile.app, cmd, [], args.python), env=env,
-        job_name="jupyterhub", secret_file=posixpath.join(job_dir, f"{server}-XXXX.token"),
-        fast_path=False if args.no_fast_path else None,
+    builder = JobBuilder(
+        username=args.user, server_name=args.server, home=home, job_dir=job_dir,
+        hub_id=args.hub_id, python=args.python, cmd=args.cmd or ["jupyterhub-singleuser"],
+        env=env, template_dirs=tuple(args.template_dir or ()),
     )
     try:
-        sys.stdout.write(render_job(template, spec, args.template_dir or []))
+        _, script = builder.render(
+            profile, registry.backend(profile.backend),
+            secret_file=posixpath.join(job_dir, f"{server}-XXXX.token"),
+            submission=args.submission, fast=profile.fast_path_enabled and not args.no_fast_path)
+        sys.stdout.write(script)
     except RenderError as exc:
         print(f"cannot render: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+SUDOERS = """\
+# /etc/sudoers.d/hpcspawner, made by `hpcspawner sudoers` (check it with: visudo -cf FILE)
+# The hub's account {hub_user} may run exactly these commands, as a member of {group}, and
+# nothing else: the schedulers' submit commands (the job script comes on stdin) and
+# hpcspawner-helper (token files in the user's home, cancels checked with the scheduler).
+# No shell, no rm, no install: see docs/security.md.
+Cmnd_Alias HPCSPAWNER_CMDS = {commands}
+Defaults!HPCSPAWNER_CMDS !requiretty
+{hub_user} ALL=(%{group}) NOPASSWD: HPCSPAWNER_CMDS
+"""
+
+
+def sudoers_text(hub_user: str, group: str, submit: Sequence[str],
+                 helpers: Sequence[str]) -> str:
+    """The sudoers file the docs give; every command an absolute path."""
+    commands = [*submit, *helpers]
+    for command in commands:
+        if not command.startswith("/") or any(c in command for c in " ,:=\\\n"):
+            raise ValueError(f"{command!r}: sudoers needs an absolute path without , : = or "
+                             "spaces")
+    return SUDOERS.format(hub_user=hub_user, group=group, commands=", ".join(commands))
+
+
+def sudoers(args: argparse.Namespace) -> int:
+    helpers = args.helper or [posixpath.join(posixpath.dirname(sys.executable),
+                                             "hpcspawner-helper")]
+    try:
+        sys.stdout.write(sudoers_text(args.hub_user, args.group, args.submit, helpers))
+    except ValueError as exc:
+        print(f"hpcspawner sudoers: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -86,12 +119,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_render.add_argument("--base-url", default="/")
     p_render.add_argument("--python", default=sys.executable)
     p_render.add_argument("--cmd", nargs="+", default=None)
+    p_render.add_argument("--submission", default="SUBMISSION",
+                          help="the submission nonce to show (a spawn makes a random one)")
     p_render.add_argument("--template-dir", action="append")
     p_render.add_argument("--no-fast-path", action="store_true",
                           help="render an HTCondor fast-path profile as its regular-pool fallback")
+    p_sudo = sub.add_parser("sudoers", help="print the sudoers file the hub's account needs")
+    p_sudo.add_argument("--hub-user", default="jupyterhub", help="the hub's Unix account")
+    p_sudo.add_argument("--group", default="jupyterusers",
+                        help="the Unix group of the hub's users (sudo runs commands as them)")
+    p_sudo.add_argument("--submit", action="append", default=None,
+                        help="absolute path of a submit command (sbatch, condor_submit); "
+                        "repeat for each (default: /usr/bin/sbatch)")
+    p_sudo.add_argument("--helper", action="append",
+                        help="absolute path of hpcspawner-helper (default: beside this Python)")
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.path)
+    if args.command == "sudoers":
+        args.submit = args.submit or ["/usr/bin/sbatch"]
+        return sudoers(args)
     return render(args)
 
 

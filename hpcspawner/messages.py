@@ -19,23 +19,15 @@ _REASONS = {
 }
 
 
-def _where(profile: Profile) -> str:
-    if profile.backend == "slurm":
-        return f" to partition {profile.partition}" if profile.partition else ""
-    if profile.htcondor.schedd:
-        return f" to schedd {profile.htcondor.schedd}"
-    return ""
-
-
 def explain(reason: str) -> str:
     key = reason.split(",")[0].strip()
     meaning = _REASONS.get(key)
     return f"{reason} ({meaning})" if meaning else reason
 
 
-def submitted(job_id: str, profile: Profile, fast: bool = False) -> str:
-    where = " to the reserved notebook slots (fast path)" if fast else _where(profile)
-    return f"Submitted job {job_id}{where} ({profile.title})"
+def submitted(job_id: str, profile: Profile, where: str = "") -> str:
+    """``where`` is the backend's word for where the job went ('partition jupyter')."""
+    return f"Submitted job {job_id}{' to ' + where if where else ''} ({profile.title})"
 
 
 def fallback(job_id: str, timeout: int) -> str:
@@ -44,7 +36,7 @@ def fallback(job_id: str, timeout: int) -> str:
             "longer")
 
 
-def state_progress(info: JobInfo, waited: float, profile: Profile) -> tuple[int, str]:
+def state_progress(info: JobInfo, waited: float) -> tuple[int, str]:
     since = format_duration(int(waited))
     if info.state is JobState.PENDING:
         reason = f": {explain(info.reason)}" if info.reason else ""

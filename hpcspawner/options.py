@@ -10,7 +10,7 @@ from .profiles import Profile
 OPTION_KEYS = {"profile"}
 
 
-def resolve_profile(options: Any, visible: list[Profile], default: Profile) -> Profile:
+def choose_profile(options: Any, visible: list[Profile], default: Profile) -> Profile:
     """The profile ``options`` ask for among ``visible``; SpawnException (400) otherwise.
 
     ``{}`` or no profile means the default (or the first visible one). An unknown key, an

@@ -277,6 +277,10 @@ def parse_profiles(text: str, path: str = "profiles.yaml") -> ProfileSet:
             for err in exc.errors():
                 line = _line_for(err["loc"], lines, index, entry)
                 problems.append(f"{path}:{line}: {label}: {_message(err)}")
+        except UnicodeError:  # e.g. "\ud800" escapes: YAML makes lone surrogates of them
+            problems.append(f"{path}:{lines[('profiles', index)]}: profile {index + 1}: a "
+                            "value holds characters that are not valid text (a \\uD800-"
+                            "\\uDFFF escape?); write the character itself")
     problems += _clashes(profiles, lines, path)
     if problems:
         raise ProfileError(problems)

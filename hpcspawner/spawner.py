@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
+import fnmatch
 import os
 import posixpath
 import pwd
-import secrets
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -18,19 +16,16 @@ from typing import Any
 from jupyterhub.spawner import Spawner
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
-from . import messages
-from .api import register_report_handler
-from .apps import app_command
-from .backends import Backend, BackendError, JobInfo, JobState
-from .commands import CommandError
+from . import messages, registry
+from .backends import JobInfo, JobState
 from .compat import SpawnException
-from .options import resolve_profile
-from .poller import Poller, get_poller
-from .profiles import Profile, ProfileError, ProfileSet, ProfileStore
-from .render import JobSpec, RenderError, make_spec, render_job, render_template
-from .shared import config_dir, profile_store, shared_backend
-from .starting import JobStart, check_reported_host
-from .tokenfile import remove_file
+from .job import BatchJob, JobContext, JobFailed
+from .jobspec import JobBuilder
+from .options import choose_profile
+from .poller import Poller
+from .profiles import Profile, ProfileError, ProfileSet
+from .render import render_template
+from .report import Report, accept, register_report_handler
 
 
 class HPCSpawner(Spawner):
@@ -82,11 +77,21 @@ class HPCSpawner(Spawner):
         Unicode(), help="Extra environment variables for the job (not secrets)."
     ).tag(config=True)
 
+    public_env = List(
+        Unicode(),
+        ["JUPYTERHUB_*", "LANG", "LC_*", "TZ"],
+        help="""Environment variables (shell patterns) that may be written in the job script
+        or the HTCondor job ad, which other users of the cluster can read (scontrol show job,
+        condor_q -l). Everything else the server's environment holds (c.Spawner.environment,
+        env_keep) travels in the 0600 token file; the API token never goes anywhere else.""",
+    ).tag(config=True)
+
     check_reported_host = Bool(
         True,
-        help="""Accept a launcher's address only on the node the scheduler runs the job on
-        (short names compared). Turn off where SLURM NodeName or the HTCondor slot's host
-        differs from the host name the node reports.""",
+        help="""Refuse a launcher's report whose host name is not the node the scheduler runs
+        the job on. (The hub always routes to the scheduler's node, never to the reported
+        host.) Turn off where the name a node reports for itself differs from SLURM's
+        NodeName or the HTCondor slot's host.""",
     ).tag(config=True)
 
     progress_every = Integer(10, help="Seconds between repeated 'waiting in queue' messages.").tag(
@@ -133,30 +138,19 @@ class HPCSpawner(Spawner):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.job_id = ""
-        self.backend_name = ""
-        self.profile_name = ""
-        self.job_tag = ""
-        self.last_end = ""
-        self.token_sha256 = ""
-        self.address: tuple[str, int] | None = None  # where the launcher said it listens
-        self._resumed = False  # loaded from state by a restarted hub, start() not running
+        self.job: BatchJob | None = None
+        self.last_end = ""  # why the last server ended; shown on the next spawn page
         self._resume_task: asyncio.Future[int | None] | None = None
-        self._secret_file = ""
-        self.submission = ""  # nonce of the current submission; its launcher reports it back
-        self._report: asyncio.Future[tuple[str, int]] | None = None
         self._events: list[dict[str, Any]] = []
         self._event_added = asyncio.Event()
         self._starting = False
         self._notify: asyncio.Future[Any] | None = None
 
     # -- profiles ---------------------------------------------------------------------------
-    def _store(self) -> ProfileStore:
-        return profile_store(self.profiles_path or os.path.join(config_dir(), "profiles.yaml"))
-
     def _profiles(self) -> ProfileSet:
+        path = self.profiles_path or os.path.join(registry.config_dir(), "profiles.yaml")
         try:
-            return self._store().get()
+            return registry.profile_store(path).get()
         except ProfileError as exc:
             self.log.error("%s: cannot load profiles:\n%s", self._log_name, exc)
             raise SpawnException(
@@ -193,19 +187,24 @@ class HPCSpawner(Spawner):
 
         Used for the form, the REST API (``user_options``) and URL spawns alike.
         """
-        return resolve_profile(options, self._visible(), self._profiles().default)
+        return choose_profile(options, self._visible(), self._profiles().default)
 
-    # -- backends and the poller -------------------------------------------------------------
-    def _backend(self, name: str) -> Backend:
-        return shared_backend(name, self.config)
-
+    # -- the job, its scheduler and the poller ------------------------------------------------
     def _poller(self, backend_name: str) -> Poller:
-        backend = self._backend(backend_name)
+        backend = registry.backend(backend_name, self.config)
         prefix = f"hpcspawner:{self.hub_id}:"
-        return get_poller(f"{backend_name}|{prefix}", lambda: Poller(
+        return registry.poller(backend_name, prefix, lambda: Poller(
             backend, prefix, fast=self.fast_poll_interval, slow=self.slow_poll_interval,
             jitter=self.poll_jitter, orphan_grace=self.orphan_grace, logger=self.log,
         ))
+
+    def _context(self, backend_name: str) -> JobContext:
+        return JobContext(
+            backend=registry.backend(backend_name, self.config),
+            poller=self._poller(backend_name), emit=self._emit, save=self._save_state,
+            on_gone=self._job_gone, log=self.log, name=self._log_name,
+            fast_poll_interval=self.fast_poll_interval, progress_every=self.progress_every,
+        )
 
     def start_pollers(self) -> None:
         """Start the poller of every backend the profiles use (orphans are found from now)."""
@@ -214,51 +213,82 @@ class HPCSpawner(Spawner):
         except SpawnException:
             return
         for profile in profiles:
-            self._backend(profile.backend).register_profile(profile)
+            registry.backend(profile.backend, self.config).register_profile(profile)
         for name in sorted({p.backend for p in profiles}):
             self._poller(name).start()
+
+    def _builder(self) -> JobBuilder:
+        """Who, which server, where its files go and what runs: the same for every
+        submission of this spawn (the CLI builds jobs through JobBuilder too)."""
+        home = self._home()
+        public, private = self._job_env()
+        return JobBuilder(
+            username=self.user.name, server_name=self.name, home=home,
+            job_dir=self.job_dir.format(home=home, username=self.user.name),
+            hub_id=self.hub_id, python=self.job_python, cmd=self.cmd, args=self.get_args(),
+            env=public, private_env=private, template_dirs=tuple(self.template_paths),
+            start_timeout=int(self.start_timeout),
+        )
+
+    def _home(self) -> str:
+        try:
+            return pwd.getpwnam(self.user.name).pw_dir
+        except KeyError:
+            raise SpawnException(
+                f"There is no Unix account named {self.user.name!r} on the hub host; "
+                "batch jobs run as the user's own account. Ask the administrators.",
+                reason="account", status_code=500,
+            ) from None
+
+    def _job_env(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The server's environment, split: (public, private). Public: names public_env
+        allows and extra_env. Private: the rest, for the 0600 file. Nothing that carries the
+        API token is in either (the file holds the token on its own)."""
+        token = self.api_token or ""
+        public: dict[str, str] = {}
+        private: dict[str, str] = {}
+        for name, value in self.get_env().items():
+            if not isinstance(value, str) or "TOKEN" in name or (token and token in value):
+                continue
+            allowed = any(fnmatch.fnmatchcase(name, p) for p in self.public_env)
+            (public if allowed else private)[name] = value
+        public.update(self.extra_env)
+        return public, private
 
     # -- state ------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
-        if self.job_id:
-            state.update(job_id=self.job_id, backend=self.backend_name,
-                         profile=self.profile_name, tag=self.job_tag,
-                         token_sha256=self.token_sha256, secret_file=self._secret_file,
-                         submission=self.submission)
-            if self.address:
-                state["address"] = list(self.address)
+        if self.job is not None and self.job.job_id:
+            state.update(self.job.to_state())
         if self.last_end:
             state["last_end"] = self.last_end
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
-        self.job_id = state.get("job_id", "")
-        self.backend_name = state.get("backend", "")
-        self.profile_name = state.get("profile", "")
-        self.job_tag = state.get("tag", "")
         self.last_end = state.get("last_end", "")
-        self.token_sha256 = state.get("token_sha256", "")
-        self._secret_file = state.get("secret_file", "")
-        self.submission = state.get("submission", "")
-        address = state.get("address")
-        self.address = (str(address[0]), int(address[1])) if address else None
-        if self.job_id and self.backend_name:
-            self._resumed = True
-            self._poller(self.backend_name).watch(self.job_id, on_gone=self._job_gone)
+        if state.get("job_id") and state.get("backend"):
+            self.job = BatchJob.from_state(state, self._context(state["backend"]),
+                                           self.user.name)
+            self.job.ctx.poller.watch(self.job.job_id, on_gone=self._job_gone)
         self.start_pollers()
 
     def clear_state(self) -> None:
-        if self.job_id and self.backend_name:
-            self._poller(self.backend_name).unwatch(self.job_id)
+        if self.job is not None:
+            self.job.forget()
         super().clear_state()
-        self.job_id = self.backend_name = self.profile_name = self.job_tag = ""
-        self.token_sha256 = ""
-        self.address = None
-        self._resumed = False
+        self.job = None
         self._resume_task = None
         # last_end survives on purpose: the next spawn page tells the user why it ended.
+
+    def _save_state(self) -> None:
+        """Persist the job now (JupyterHub saves state only after start() returns), so a hub
+        killed while the job queues finds it again instead of leaving an orphan."""
+        orm_spawner = getattr(self, "orm_spawner", None)
+        db = getattr(self, "db", None)
+        if orm_spawner is not None and db is not None:
+            orm_spawner.state = self.get_state()
+            db.commit()
 
     # -- progress ---------------------------------------------------------------------------
     def _emit(self, progress: int, message: str) -> None:
@@ -278,167 +308,64 @@ class HPCSpawner(Spawner):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._event_added.wait(), 1.0)
 
-    # -- the launcher's report --------------------------------------------------------------
-    def owns_token(self, token: str) -> bool:
-        """Is ``token`` this server's API token? (By hash once a restarted hub forgot it.)"""
-        if self.api_token:
-            return hmac.compare_digest(self.api_token, token)
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        return bool(self.token_sha256) and hmac.compare_digest(self.token_sha256, digest)
-
-    async def receive_report(self, host: str, port: int, submission: str = "") -> None:
-        """Called by the hub route when this server's launcher says it is listening.
-
-        The host must be the node the scheduler runs the job on (check_reported_host), so a
-        job cannot point the hub's proxy at another machine.
-        """
-        if not self.job_id or self.address is not None:
-            raise ValueError("this server is not waiting for an address")
-        if self.submission and submission != self.submission:
-            raise ValueError("this report is from an earlier job of this server")
-        job_id = self.job_id
-        if self.check_reported_host:
-            await check_reported_host(self, host)
-        if self.job_id != job_id or self.address is not None:  # changed while we asked
-            raise ValueError("this server is not waiting for that job any more")
-        self.address = (host, port)
+    # -- the launcher's report (report.py checks it) ------------------------------------------
+    async def receive_report(self, token: str, report: Report) -> None:
+        """The one entry point of the report route: check the report and route the server
+        to the node the scheduler runs its job on (Forbidden, Refused or NotYet otherwise)."""
+        await accept(self.job, self.api_token or "", token, report,
+                     check_host=self.check_reported_host)
         self._save_state()
-        if self._report is not None and not self._report.done():
-            self._report.set_result((host, port))
-
-    def _save_state(self) -> None:
-        """Persist the job now (JupyterHub saves state only after start() returns), so a hub
-        killed while the job queues finds it again instead of leaving an orphan."""
-        orm_spawner = getattr(self, "orm_spawner", None)
-        db = getattr(self, "db", None)
-        if orm_spawner is not None and db is not None:
-            orm_spawner.state = self.get_state()
-            db.commit()
 
     def _job_gone(self, info: JobInfo) -> None:
         """The poller saw our job end: let JupyterHub notice now, not at its next poll."""
-        if self.address is not None and not self._starting:
+        job = self.job
+        if job is not None and job.address is not None and not self._starting:
             self._notify = asyncio.ensure_future(self.poll_and_notify())
 
     # -- start / poll / stop ----------------------------------------------------------------
-    def _home(self) -> str:
-        try:
-            return pwd.getpwnam(self.user.name).pw_dir
-        except KeyError:
-            raise SpawnException(
-                f"There is no Unix account named {self.user.name!r} on the hub host; "
-                "batch jobs run as the user's own account. Ask the administrators.",
-                reason="account", status_code=500,
-            ) from None
-
-    def _job_env(self) -> dict[str, str]:
-        """The hub's environment for the server, minus anything that carries the token."""
-        token = self.api_token or ""
-        env = {k: v for k, v in self.get_env().items()
-               if isinstance(v, str) and "TOKEN" not in k and not (token and token in v)}
-        env.update(self.extra_env)
-        env["HPCSPAWNER_START_TIMEOUT"] = str(int(self.start_timeout))
-        env["HPCSPAWNER_SUBMISSION"] = self.submission
-        return env
-
-    def _new_secret_file(self, home: str) -> str:
-        """A fresh path for the token hand-off of one submission."""
-        name = f"{self.name or 'default'}-{secrets.token_hex(8)}.token"
-        return posixpath.join(self._job_dir(home), name)
-
-    def _job_dir(self, home: str) -> str:
-        return self.job_dir.format(home=home, username=self.user.name)
-
-    def build_spec(self, profile: Profile, home: str, secret_file: str,
-                   fast_path: bool | None = None) -> JobSpec:
-        backend = self._backend(profile.backend)
-        return make_spec(
-            profile=profile, username=self.user.name, server_name=self.name, home=home,
-            job_dir=self._job_dir(home), log_name=backend.log_name(self.name or "default"),
-            hub_id=self.hub_id, python=self.job_python,
-            command=app_command(profile.app, self.cmd, self.get_args(), self.job_python),
-            env=self._job_env(), job_name=getattr(backend, "job_name", "jupyterhub"),
-            secret_file=secret_file, fast_path=fast_path,
-        )
-
-    def _render(self, profile: Profile, home: str, secret_file: str,
-                fast_path: bool | None = None) -> tuple[JobSpec, str]:
-        backend = self._backend(profile.backend)
-        self.submission = secrets.token_hex(8)
-        try:
-            spec = self.build_spec(profile, home, secret_file, fast_path)
-            return spec, render_job(backend.template_name, spec, self.template_paths)
-        except RenderError as exc:
-            raise SpawnException(f"Cannot write the job script: {exc}", reason="render",
-                                 status_code=500) from None
-
     async def start(self) -> tuple[str, int]:
+        """One spawn, top to bottom: choose the profile, build the job, hand over the token
+        and submit, wait for the launcher's report (falling back or timing out on the way)."""
         profile = self.resolve_profile(self.user_options)
-        home = self._home()
-        secret_file = self._new_secret_file(home)
-        spec, script = self._render(profile, home, secret_file)
+        builder = self._builder()
         self._events, self._starting, self.last_end = [], True, ""
-        self.address, self._resumed = None, False
-        self._report = report = asyncio.get_running_loop().create_future()
-        job = JobStart(self, profile, home)
+        self.job = job = BatchJob(self._context(profile.backend), self.user.name)
         try:
-            await job.submit(spec, script, secret_file, fast=spec.fast_path)
-            self.token_sha256 = hashlib.sha256(self.api_token.encode()).hexdigest()
-            self._save_state()
-            host, port = self.address or await job.wait(report)
-            job.poller.started(self.job_id)
+            await job.submit(builder, profile, self.api_token)
+            host, port = job.address or await job.wait(profile, builder, self.api_token)
+            job.running()
             self._emit(95, messages.listening(host, port))
             return host, port
+        except JobFailed as exc:
+            if exc.reason == "job":
+                self.last_end = exc.message
+            raise SpawnException(exc.message, reason=exc.reason, status_code=exc.status_code,
+                                 log_message=exc.log_message) from None
         finally:
             self._starting = False
             self._event_added.set()
 
-    async def _cancel_quietly(self) -> None:
-        if not self.job_id:
-            return
-        backend = self._backend(self.backend_name)
-        poller = self._poller(self.backend_name)
-        try:
-            await backend.cancel(self.job_id, self.user.name)
-            self.log.info("%s: cancelled job %s", self._log_name, self.job_id)
-        except (CommandError, BackendError) as exc:
-            self.log.warning("%s: cancelling job %s failed, will retry: %s", self._log_name,
-                             self.job_id, exc)
-            poller.retry_cancel(self.job_id, self.user.name)
-
-    async def _remove_secret(self, backend: Backend) -> None:
-        if not self._secret_file:
-            return
-        try:
-            await remove_file(backend, self.user.name, self._secret_file)
-        except CommandError as exc:
-            self.log.warning("%s: could not remove the token file: %s", self._log_name, exc)
-        self._secret_file = ""
-
     async def poll(self) -> int | None:
-        if not self.job_id or not self.backend_name:
+        job = self.job
+        if job is None or not job.job_id:
             return 0
-        poller = self._poller(self.backend_name)
-        info = poller.latest(self.job_id)
-        if info is None:
-            await poller.refresh()
-            info = poller.latest(self.job_id)
+        info = await job.status()
         if info is not None and info.state is JobState.GONE:
-            self.last_end = messages.ended(self.job_id, info)
+            self.last_end = messages.ended(job.job_id, info)
             self.log.warning("%s: %s", self._log_name, self.last_end)
-            poller.unwatch(self.job_id)
-            await self._remove_secret(self._backend(self.backend_name))
+            job.forget()
+            await job.remove_secret()
             return 1
-        if self._resumed and self.address is None:
-            return await self._resume(poller)
+        if job.resumed and job.address is None:
+            return await self._resume(job)
         return None  # alive, completing or unknown: never drop a server on doubt
 
-    async def _resume(self, poller: Poller) -> int | None:
+    async def _resume(self, job: BatchJob) -> int | None:
         """One background wait per spawner for a job that was starting when the hub
         restarted. The first poll() (JupyterHub's start-up check) waits for it; any other
         poll() (e.g. from a stop) answers at once; stop() cancels it."""
         if self._resume_task is None:
-            self._resume_task = asyncio.ensure_future(self._resume_start(poller))
+            self._resume_task = asyncio.ensure_future(self._resume_start(job))
             try:
                 return await self._resume_task
             except asyncio.CancelledError:
@@ -448,52 +375,50 @@ class HPCSpawner(Spawner):
             return None
         return 1 if task.cancelled() else task.result()
 
-    async def _resume_start(self, poller: Poller) -> int | None:
+    async def _resume_start(self, job: BatchJob) -> int | None:
         """The hub restarted while this job was starting: keep waiting for it, then re-attach.
 
+        Its limits and the fast path's fall-back count from the original submission. A
+        profile removed or broken since only means no limits: a config edit never kills.
         JupyterHub lets this check run in the background (``init_spawners_timeout``) and then
         asks get_url() where the server is.
         """
         self.log.info("%s: hub restarted while job %s was starting; still waiting for it",
-                      self._log_name, self.job_id)
-        profiles = self._profiles().by_name
-        profile = profiles.get(self.profile_name)
-        if profile is None:
-            self.last_end = (f"Your server's profile '{self.profile_name}' no longer exists; "
-                             f"its job {self.job_id} was cancelled.")
-            await self._cancel_quietly()
-            return 1
-        self._report = report = asyncio.get_running_loop().create_future()
+                      self._log_name, job.job_id)
+        profile, builder = self._resume_plan(job)
         self._starting = True
-        poller.watch(self.job_id, starting=True)
+        job.ctx.poller.watch(job.job_id, starting=True)
         try:
-            if self.address is None:
-                await JobStart(self, profile).wait(report)
-        except SpawnException as exc:
+            await job.wait(profile, builder, None)
+        except JobFailed as exc:
+            self.last_end = exc.message
             self.log.warning("%s: %s", self._log_name, exc.message)
             return 1
         finally:
             self._starting = False
-            self._resumed = False
-        poller.started(self.job_id)
-        poller.watch(self.job_id, on_gone=self._job_gone)
+        job.running()
         return None
 
+    def _resume_plan(self, job: BatchJob) -> tuple[Profile | None, JobBuilder | None]:
+        try:
+            profile = self._profiles().by_name.get(job.profile_name)
+            return profile, self._builder() if profile is not None else None
+        except SpawnException as exc:
+            self.log.warning("%s: waiting for job %s without its profile's limits: %s",
+                             self._log_name, job.job_id, exc.message)
+            return None, None
+
     async def get_url(self) -> str:
-        if self.address is not None:
-            host, port = self.address
+        if self.job is not None and self.job.address is not None:
+            host, port = self.job.address
             return f"http://{host}:{port}"
         url: str = await super().get_url()
         return url
 
     async def stop(self, now: bool = False) -> None:
-        if not self.job_id or not self.backend_name:
-            return
-        self._poller(self.backend_name).unwatch(self.job_id)
-        await self._cancel_quietly()
-        await self._remove_secret(self._backend(self.backend_name))
-        if self._report is not None and not self._report.done():
-            self._report.cancel()
+        if self.job is None:
+            return  # nothing was submitted
+        await self.job.stop()
         if self._resume_task is not None and not self._resume_task.done():
             self._resume_task.cancel()
 

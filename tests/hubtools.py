@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -18,7 +20,27 @@ from typing import Any, TypeVar
 import requests
 
 VENV_BIN = Path(sys.executable).parent
+HUB_ACCOUNT = "jupyterhub"  # the unprivileged account hubs run as (scripts/setup-machine)
+HUB_DIRS = Path("/var/tmp/hpcspawner-e2e")  # hub directories the hub's account can reach
 T = TypeVar("T")
+
+
+def hub_account() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(HUB_ACCOUNT)
+    except KeyError:
+        raise AssertionError(f"no {HUB_ACCOUNT} account: run sudo scripts/setup-machine") \
+            from None
+
+
+def new_hub_dir(name: str) -> Path:
+    """A fresh directory owned by the hub's account (pytest's tmp_path is root's, mode 700)."""
+    HUB_DIRS.mkdir(mode=0o755, parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=HUB_DIRS))
+    account = hub_account()
+    os.chown(path, account.pw_uid, account.pw_gid)
+    path.chmod(0o755)
+    return path
 
 
 def wait_for(what: str, check: Callable[[], T], timeout: float = 60.0,
@@ -112,11 +134,16 @@ class Hub:
 
     # -- process ---------------------------------------------------------------------------
     def start(self) -> Hub:
+        """Start the hub as the unprivileged hub account, as sites run it: it reaches the
+        users only through the sudoers file scripts/setup-machine installed."""
         log = self.log_path.open("ab")
+        account = hub_account()
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "jupyterhub"), "-f", str(self.config_path)],
             cwd=self.dir, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"},
+            user=account.pw_uid, group=account.pw_gid, extra_groups=[],
+            env={"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": str(self.dir),
+                 "LANG": "C.UTF-8"},
         )
         (self.dir / "hub.pid").write_text(str(self.proc.pid))
         wait_for("the hub to answer", self._ready, timeout=60)

@@ -4,6 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from hpcspawner.cli import main as cli_main
 from tests.conftest import EXAMPLE_PROFILES, REPO
 
 CLI = [sys.executable, "-m", "hpcspawner.cli"]
@@ -40,3 +43,26 @@ def test_render_unknown_profile_lists_the_valid_ones() -> None:
                           "--profile", "huge", "--user", "alice"], capture_output=True, text=True)
     assert out.returncode == 1
     assert "unknown profile 'huge'; choose one of: small, medium, large" in out.stderr
+
+
+def test_the_documented_sudoers_file_is_what_the_command_prints(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    text = (REPO / "docs/install.md").read_text()
+    marker = text.index("<!-- sudoers-example: hpcspawner ")
+    command = text[marker:text.index(" -->", marker)].split("hpcspawner ", 1)[1].split()
+    block = text[text.index("```\n", marker) + 4:]
+    documented = block[:block.index("```")]
+    assert cli_main(command) == 0
+    printed = capsys.readouterr().out
+    assert printed == documented
+    rules = [line for line in printed.splitlines() if line and not line.startswith("#")]
+    allowed = rules[0].split("=", 1)[1]
+    for word in ("/bin/sh", "bash", "/rm", "install", "ALL,", "cat"):
+        assert word not in allowed
+    assert rules[-1] == "jupyterhub ALL=(%jupyterusers) NOPASSWD: HPCSPAWNER_CMDS"
+
+
+def test_sudoers_refuses_a_command_that_is_not_an_absolute_path(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["sudoers", "--submit", "sbatch"]) == 1
+    assert "absolute path" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import stat
 from pathlib import Path
 
@@ -99,8 +100,30 @@ def test_schedd_down_is_an_error_not_an_empty_queue(tmp_path: Path) -> None:
         asyncio.run(backend.query("hpcspawner:hub:"))
 
 
-def test_removing_a_job_that_is_already_gone_is_not_an_error(tmp_path: Path) -> None:
-    rm = _fake(tmp_path, "condor_rm", body("rm_again.txt"), 1)
-    backend = HTCondorBackend(condor_rm=rm, run_as_prefix=[])
-    asyncio.run(backend.cancel("31@notebooks@", "alice"))
-    assert (tmp_path / "condor_rm.args").read_text().split() == ["-name", "notebooks", "31"]
+def test_a_foreign_ad_with_a_wrong_typed_attribute_is_skipped_not_fatal(tmp_path: Path) -> None:
+    """Any pool user can submit with +HPCSpawner = True and condor_qedit an attribute to a
+    wrong type: that ad is ignored, every other job is still read."""
+    good = json.loads(body("q_json_running.txt"))[0]
+    good["HPCSpawnerTag"] = "hpcspawner:hub:alice:"
+    bad = {**good, "ClusterId": 666, "JobStatus": "Running", "EnteredCurrentStatus": [1]}
+    worse = {**good, "ClusterId": 667, "JobStatus": {"x": 1}}
+    backend = HTCondorBackend(condor_q=_fake(tmp_path, "condor_q",
+                                             json.dumps([bad, good, worse])))
+    backend.locations.add((None, None))
+    jobs = asyncio.run(backend.query("hpcspawner:hub:"))
+    assert list(jobs) == [str(good["ClusterId"])]
+    assert jobs[str(good["ClusterId"])].state is JobState.RUNNING
+
+
+def test_a_silent_schedd_makes_only_its_own_jobs_unknown(tmp_path: Path) -> None:
+    ads = body("q_json_running.txt").replace('"HPCSpawnerServer": ""',
+                                             '"HPCSpawnerTag": "hpcspawner:hub:alice:"', 1)
+    script = tmp_path / "condor_q"
+    script.write_text(f'#!/bin/sh\ncase "$*" in *fastschedd*) echo down >&2; exit 1;; esac\n'
+                      f"cat <<'EOF'\n{ads}\nEOF\n")
+    script.chmod(0o755)
+    backend = HTCondorBackend(condor_q=str(script))
+    backend.locations.add((None, None))
+    jobs = asyncio.run(backend.query("hpcspawner:hub:", ["77@fastschedd@"]))
+    assert jobs["31"].state is JobState.RUNNING
+    assert jobs["77@fastschedd@"].state is JobState.UNKNOWN

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from hpcspawner.compat import SpawnException
-from hpcspawner.options import resolve_profile
+from hpcspawner.options import choose_profile
 from hpcspawner.profiles import parse_profiles
 
 PROFILES = parse_profiles("""\
@@ -24,12 +24,12 @@ def visible(groups: tuple[str, ...] = ()) -> list[Any]:
 
 @pytest.mark.parametrize("options", [None, {}, {"profile": ""}])
 def test_no_choice_is_the_default(options: Any) -> None:
-    assert resolve_profile(options, visible(), PROFILES.default).name == "medium"
+    assert choose_profile(options, visible(), PROFILES.default).name == "medium"
 
 
 def test_a_visible_profile_is_taken() -> None:
-    assert resolve_profile({"profile": "small"}, visible(), PROFILES.default).name == "small"
-    assert resolve_profile({"profile": "gpu"}, visible(("gpu",)), PROFILES.default).name == "gpu"
+    assert choose_profile({"profile": "small"}, visible(), PROFILES.default).name == "small"
+    assert choose_profile({"profile": "gpu"}, visible(("gpu",)), PROFILES.default).name == "gpu"
 
 
 @pytest.mark.parametrize(("options", "words"), [
@@ -42,12 +42,12 @@ def test_a_visible_profile_is_taken() -> None:
 ])
 def test_anything_else_is_a_400_saying_what_is_allowed(options: Any, words: str) -> None:
     with pytest.raises(SpawnException) as info:
-        resolve_profile(options, visible(), PROFILES.default)
+        choose_profile(options, visible(), PROFILES.default)
     assert info.value.status_code == 400
     assert words in info.value.message
 
 
 def test_nothing_visible_is_a_403() -> None:
     with pytest.raises(SpawnException) as info:
-        resolve_profile({}, [], PROFILES.default)
+        choose_profile({}, [], PROFILES.default)
     assert info.value.status_code == 403

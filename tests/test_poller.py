@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 
 import pytest
 
@@ -25,7 +26,7 @@ class FakeBackend(Backend):
         self.cancelled: list[str] = []
         self.fail_cancels = 0
 
-    async def query(self, tag_prefix: str) -> dict[str, JobInfo]:
+    async def query(self, tag_prefix: str, job_ids: Collection[str] = ()) -> dict[str, JobInfo]:
         self.queries += 1
         await asyncio.sleep(0.01)
         if self.fail_queries:
@@ -36,8 +37,7 @@ class FakeBackend(Backend):
     def job_key(self, job_id: str) -> str:
         return job_id.split("@")[0]
 
-    async def cancel(self, job_id: str, username: str, *, schedd: str | None = None,
-                     pool: str | None = None) -> None:
+    async def cancel(self, job_id: str, username: str, tag: str) -> None:
         if self.fail_cancels:
             self.fail_cancels -= 1
             raise CommandError(["scancel", job_id], 1, "Unable to contact slurm controller")
@@ -113,17 +113,17 @@ def test_orphans_are_cancelled_after_grace_but_not_jobs_being_submitted() -> Non
         poller.watch("1")
         done = poller.submitting(backend.jobs["3"].tag)
         await poller.refresh()
-        await poller._sweep()
+        await poller.sweep()
         assert backend.cancelled == []  # first sighting only
         await asyncio.sleep(0.06)
         await poller.refresh()
-        await poller._sweep()
+        await poller.sweep()
         assert backend.cancelled == ["2"]
         done()
         poller.watch("3")
         await asyncio.sleep(0.06)
         await poller.refresh()
-        await poller._sweep()
+        await poller.sweep()
         assert backend.cancelled == ["2"]
         assert "4" in backend.jobs
 
@@ -136,13 +136,13 @@ def test_a_failed_cancel_is_retried() -> None:
         poller = Poller(backend, PREFIX)
         backend.jobs["5"] = running("5")
         backend.fail_cancels = 1
-        poller.retry_cancel("5", "alice")
+        poller.retry_cancel("5", "alice", backend.jobs["5"].tag)
         await poller.refresh()
-        await poller._retry_cancels()
+        await poller.retry_cancels()
         assert backend.cancelled == []
-        await poller._retry_cancels()
+        await poller.retry_cancels()
         assert backend.cancelled == ["5"]
-        await poller._retry_cancels()
+        await poller.retry_cancels()
         assert backend.cancelled == ["5"]
 
     asyncio.run(scenario())
@@ -172,7 +172,7 @@ def test_the_same_job_listed_under_two_names_is_not_an_orphan() -> None:
         poller.watch("31")
         for _ in range(2):
             await poller.refresh()
-            await poller._sweep()
+            await poller.sweep()
         assert backend.cancelled == []
 
     asyncio.run(scenario())

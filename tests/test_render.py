@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from hpcspawner import registry
 from hpcspawner.cli import main as cli_main
-from hpcspawner.profiles import load_profiles
-from hpcspawner.render import RenderError, make_spec, render_job
+from hpcspawner.jobspec import JobBuilder
+from hpcspawner.profiles import Profile, load_profiles
+from hpcspawner.render import RenderError
 from tests.conftest import REPO
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -51,6 +54,17 @@ def test_golden_scripts_carry_the_class_resources(capsys: pytest.CaptureFixture[
         assert line in script.splitlines()
 
 
+def slurm_script(profile: Profile, *, server: str = "", home: str = "/home/alice",
+                 python: str = PYTHON, cmd: tuple[str, ...] = ("/bin/true",),
+                 env: dict[str, str] | None = None) -> str:
+    """What a spawn submits (the same JobBuilder the spawner and the CLI use)."""
+    builder = JobBuilder(username="alice", server_name=server, home=home,
+                         job_dir=f"{home}/.hpcspawner", hub_id="hub", python=python,
+                         cmd=list(cmd), env=env or {})
+    return builder.render(profile, registry.backend("slurm"), secret_file=f"{home}/t.token",
+                          submission="0123", fast=False)[1]
+
+
 def _stub_python(tmp_path: Path) -> Path:
     """Stands in for the job's Python: prints its argv and environment as JSON."""
     stub = tmp_path / "python"
@@ -67,15 +81,11 @@ def test_hostile_values_reach_the_job_unchanged_and_run_nothing(template: str,
     canary = tmp_path / "canary"
     value = template.replace("{canary}", str(canary))
     profile = load_profiles(REPO / "profiles.yaml").by_name["small"]
-    spec = make_spec(
-        profile=profile, username="alice", server_name="", home=str(tmp_path),
-        job_dir=str(tmp_path / ".hpcspawner"), log_name="default-%j.log", hub_id="hub",
-        python=str(_stub_python(tmp_path)), command=["/bin/echo", value, "--x=" + value],
-        env={"JUPYTERHUB_USER": value, "HOSTILE": value}, job_name="jupyterhub",
-        secret_file=str(tmp_path / "t.token"),
-    )
     script = tmp_path / "job.sh"
-    script.write_text(render_job("slurm.sbatch.j2", spec))
+    script.write_text(slurm_script(
+        profile, home=str(tmp_path), python=str(_stub_python(tmp_path)),
+        cmd=("/bin/echo", value, "--x=" + value),
+        env={"JUPYTERHUB_USER": value, "HOSTILE": value}))
     out = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=True)
     seen = json.loads(out.stdout)
     assert seen["env"]["HOSTILE"] == value
@@ -87,24 +97,14 @@ def test_hostile_values_reach_the_job_unchanged_and_run_nothing(template: str,
 @pytest.mark.parametrize("bad", ["a b", "$(id)", "x\n#SBATCH --uid=0", "`id`", "a;b"])
 def test_values_in_sbatch_directives_are_refused_not_pasted(bad: str) -> None:
     profile = load_profiles(REPO / "profiles.yaml").by_name["small"]
-    spec = make_spec(
-        profile=profile, username="alice", server_name=bad, home="/home/alice",
-        job_dir="/home/alice/.hpcspawner", log_name="x-%j.log", hub_id="hub", python=PYTHON,
-        command=["/bin/true"], env={}, job_name="jupyterhub", secret_file="/tmp/t",
-    )
     with pytest.raises(RenderError, match="cannot go in a scheduler directive"):
-        render_job("slurm.sbatch.j2", spec)
+        slurm_script(profile, server=bad)
 
 
 def test_bad_environment_name_is_refused() -> None:
     profile = load_profiles(REPO / "profiles.yaml").by_name["small"]
-    spec = make_spec(
-        profile=profile, username="alice", server_name="", home="/home/alice",
-        job_dir="/home/alice/.hpcspawner", log_name="x-%j.log", hub_id="hub", python=PYTHON,
-        command=["/bin/true"], env={"A=1; id": "x"}, job_name="jupyterhub", secret_file="/t",
-    )
     with pytest.raises(RenderError, match="not an environment variable name"):
-        render_job("slurm.sbatch.j2", spec)
+        slurm_script(profile, env={"A=1; id": "x"})
 
 
 def test_admin_template_directory_is_searched_first(tmp_path: Path,
@@ -149,25 +149,32 @@ def test_golden_htcondor_submit_descriptions(profile: str, fast: bool,
 
 
 @pytest.mark.parametrize("template", HOSTILE)
-def test_hostile_values_in_a_submit_description_are_quoted_or_refused(template: str,
-                                                                      tmp_path: Path) -> None:
-    from hpcspawner.render import condor_args, condor_env
+def test_hostile_values_in_a_submit_description_reach_the_job_unchanged_or_are_refused(
+        template: str, tmp_path: Path) -> None:
+    """A value with a line break or a $(macro) is refused (condor_submit would act on it);
+    any other value, read back with HTCondor's own argument/environment syntax (the
+    stand-in's arglist, written from the manual), is exactly the value."""
+    from hpcspawner.backends.htcondor import condor_args, condor_env
+    from tests.htcondor_standin.condor_standin.arglist import (
+        parse_arguments,
+        parse_environment,
+    )
 
     value = template.replace("{canary}", str(tmp_path / "canary"))
-    try:
-        args = condor_args(["/bin/echo", value])
-        env = condor_env({"HOSTILE": value})
-    except RenderError as exc:
-        assert "line break" in str(exc) or "macro" in str(exc)
+    must_refuse = "\n" in value or re.search(r"\$[A-Za-z_]*\(|\$\$", value)
+    if must_refuse:
+        with pytest.raises(RenderError, match="line break or"):
+            condor_args(["/bin/echo", value])
+        with pytest.raises(RenderError, match="line break or"):
+            condor_env({"HOSTILE": value})
         return
-    # one line each, a single double-quoted string with every inner " doubled
-    for text in (args, env):
-        assert "\n" not in text and text.startswith('"') and text.endswith('"')
-        assert '"' not in text[1:-1].replace('""', "")
+    args, env = condor_args(["/bin/echo", value]), condor_env({"HOSTILE": value})
+    assert parse_arguments(args) == (["/bin/echo", value], False)
+    assert parse_environment(env) == {"HOSTILE": value}
 
 
 def test_condor_argument_syntax_matches_the_manual() -> None:
-    from hpcspawner.render import condor_args
+    from hpcspawner.backends.htcondor import condor_args
 
     # HTCondor manual, "arguments" (new syntax): arguments = "3 simple arguments"
     assert condor_args(["3", "simple", "arguments"]) == '"3 simple arguments"'

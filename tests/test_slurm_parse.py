@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from hpcspawner.backends.base import JobState
-from hpcspawner.backends.slurm import SQUEUE_FORMAT, parse_sacct, parse_squeue, slurm_state
+from hpcspawner.backends.slurm import (
+    SQUEUE_FIELDS,
+    parse_sacct,
+    parse_squeue,
+    slurm_state,
+    squeue_format,
+)
 
-# `squeue -h -a --states=all --name=jupyterhub -o '%i|%T|%r|%N|%u|%V|%k'` on the test cluster
+FRAME = ("f00dfeed0badcafe", "0123456789abcdef")
+
+# `squeue -h -a --states=all --name=jupyterhub -o 'F1|%i|%T|%r|%N|%u|%V|%k|F2'` on the test
+# cluster, without the frame (framed() adds it)
 SQUEUE = """\
 101|RUNNING|None|vm|alice|2026-11-22T04:43:21|hpcspawner:hub:alice:
 102|PENDING|Resources||bob|2026-11-22T04:43:30|hpcspawner:hub:bob:
@@ -17,12 +26,43 @@ SQUEUE = """\
 """
 
 
-def test_format_asks_for_the_fields_we_read() -> None:
-    assert SQUEUE_FORMAT.count("|") == 6 and SQUEUE_FORMAT.endswith("%k")
+def framed(text: str, frame: tuple[str, str] = FRAME) -> str:
+    return "".join(f"{frame[0]}|{line}|{frame[1]}\n" for line in text.splitlines())
+
+
+def test_every_record_is_framed_by_the_querys_own_words() -> None:
+    assert squeue_format(FRAME) == f"{FRAME[0]}|{SQUEUE_FIELDS}|{FRAME[1]}"
+    assert SQUEUE_FIELDS.endswith("|%k")  # the comment (user-written) is the last field
+    # unframed lines (what the old parser read) are not records
+    assert parse_squeue(SQUEUE, "hpcspawner:hub:", FRAME) == {}
+
+
+def test_a_comment_with_a_newline_cannot_forge_a_record() -> None:
+    # bob: sbatch --comment=$'x\n999|RUNNING|...|alice|...|hpcspawner:hub:alice:'
+    forged = ("999|RUNNING|None|vm|alice|2026-11-22T04:43:21|hpcspawner:hub:alice:")
+    out = (f"{FRAME[0]}|201|RUNNING|None|vm|bob|2026-11-22T04:43:21|x\n{forged}|{FRAME[1]}\n"
+           + framed("101|RUNNING|None|vm|alice|2026-11-22T04:43:21|hpcspawner:hub:alice:"))
+    jobs = parse_squeue(out, "hpcspawner:hub:", FRAME)
+    assert set(jobs) == {"101"}
+    # a forgery that guesses the shape of a frame but not this query's words
+    guess = framed(forged, ("0" * 16, "1" * 16))
+    assert parse_squeue(guess, "hpcspawner:hub:", FRAME) == {}
+
+
+def test_a_job_listed_twice_is_not_believed() -> None:
+    line = "101|CANCELLED|None|vm|alice|2026-11-22T04:43:21|hpcspawner:hub:alice:"
+    jobs = parse_squeue(framed(line + "\n" + line.replace("CANCELLED", "RUNNING")),
+                        "hpcspawner:hub:", FRAME)
+    assert jobs["101"].state is JobState.UNKNOWN
+
+
+def test_job_ids_must_be_numbers() -> None:
+    out = framed("12x|RUNNING|None|vm|alice|2026-11-22T04:43:21|hpcspawner:hub:alice:")
+    assert parse_squeue(out, "hpcspawner:hub:", FRAME) == {}
 
 
 def test_squeue_lines_become_states_with_reasons_and_nodes() -> None:
-    jobs = parse_squeue(SQUEUE, "hpcspawner:hub:")
+    jobs = parse_squeue(framed(SQUEUE), "hpcspawner:hub:", FRAME)
     assert "106" not in jobs  # another hub's job is none of ours
     assert (jobs["101"].state, jobs["101"].host, jobs["101"].user) == (
         JobState.RUNNING, "vm", "alice")
@@ -38,7 +78,8 @@ def test_unknown_scheduler_words_are_gone_with_the_word_kept() -> None:
     assert slurm_state("PENDING") is JobState.PENDING
     assert slurm_state("SUSPENDED") is JobState.PENDING
     assert slurm_state("SOMETHING_NEW") is JobState.GONE
-    jobs = parse_squeue("9|SOMETHING_NEW|None||a|x|hpcspawner:hub:a:\n", "hpcspawner:hub:")
+    jobs = parse_squeue(framed("9|SOMETHING_NEW|None||a|x|hpcspawner:hub:a:"),
+                        "hpcspawner:hub:", FRAME)
     assert jobs["9"].reason == "the job ended (SOMETHING_NEW)"
 
 

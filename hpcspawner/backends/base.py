@@ -1,12 +1,20 @@
-"""What every scheduler backend offers: submit, batched query, cancel, availability."""
+"""What every scheduler backend offers: submit, batched query, cancel, availability.
+
+A backend owns everything about its scheduler: the job template and its quoting filters, where
+a profile's jobs go (partition, schedd, pool, fast path), how jobs are named and tagged, and
+how to read the scheduler's answers. Adding a scheduler touches ``backends/`` and a template.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection
+import os
+import sys
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
-from traitlets import List, Unicode
+from traitlets import List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..commands import CommandError, Result, expand_prefix, run_command
@@ -32,7 +40,7 @@ class JobInfo:
     state: JobState
     host: str = ""
     reason: str = ""  # pending reason, hold reason, or why it ended
-    user: str = ""
+    user: str = ""  # the job's owner, as the scheduler says
     tag: str = ""  # our tag (comment / ClassAd) — tells which hub and server own it
     since: float | None = None  # when the job entered this state (epoch), when known
     raw_state: str = ""  # the scheduler's own word (PENDING, CANCELLED, 5, ...)
@@ -50,12 +58,13 @@ class Availability:
 
 @dataclass(frozen=True)
 class SubmitRequest:
-    """What a backend needs to submit one job: the rendered script and who runs it."""
+    """What a backend needs to submit one job: the rendered script, who runs it, and the
+    profile (the backend decides where the job goes from it; ``fast`` asks for the fast path)."""
 
     script: str
     username: str
-    schedd: str | None = None
-    pool: str | None = None
+    profile: Profile
+    fast: bool = False
 
 
 class BackendError(Exception):
@@ -81,6 +90,22 @@ class Backend(LoggingConfigurable):
         help="Prefix for status queries, which run as the hub's own account by default.",
     ).tag(config=True)
 
+    helper = Unicode(
+        help="""Absolute path of `hpcspawner-helper`, the one program besides the submit
+        command that the hub runs as a user (token files, checked cancels; docs/install.md).
+        Default: beside the hub's Python.""",
+    ).tag(config=True)
+
+    job_name = Unicode(
+        "jupyterhub",
+        help="""Name of every job this hub submits (SLURM job name, HTCondor batch_name);
+        SLURM is asked for this name only, so the one query stays small on a busy cluster.""",
+    ).tag(config=True)
+
+    @default("helper")
+    def _helper_default(self) -> str:
+        return os.path.join(os.path.dirname(sys.executable), "hpcspawner-helper")
+
     async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
                       hint: str = "", timeout: float = 60.0) -> Result:
         return await run_command([*expand_prefix(self.run_as_prefix, username), *argv],
@@ -90,9 +115,19 @@ class Backend(LoggingConfigurable):
                      check: bool = True) -> Result:
         return await run_command([*self.query_prefix, *argv], timeout=timeout, check=check)
 
+    # -- what the job script needs from the scheduler ------------------------------------
+    @classmethod
+    def filters(cls) -> dict[str, Callable[[Any], str]]:
+        """Jinja2 filters this scheduler's template uses (its quoting rules)."""
+        return {}
+
     def log_name(self, server: str) -> str:
         """File name of a job's output log; the scheduler fills in the job id."""
         raise NotImplementedError
+
+    def where(self, profile: Profile, fast: bool = False) -> str:
+        """Where a profile's job goes, in words for the progress message ('' = default)."""
+        return ""
 
     def job_key(self, job_id: str) -> str:
         """What identifies a job across the names it is listed under (see HTCondor)."""
@@ -101,16 +136,17 @@ class Backend(LoggingConfigurable):
     def register_profile(self, profile: Profile) -> None:
         """A profile that uses this backend exists (e.g. its schedd must be queried too)."""
 
-    async def reschedule(self, schedd: str | None, pool: str | None) -> None:
-        """Ask the scheduler to schedule now (HTCondor's condor_reschedule); default: no-op."""
+    async def reschedule(self, job_id: str) -> None:
+        """Ask the scheduler to schedule ``job_id`` now (condor_reschedule); default: no-op."""
 
     # -- the interface --------------------------------------------------------------------
     async def submit(self, request: SubmitRequest) -> str:
         """Submit the script as the user; return the job id."""
         raise NotImplementedError
 
-    async def query(self, tag_prefix: str) -> dict[str, JobInfo]:
-        """All jobs whose tag starts with ``tag_prefix``, in one scheduler call.
+    async def query(self, tag_prefix: str, job_ids: Collection[str] = ()) -> dict[str, JobInfo]:
+        """All jobs whose tag starts with ``tag_prefix``, in one scheduler call per location;
+        ``job_ids`` are the jobs the hub follows (their locations are always asked).
 
         Raise CommandError when the scheduler does not answer (the poller turns that into
         UNKNOWN for every job; it never means a job is gone).
@@ -121,9 +157,30 @@ class Backend(LoggingConfigurable):
         """Ask accounting/history why jobs that left the queue ended (best effort)."""
         return {}
 
-    async def cancel(self, job_id: str, username: str, *, schedd: str | None = None,
-                     pool: str | None = None) -> None:
-        raise NotImplementedError
+    def tools_dir(self) -> str:
+        """Where the scheduler's own commands are, when configured by absolute path ('' =
+        sudo's PATH); the helper runs them from there only if root owns the directory."""
+        return ""
+
+    async def helper_as_user(self, username: str, args: list[str], *,
+                             input: str | None = None) -> Result:
+        """Run ``hpcspawner-helper ARGS`` as the user. Its refusals (exit 2) become a
+        BackendError: asking again cannot help."""
+        try:
+            return await self.as_user(username, [self.helper, *args], input=input, timeout=60,
+                                      hint="the hub may run hpcspawner-helper as the user "
+                                      "(sudoers, docs/install.md)")
+        except CommandError as exc:
+            if exc.returncode == 2 and "refused" in exc.stderr:
+                raise BackendError(str(exc)) from None
+            raise
+
+    async def cancel(self, job_id: str, username: str, tag: str) -> None:
+        """Cancel the job as its user, through the helper, which first asks the scheduler
+        whether the job is that user's and carries exactly ``tag``."""
+        tools = self.tools_dir()
+        await self.helper_as_user(username, ["cancel", self.name, job_id, tag,
+                                             *(["--bin-dir", tools] if tools else [])])
 
     async def availability(self) -> list[Availability]:
         return []

@@ -14,14 +14,21 @@ names a schedd or pool (the fast path), so a job found by its tag can always be 
 from __future__ import annotations
 
 import json
+import logging
+import posixpath
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 from traitlets import Unicode
 
 from ..commands import CommandError
 from ..profiles import Profile
+from ..render import RenderError, envname
 from .base import Availability, Backend, BackendError, JobInfo, JobState, SubmitRequest
+
+log = logging.getLogger("hpcspawner.htcondor")
+Location = tuple[str | None, str | None]  # (schedd, pool); None = the local one
 
 TERSE_RE = re.compile(r"^(\d+)\.\d+ - \d+\.\d+$")
 QUERY_ATTRIBUTES = [
@@ -32,6 +39,50 @@ HISTORY_ATTRIBUTES = ["ClusterId", "JobStatus", "RemoveReason", "ExitCode", "Hol
                       "EnteredCurrentStatus"]
 
 
+# -- quoting for the submit description (filters of htcondor.sub.j2) ---------------------------
+_MACRO_RE = re.compile(r"\$[A-Za-z_]*\(|\$\$")
+
+
+def classad_string(value: Any) -> str:
+    """A ClassAd string literal: double quotes, backslash and quote escaped, one line."""
+    text = str(value)
+    if any(c in text for c in "\n\r\0") or _MACRO_RE.search(text):
+        raise RenderError(f"{text!r} cannot go in a ClassAd (line break or $(...) macro)")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def submit_value(value: Any) -> str:
+    """A value for an HTCondor submit-description line: one line, no macro (``$(X)``,
+    ``$ENV(X)``, ``$$(X)``) that condor_submit would expand."""
+    text = str(value)
+    plain = text.replace("$(ClusterId)", "").replace("$(ProcId)", "")  # ours, in log paths
+    if any(c in text for c in "\n\r\0") or _MACRO_RE.search(plain):
+        raise RenderError(f"{text!r} cannot go in a submit description (line break or "
+                          "$(...) macro)")
+    return text
+
+
+def _condor_word(value: Any) -> str:
+    """One word of HTCondor's new argument/environment syntax: " doubled; a word with
+    spaces or ' (or an empty one) in single quotes, with ' doubled inside."""
+    text = submit_value(value).replace('"', '""')
+    if not text or any(c in text for c in " \t'"):
+        text = "'" + text.replace("'", "''") + "'"
+    return text
+
+
+def condor_args(words: Sequence[Any]) -> str:
+    """HTCondor's new argument syntax: the words, double-quoted as a whole."""
+    return '"' + " ".join(_condor_word(word) for word in words) + '"'
+
+
+def condor_env(env: dict[str, str]) -> str:
+    """HTCondor's new environment syntax: "NAME=value NAME='value with spaces'"."""
+    pairs = (f"{envname(name)}={_condor_word(value)}" for name, value in sorted(env.items()))
+    return '"' + " ".join(pairs) + '"'
+
+
+# -- job ids and locations ---------------------------------------------------------------------
 def job_id(cluster: int | str, schedd: str | None = None, pool: str | None = None) -> str:
     if not schedd and not pool:
         return str(cluster)
@@ -98,6 +149,28 @@ def ad_to_info(ad: dict[str, object], schedd: str | None = None,
     )
 
 
+def ads_to_infos(ads: list[dict[str, object]], schedd: str | None = None,
+                 pool: str | None = None) -> list[JobInfo]:
+    """Each ad read on its own: one that any pool user made unreadable (a wrong-typed
+    attribute) is logged and skipped, never a reason to stop reading the others."""
+    infos = []
+    for ad in ads:
+        try:
+            infos.append(ad_to_info(ad, schedd, pool))
+        except (TypeError, ValueError) as exc:
+            log.warning("ignoring an unreadable job ad (cluster %r): %s",
+                        str(ad.get("ClusterId", "?"))[:40], exc)
+    return infos
+
+
+def fast_location(profile: Profile) -> Location:
+    """Where a profile's fast-path jobs go: the fast path's schedd/pool, else the profile's."""
+    opts, fast = profile.htcondor, profile.htcondor.fast_path
+    if fast is None:
+        return opts.schedd, opts.pool
+    return fast.schedd or opts.schedd, fast.pool or opts.pool
+
+
 class HTCondorBackend(Backend):
     name = "htcondor"
     template_name = "htcondor.sub.j2"
@@ -113,29 +186,44 @@ class HTCondorBackend(Backend):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
         # every (schedd, pool) a profile submits to; each is queried once per interval
-        self.locations: set[tuple[str | None, str | None]] = set()
+        self.locations: set[Location] = set()
+
+    @classmethod
+    def filters(cls) -> dict[str, Callable[[Any], str]]:
+        return {"classad_string": classad_string, "submit_value": submit_value,
+                "condor_args": condor_args, "condor_env": condor_env}
+
+    def location(self, profile: Profile, fast: bool = False) -> Location:
+        if fast and profile.htcondor.fast_path is not None:
+            return fast_location(profile)
+        return profile.htcondor.schedd, profile.htcondor.pool
 
     def register_profile(self, profile: Profile) -> None:
         if profile.backend != self.name:
             return
-        opts = profile.htcondor
-        self.locations.add((opts.schedd, opts.pool))
-        if opts.fast_path is not None:
-            self.locations.add((opts.fast_path.schedd or opts.schedd,
-                                opts.fast_path.pool or opts.pool))
+        self.locations.add(self.location(profile))
+        if profile.htcondor.fast_path is not None:
+            self.locations.add(self.location(profile, fast=True))
 
     def log_name(self, server: str) -> str:
         return f"{server}-$(ClusterId).log"
+
+    def where(self, profile: Profile, fast: bool = False) -> str:
+        if fast:
+            return "the reserved notebook slots (fast path)"
+        schedd = self.location(profile)[0]
+        return f"schedd {schedd}" if schedd else ""
 
     def job_key(self, job_id: str) -> str:
         """One schedd reached under two names lists a job twice: compare its cluster."""
         return split_job_id(job_id)[0]
 
     async def submit(self, request: SubmitRequest) -> str:
-        self.locations.add((request.schedd, request.pool))
+        schedd, pool = self.location(request.profile, request.fast)
+        self.locations.add((schedd, pool))
         result = await self.as_user(
             request.username,
-            [self.condor_submit, "-terse", *location_args(request.schedd, request.pool)],
+            [self.condor_submit, "-terse", *location_args(schedd, pool)],
             input=request.script,
             hint="check the profile's schedd/pool and that the hub may run condor_submit as "
             "the user (docs/htcondor.md)",
@@ -144,30 +232,54 @@ class HTCondorBackend(Backend):
         match = TERSE_RE.match(lines[-1].strip()) if lines else None
         if not match:
             raise BackendError(f"condor_submit printed no job id: {result.stdout!r}")
-        return job_id(match.group(1), request.schedd, request.pool)
+        return job_id(match.group(1), schedd, pool)
 
-    async def reschedule(self, schedd: str | None, pool: str | None) -> None:
+    async def reschedule(self, job_id: str) -> None:
         """Ask for a negotiation cycle now (the fast path's dedicated negotiator answers)."""
+        _, schedd, pool = split_job_id(job_id)
         await self.as_hub([self.condor_reschedule, *location_args(schedd, pool)])
 
-    async def query(self, tag_prefix: str) -> dict[str, JobInfo]:
+    async def query(self, tag_prefix: str, job_ids: Collection[str] = ()) -> dict[str, JobInfo]:
+        """One condor_q per location: every profile's, and every followed job's (a job keeps
+        being asked for where it runs, whatever the profiles say now). A location that does
+        not answer makes only its own followed jobs UNKNOWN; all failing is an outage."""
+        followed: dict[Location, list[str]] = {}
+        for value in job_ids:
+            _, schedd, pool = split_job_id(value)
+            followed.setdefault((schedd, pool), []).append(value)
+        locations = sorted(self.locations | set(followed),
+                           key=lambda loc: (loc[0] or "", loc[1] or ""))
         jobs: dict[str, JobInfo] = {}
-        for schedd, pool in sorted(self.locations, key=lambda loc: (loc[0] or "", loc[1] or "")):
-            result = await self.as_hub([
-                self.condor_q, *location_args(schedd, pool), "-all",
-                "-constraint", "HPCSpawner =?= true", "-json",
-                "-attributes", ",".join(QUERY_ATTRIBUTES),
-            ])
+        failures: list[CommandError] = []
+        for schedd, pool in locations:
             try:
-                ads = parse_json_ads(result.stdout)
-            except ValueError as exc:
-                raise CommandError(result.argv, result.returncode,
-                                   f"unreadable output: {exc}") from None
-            for ad in ads:
-                info = ad_to_info(ad, schedd, pool)
+                ads = await self._ads(schedd, pool)
+            except CommandError as exc:
+                failures.append(exc)
+                for value in followed.get((schedd, pool), []):
+                    jobs[value] = JobInfo(job_id=value, state=JobState.UNKNOWN,
+                                          reason=f"schedd {schedd or 'local'} is not answering")
+                continue
+            for info in ads_to_infos(ads, schedd, pool):
                 if info.tag.startswith(tag_prefix):
                     jobs[info.job_id] = info
+        if failures and len(failures) == len(locations):
+            raise failures[0]
+        for failure in failures:
+            log.warning("%s", failure)
         return jobs
+
+    async def _ads(self, schedd: str | None, pool: str | None) -> list[dict[str, object]]:
+        result = await self.as_hub([
+            self.condor_q, *location_args(schedd, pool), "-all",
+            "-constraint", "HPCSpawner =?= true", "-json",
+            "-attributes", ",".join(QUERY_ATTRIBUTES),
+        ])
+        try:
+            return parse_json_ads(result.stdout)
+        except ValueError as exc:
+            raise CommandError(result.argv, result.returncode,
+                               f"unreadable output: {exc}") from None
 
     async def explain_gone(self, job_ids: Collection[str]) -> dict[str, JobInfo]:
         """Why jobs left the queue, from condor_history (RemoveReason, ExitCode)."""
@@ -186,22 +298,17 @@ class HTCondorBackend(Backend):
             ], check=False)
             if result.returncode != 0:
                 continue
-            for ad in parse_json_ads(result.stdout):
-                info = ad_to_info(ad, schedd, pool)
+            try:
+                ads = parse_json_ads(result.stdout)
+            except ValueError:
+                continue
+            for info in ads_to_infos(ads, schedd, pool):
                 out.setdefault(info.job_id, info)
         return out
 
-    async def cancel(self, job_id: str, username: str, *, schedd: str | None = None,
-                     pool: str | None = None) -> None:
-        cluster, id_schedd, id_pool = split_job_id(job_id)
-        try:
-            await self.as_user(username, [
-                self.condor_rm, *location_args(schedd or id_schedd, pool or id_pool), cluster,
-            ], timeout=30)
-        except CommandError as exc:
-            if "Couldn't find/remove all jobs" in exc.stderr:
-                return  # already gone (or never ours to remove): what stop() wanted
-            raise
+    def tools_dir(self) -> str:
+        rm = self.condor_rm
+        return posixpath.dirname(rm) if posixpath.isabs(rm) else ""
 
     async def availability(self) -> list[Availability]:
         result = await self.as_hub([self.condor_status, "-json", "-attributes",
@@ -210,7 +317,10 @@ class HTCondorBackend(Backend):
         total = {"pool": 0, "jupyter": 0}
         for ad in parse_json_ads(result.stdout):
             kind = "jupyter" if ad.get("IsJupyterSlot") is True else "pool"
-            cpus = int(str(ad.get("Cpus", 0)))
+            try:
+                cpus = int(str(ad.get("Cpus", 0)))
+            except ValueError:
+                continue
             total[kind] += cpus
             if ad.get("State") == "Unclaimed":
                 free[kind] += cpus

@@ -1,20 +1,53 @@
-"""SLURM through its CLIs: sbatch/scancel as the user, one squeue for all our jobs."""
+"""SLURM through its CLIs: sbatch/scancel as the user, one squeue for all our jobs.
+
+squeue prints one line per job, and a job's comment (which its owner writes, and which may
+hold a newline) is one of the fields: any cluster user could forge a "record" of their own.
+So every query frames each record between two random words that only this query knows
+(``FRAME_START|%i|...|%k|FRAME_END``); a line that is not framed exactly is not a record.
+"""
 
 from __future__ import annotations
 
+import logging
+import posixpath
 import re
+import secrets
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
+from typing import Any
 
 from traitlets import Bool, Unicode
 
-from ..commands import CommandError
+from ..profiles import Profile
+from ..render import RenderError
 from .base import Availability, Backend, BackendError, JobInfo, JobState, SubmitRequest
 
-# squeue fields, '|' separated; the comment (our tag) comes last.
-SQUEUE_FORMAT = "%i|%T|%r|%N|%u|%V|%k"
+log = logging.getLogger("hpcspawner.slurm")
+
+# squeue fields, '|' separated; the comment (our tag) comes last, before the closing frame.
+SQUEUE_FIELDS = "%i|%T|%r|%N|%u|%V|%k"
 JOB_ID_RE = re.compile(r"^(\d+)(?:;\S+)?\s*$")
+NUMERIC_ID_RE = re.compile(r"^\d+$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:@+%=/-]+$")
+
+
+def directive(value: Any) -> str:
+    """A value for an ``#SBATCH`` line: plain characters only, or a clear error."""
+    text = str(value)
+    if not _TOKEN_RE.match(text):
+        raise RenderError(
+            f"{text!r} cannot go in a scheduler directive; use letters, digits and _.,:@+%=/-"
+        )
+    return text
+
+
+def squeue_format(frame: tuple[str, str]) -> str:
+    return f"{frame[0]}|{SQUEUE_FIELDS}|{frame[1]}"
+
+
+def new_frame() -> tuple[str, str]:
+    return secrets.token_hex(8), secrets.token_hex(8)
 
 _PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
             "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
@@ -32,14 +65,30 @@ _GONE_WHY = {
 }
 
 
-def parse_squeue(text: str, tag_prefix: str) -> dict[str, JobInfo]:
-    """Parse ``squeue -h -o SQUEUE_FORMAT`` output, keeping jobs whose comment is ours."""
+def parse_squeue(text: str, tag_prefix: str, frame: tuple[str, str]) -> dict[str, JobInfo]:
+    """Parse ``squeue -h -o squeue_format(frame)`` output, keeping jobs whose comment is ours.
+
+    Only lines framed exactly by ``frame`` are records; job ids must be numeric; an id listed
+    twice is not believed (UNKNOWN: never a reason to drop or cancel anything).
+    """
     jobs: dict[str, JobInfo] = {}
-    for line in text.splitlines():
-        parts = line.split("|", 6)
+    seen: set[str] = set()
+    start, end = f"{frame[0]}|", f"|{frame[1]}"
+    for line in text.split("\n"):
+        if not (line.startswith(start) and line.endswith(end)):
+            continue
+        parts = line[len(start):-len(end)].split("|", 6)
         if len(parts) != 7:
             continue
-        job_id, raw, reason, nodes, user, submitted, comment = (p.strip() for p in parts)
+        job_id, raw, reason, nodes, user, submitted, comment = parts
+        if not NUMERIC_ID_RE.match(job_id):
+            continue
+        if job_id in seen:
+            log.warning("squeue listed job %s twice; not believing either record", job_id)
+            jobs[job_id] = JobInfo(job_id=job_id, state=JobState.UNKNOWN,
+                                   reason="the scheduler's answer about this job was ambiguous")
+            continue
+        seen.add(job_id)
         if not comment.startswith(tag_prefix):
             continue
         state = slurm_state(raw)
@@ -106,14 +155,16 @@ class SlurmBackend(Backend):
     use_sacct = Bool(
         True, help="Ask sacct why jobs ended when squeue no longer lists them."
     ).tag(config=True)
-    job_name = Unicode(
-        "jupyterhub",
-        help="""SLURM job name of every job this hub submits; squeue is asked for this name
-        only, so the one query stays small on a busy cluster.""",
-    ).tag(config=True)
+
+    @classmethod
+    def filters(cls) -> dict[str, Callable[[Any], str]]:
+        return {"directive": directive}
 
     def log_name(self, server: str) -> str:
         return f"{server}-%j.log"
+
+    def where(self, profile: Profile, fast: bool = False) -> str:
+        return f"partition {profile.partition}" if profile.partition else ""
 
     async def submit(self, request: SubmitRequest) -> str:
         result = await self.as_user(
@@ -121,26 +172,22 @@ class SlurmBackend(Backend):
             hint="check the partition and limits in profiles.yaml, and that the hub may run "
             "sbatch as the user (docs/install.md)",
         )
-        match = JOB_ID_RE.match(result.stdout.strip().splitlines()[-1] if result.stdout else "")
+        lines = result.stdout.strip().splitlines()
+        match = JOB_ID_RE.match(lines[-1]) if lines else None
         if not match:
             raise BackendError(f"sbatch printed no job id: {result.stdout!r} {result.stderr!r}")
         return match.group(1)
 
-    async def query(self, tag_prefix: str) -> dict[str, JobInfo]:
+    async def query(self, tag_prefix: str, job_ids: Collection[str] = ()) -> dict[str, JobInfo]:
+        frame = new_frame()
         result = await self.as_hub([
             self.squeue, "-h", "-a", "--states=all", f"--name={self.job_name}",
-            "-o", SQUEUE_FORMAT,
+            "-o", squeue_format(frame),
         ])
-        return parse_squeue(result.stdout, tag_prefix)
+        return parse_squeue(result.stdout, tag_prefix, frame)
 
-    async def cancel(self, job_id: str, username: str, *, schedd: str | None = None,
-                     pool: str | None = None) -> None:
-        try:
-            await self.as_user(username, [self.scancel, job_id], timeout=30)
-        except CommandError as exc:
-            if "Invalid job id" in exc.stderr or "already completing or completed" in exc.stderr:
-                return  # already gone: what stop() wanted
-            raise
+    def tools_dir(self) -> str:
+        return posixpath.dirname(self.scancel) if posixpath.isabs(self.scancel) else ""
 
     async def explain_gone(self, job_ids: Collection[str]) -> dict[str, JobInfo]:
         """Why jobs that left squeue ended, from accounting (sacct) when the site has it."""

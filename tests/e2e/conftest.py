@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import EXAMPLE_PROFILES
-from tests.hubtools import Hub, squeue
+from tests.hubtools import Hub, new_hub_dir, squeue
 
 
 @pytest.fixture
@@ -20,7 +22,8 @@ def make_hub(cluster: None, tmp_path: Path) -> Iterator[Callable[..., Hub]]:
 
     def make(profiles: str = EXAMPLE_PROFILES, **kw: Any) -> Hub:
         hub_id = kw.pop("hub_id", f"t{secrets.token_hex(3)}")
-        hub = Hub(tmp_path / f"hub{len(hubs)}", profiles=profiles, hub_id=hub_id, **kw)
+        hub = Hub(new_hub_dir(f"{tmp_path.name[:40]}-hub{len(hubs)}"), profiles=profiles,
+                  hub_id=hub_id, **kw)
         hubs.append(hub)
         return hub
 
@@ -35,3 +38,5 @@ def make_hub(cluster: None, tmp_path: Path) -> Iterator[Callable[..., Hub]]:
         leftover = [job["id"] for job in squeue(hub.hub_id)]
         if leftover:
             subprocess.run(["scancel", *leftover], check=False)
+        if not os.environ.get("HPCSPAWNER_KEEP_HUBS"):
+            shutil.rmtree(hub.dir, ignore_errors=True)

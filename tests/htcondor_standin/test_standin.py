@@ -32,7 +32,8 @@ HERE = Path(__file__).resolve().parent
 BIN = HERE / "bin"
 DAEMON = HERE / "condor_standin_daemon.py"
 FIXTURES = HERE.parent / "fixtures" / "htcondor"
-SHARED_REFERENCE = Path("/work/shared/htcondor-reference")
+# shared/ sits beside the checkout (../shared), on a developer machine and in CI alike
+SHARED_REFERENCE = HERE.parents[2] / "shared" / "htcondor-reference"
 HOST = socket.gethostname()
 MAIN_CYCLE = 3.0
 FAST_CYCLE = 1.0
@@ -228,7 +229,7 @@ def assert_matches(result: Result, name: str, stdout: bool = True, stderr: bool 
 
 def test_fixtures_are_the_reference_transcripts() -> None:
     if not SHARED_REFERENCE.is_dir():
-        pytest.skip("no /work/shared/htcondor-reference on this machine")
+        pytest.skip(f"no {SHARED_REFERENCE} (../shared beside the checkout) on this machine")
     for ref in SHARED_REFERENCE.iterdir():
         copy = FIXTURES / ref.name
         assert copy.is_file(), ref.name

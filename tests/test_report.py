@@ -7,13 +7,14 @@ from typing import Any
 import pytest
 from tornado import web
 
-from hpcspawner.api import parse_report
+from hpcspawner.report import Report, parse_report
 
 
 def test_a_valid_report() -> None:
     assert parse_report({"host": "node042.desy.de", "port": 8888, "server_name": "",
-                         "submission": "ab12"}) == ("node042.desy.de", 8888, "", "ab12")
-    assert parse_report({"host": "10.1.2.3", "port": 1}) == ("10.1.2.3", 1, "", "")
+                         "submission": "ab12"}) == Report(8888, "node042.desy.de", "", "ab12")
+    assert parse_report({"host": "10.1.2.3", "port": 1}) == Report(1, "10.1.2.3")
+    assert parse_report({"port": 8888}) == Report(8888)  # the hub routes to the scheduler's node
 
 
 @pytest.mark.parametrize(("body", "why"), [
@@ -25,7 +26,7 @@ def test_a_valid_report() -> None:
     ({"host": "n", "port": True}, "port must be"),
     ({"host": "evil host", "port": 8888}, "host must be"),
     ({"host": "a;b", "port": 8888}, "host must be"),
-    ({"host": "", "port": 8888}, "host must be"),
+    ({"host": 42, "port": 8888}, "host must be"),
     ({"host": "h", "port": 8888, "server_name": 3}, "server_name must be"),
     ({"host": "h", "port": 8888, "submission": ["x"]}, "submission must be"),
     ([1, 2], "JSON object"),

@@ -1,0 +1,250 @@
+"""`hpcspawner-helper`: the one program besides the scheduler's submit command that the hub's
+account may run as a user (through sudo). It does three fixed things and refuses the rest:
+
+    hpcspawner-helper write-token DIR NAME           the secrets on stdin -> DIR/NAME, mode 0600
+    hpcspawner-helper remove-token DIR NAME          remove DIR/NAME
+    hpcspawner-helper cancel BACKEND JOB_ID TAG [--bin-dir DIR]
+                                                     cancel the job, if it is this user's and
+                                                     carries exactly TAG (a hub's tag)
+
+It runs AS THE USER (``sudo -u alice``), never as root: it can touch only what the user can.
+DIR must lie inside the user's home; NAME must be a ``*.token`` file name; files are opened
+with O_NOFOLLOW|O_EXCL inside a directory opened with O_NOFOLLOW. ``cancel`` asks the
+scheduler itself (squeue with a per-query frame, condor_q -json) who owns the job and what its
+tag is, so a record another user forged can never make the hub cancel a user's own batch job.
+Scheduler commands come from sudo's PATH, or from ``--bin-dir`` if that directory and the
+command in it are owned by root and writable by nobody else. Install it root-owned (it is,
+inside a root-owned venv) and name its absolute path in sudoers (docs/install.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import posixpath
+import pwd
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Sequence
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\.token$")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{8,4096}$")
+ENVNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_SECRETS = 65536
+TAG_RE = re.compile(r"^hpcspawner:[A-Za-z0-9_.-]{1,128}:(?P<user>[^:\s]{1,64}):[^\s]{0,255}$")
+SLURM_ID_RE = re.compile(r"^\d{1,20}$")
+CONDOR_ID_RE = re.compile(r"^\d{1,20}(@[A-Za-z0-9_.:-]*@[A-Za-z0-9_.:-]*)?$")
+USAGE = __doc__.split("\n\n")[1] if __doc__ else ""
+
+
+class Refused(Exception):
+    """The request is not one the helper does; exit 2 with the sentence."""
+
+
+def me() -> pwd.struct_passwd:
+    if os.getuid() == 0:
+        raise Refused("hpcspawner-helper runs as the user whose files and jobs it touches "
+                      "(sudo -u USER), never as root")
+    return pwd.getpwuid(os.getuid())
+
+
+def checked_dir(directory: str, home: str) -> str:
+    """DIR, absolute and normalised, inside the user's home."""
+    home = posixpath.normpath(home)
+    if not directory.startswith("/") or posixpath.normpath(directory) != directory \
+            or "/../" in f"{directory}/":
+        raise Refused(f"{directory!r} is not an absolute, normalised path")
+    if directory == home or not directory.startswith(home.rstrip("/") + "/"):
+        raise Refused(f"{directory!r} is not inside the home directory {home}")
+    return directory
+
+
+def checked_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise Refused(f"{name!r} is not a token file name (letters, digits, _.- and .token)")
+    return name
+
+
+def make_private_dirs(directory: str, home: str) -> None:
+    """Create ``directory`` below ``home`` (each new part mode 0700) and check every part is
+    a real directory of this user (no symbolic link)."""
+    path = posixpath.normpath(home)
+    for part in directory[len(path):].strip("/").split("/"):
+        path = posixpath.join(path, part)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise Refused(f"{path} is not a directory of this user")
+    os.chmod(directory, 0o700)
+
+
+def open_dir(directory: str) -> int:
+    return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+
+
+def checked_secrets(text: str) -> str:
+    """``{"token": TOKEN, "env": {NAME: value}}`` (the server's API token and the environment
+    that must not be public), as JSON; anything else is refused."""
+    if len(text) > MAX_SECRETS:
+        raise Refused(f"the secrets on stdin are larger than {MAX_SECRETS} bytes")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise Refused("the secrets on stdin are not JSON") from None
+    if not isinstance(data, dict) or set(data) - {"token", "env"}:
+        raise Refused('the secrets on stdin must be {"token": ..., "env": {...}}')
+    token, env = data.get("token"), data.get("env", {})
+    if not isinstance(token, str) or not TOKEN_RE.match(token):
+        raise Refused("the token on stdin is empty or not a token")
+    if not isinstance(env, dict) or not all(
+            isinstance(k, str) and ENVNAME_RE.match(k) and isinstance(v, str) and "\0" not in v
+            for k, v in env.items()):
+        raise Refused("the environment on stdin must map variable names to strings")
+    return json.dumps({"token": token, "env": env})
+
+
+def write_token(directory: str, name: str, text: str) -> None:
+    user = me()
+    directory, name = checked_dir(directory, user.pw_dir), checked_name(name)
+    content = checked_secrets(text)
+    make_private_dirs(directory, user.pw_dir)
+    make_private_dirs(posixpath.join(directory, "logs"), user.pw_dir)
+    dfd = open_dir(directory)
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                     dir_fd=dfd)
+        with os.fdopen(fd, "w") as out:
+            out.write(content)
+    finally:
+        os.close(dfd)
+
+
+def remove_token(directory: str, name: str) -> None:
+    user = me()
+    directory, name = checked_dir(directory, user.pw_dir), checked_name(name)
+    try:
+        dfd = open_dir(directory)
+    except FileNotFoundError:
+        return
+    try:
+        os.unlink(name, dir_fd=dfd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def tool(name: str, bin_dir: str) -> str:
+    """A scheduler command: from ``bin_dir`` when root owns it and nobody else may write it,
+    else from sudo's PATH."""
+    if not bin_dir:
+        found = shutil.which(name)
+        if found is None:
+            raise Refused(f"{name} is not on the PATH sudo gives (secure_path)")
+        return found
+    path = posixpath.join(bin_dir, name)
+    for item in (bin_dir, path):
+        info = os.stat(item)
+        if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise Refused(f"{item} must be owned by root and writable by nobody else")
+    return path
+
+
+def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def cancel(backend: str, job_id: str, tag: str, bin_dir: str = "") -> str:
+    """Cancel ``job_id`` if the scheduler says it is this user's and carries ``tag``."""
+    user = me().pw_name
+    match = TAG_RE.match(tag)
+    if not match or match.group("user") != user:
+        raise Refused(f"{tag!r} is not a hub tag for {user}")
+    if backend == "slurm":
+        return _cancel_slurm(job_id, tag, user, bin_dir)
+    if backend == "htcondor":
+        return _cancel_condor(job_id, tag, user, bin_dir)
+    raise Refused(f"unknown backend {backend!r}; say slurm or htcondor")
+
+
+def _cancel_slurm(job_id: str, tag: str, user: str, bin_dir: str) -> str:
+    from .backends.base import JobState
+    from .backends.slurm import new_frame, parse_squeue, squeue_format
+
+    if not SLURM_ID_RE.match(job_id):
+        raise Refused(f"{job_id!r} is not a SLURM job id")
+    frame = new_frame()
+    out = run([tool("squeue", bin_dir), "-h", "-a", "--states=all", "-j", job_id,
+               "-o", squeue_format(frame)])
+    if out.returncode != 0:
+        if "Invalid job id" in out.stderr:
+            return f"job {job_id} is gone already"
+        raise Refused(f"squeue failed: {out.stderr.strip()}")
+    info = parse_squeue(out.stdout, "", frame).get(job_id)
+    if info is None:
+        return f"job {job_id} is gone already"
+    if info.user != user or info.tag != tag:
+        raise Refused(f"job {job_id} is not {user}'s job tagged {tag}")
+    if not info.state.alive or info.state is JobState.UNKNOWN:
+        return f"job {job_id} is {info.raw_state or info.state.value}; nothing to cancel"
+    done = run([tool("scancel", bin_dir), job_id])
+    if done.returncode != 0 and "already completing or completed" not in done.stderr:
+        raise Refused(f"scancel failed: {done.stderr.strip()}")
+    return f"cancelled job {job_id}"
+
+
+def _cancel_condor(job_id: str, tag: str, user: str, bin_dir: str) -> str:
+    from .backends.htcondor import location_args, parse_json_ads, split_job_id
+
+    if not CONDOR_ID_RE.match(job_id):
+        raise Refused(f"{job_id!r} is not an HTCondor job id")
+    cluster, schedd, pool = split_job_id(job_id)
+    where = location_args(schedd, pool)
+    out = run([tool("condor_q", bin_dir), *where, cluster, "-json", "-attributes",
+               "ClusterId,Owner,HPCSpawnerTag,JobStatus"])
+    if out.returncode != 0:
+        raise Refused(f"condor_q failed: {out.stderr.strip()}")
+    try:
+        ads = [ad for ad in parse_json_ads(out.stdout) if str(ad.get("ClusterId")) == cluster]
+    except ValueError as exc:
+        raise Refused(f"condor_q printed no job ads: {exc}") from None
+    if not ads:
+        return f"job {job_id} is gone already"
+    if any(ad.get("Owner") != user or ad.get("HPCSpawnerTag") != tag for ad in ads):
+        raise Refused(f"job {job_id} is not {user}'s job tagged {tag}")
+    done = run([tool("condor_rm", bin_dir), *where, cluster])
+    if done.returncode != 0 and "Couldn't find/remove all jobs" not in done.stderr:
+        raise Refused(f"condor_rm failed: {done.stderr.strip()}")
+    return f"removed job {job_id}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if len(args) == 3 and args[0] == "write-token":
+            write_token(args[1], args[2], sys.stdin.read(MAX_SECRETS + 1))
+        elif len(args) == 3 and args[0] == "remove-token":
+            remove_token(args[1], args[2])
+        elif len(args) in (4, 6) and args[0] == "cancel":
+            bin_dir = args[5] if len(args) == 6 and args[4] == "--bin-dir" else ""
+            if len(args) == 6 and not bin_dir:
+                raise Refused("the only option of cancel is --bin-dir DIR")
+            print(cancel(args[1], args[2], args[3], bin_dir))
+        else:
+            raise Refused("usage:\n" + USAGE)
+    except Refused as exc:
+        print(f"hpcspawner-helper: refused: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"hpcspawner-helper: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

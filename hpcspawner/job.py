@@ -1,0 +1,322 @@
+"""One spawn's batch job as one object that owns its state: the job id, its profile and tag,
+the token hand-off file, the submission nonce, the token's hash and the reported address.
+
+It hands the token over, submits, follows the job through the shared poller until the
+launcher's report arrives (or a timeout, a hold, the job's end), falls back from the HTCondor
+fast path, cancels, and saves and restores itself (``to_state``/``from_state``). Timeouts
+count from the submission's wall-clock time, so they mean the same after a hub restart.
+The spawner holds one ``BatchJob`` and talks to JupyterHub; the job talks to the backend and
+the poller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import messages
+from .backends.base import Backend, BackendError, JobInfo, JobState, SubmitRequest
+from .commands import CommandError
+from .jobspec import JobBuilder
+from .poller import Poller
+from .profiles import Profile
+from .render import RenderError
+from .tokenfile import remove_file, write_token_file
+
+Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+
+class JobFailed(Exception):
+    """The job could not start; ``message`` is the sentence the user reads."""
+
+    def __init__(self, message: str, *, reason: str = "job", status_code: int = 500,
+                 log_message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.status_code = status_code
+        self.log_message = log_message
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job needs from around it: its scheduler, the shared poller, and the spawner's
+    ears (progress messages, saving state, hearing that the job ended)."""
+
+    backend: Backend
+    poller: Poller
+    emit: Callable[[int, str], None]
+    save: Callable[[], None]
+    on_gone: Callable[[JobInfo], None]
+    log: Logger
+    name: str  # "user/server", the prefix of log lines
+    fast_poll_interval: float = 1.0
+    progress_every: float = 10.0
+
+
+@dataclass
+class _Told:
+    """What the user was last told while the job waits."""
+
+    last: tuple[Any, ...] | None = None
+    said: float = 0.0
+    held_since: float | None = None
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class BatchJob:
+    """One server's batch job (and the fall-back job that may replace it)."""
+
+    STATE_KEYS = ("job_id", "backend", "profile", "tag", "username", "secret_file",
+                  "submission", "token_sha256", "submitted_at", "fast_path", "address")
+
+    def __init__(self, ctx: JobContext, username: str) -> None:
+        self.ctx = ctx
+        self.username = username
+        self.job_id = ""
+        self.profile_name = ""
+        self.tag = ""
+        self.secret_file = ""  # the token hand-off file of the current submission
+        self.submission = ""  # nonce of the current submission; its launcher reports it back
+        self.token_sha256 = ""
+        self.submitted_at = 0.0  # epoch seconds of the current submission
+        self.fast = False  # the current submission went to the HTCondor fast path
+        self.address: tuple[str, int] | None = None  # where the hub routes to
+        self.resumed = False  # restored by a restarted hub while it was still starting
+        self._stopped = False  # stop() was called; a submission still under way is undone
+        self._report: asyncio.Future[tuple[str, int]] | None = None
+
+    # -- state ------------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "job_id": self.job_id, "backend": self.ctx.backend.name,
+            "profile": self.profile_name, "tag": self.tag, "username": self.username,
+            "secret_file": self.secret_file, "submission": self.submission,
+            "token_sha256": self.token_sha256, "submitted_at": self.submitted_at,
+            "fast_path": self.fast,
+        }
+        if self.address:
+            state["address"] = list(self.address)
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], ctx: JobContext, username: str) -> BatchJob:
+        """A job saved by ``to_state`` (or by an older hpcspawner, which saved fewer keys)."""
+        job = cls(ctx, str(state.get("username") or username))
+        job.job_id = str(state["job_id"])
+        job.profile_name = str(state.get("profile", ""))
+        job.tag = str(state.get("tag", ""))
+        job.secret_file = str(state.get("secret_file", ""))
+        job.submission = str(state.get("submission", ""))
+        job.token_sha256 = str(state.get("token_sha256", ""))
+        job.submitted_at = float(state.get("submitted_at") or time.time())
+        job.fast = bool(state.get("fast_path", False))
+        address = state.get("address")
+        job.address = (str(address[0]), int(address[1])) if address else None
+        job.resumed = job.address is None
+        return job
+
+    # -- submit -----------------------------------------------------------------------------
+    async def submit(self, builder: JobBuilder, profile: Profile, token: str | None, *,
+                     fast: bool | None = None) -> None:
+        """Render, hand over the token, submit, and follow the new job.
+
+        ``token`` None (a hub restarted since the token was known) reuses the current hand-off
+        file, which a job that never started has not read yet.
+        """
+        ctx = self.ctx
+        fast = profile.fast_path_enabled if fast is None else fast
+        secret_file = builder.secret_path() if token is not None else self.secret_file
+        submission = secrets.token_hex(8)
+        try:
+            _, script = builder.render(profile, ctx.backend, secret_file=secret_file,
+                                          submission=submission, fast=fast)
+        except RenderError as exc:
+            raise JobFailed(f"Cannot write the job script: {exc}", reason="render") from None
+        done = ctx.poller.submitting(builder.tag)
+        try:
+            if token is not None:
+                await self._hand_over(secret_file, token, builder.private_env)
+            job_id = await ctx.backend.submit(SubmitRequest(
+                script=script, username=self.username, profile=profile, fast=fast))
+        except (CommandError, BackendError) as exc:
+            await self.remove_secret()
+            raise JobFailed(messages.submit_failed(profile), reason="submit", status_code=503,
+                            log_message=str(exc)) from None
+        finally:
+            done()
+        if self._stopped:  # stopped while the scheduler took the job: undo it now
+            self.job_id = job_id
+            await self.cancel()
+            await self.remove_secret()
+            raise JobFailed("The server was stopped while its job was being submitted; "
+                            f"job {job_id} was cancelled.", reason="stopped")
+        self.job_id, self.profile_name, self.tag = job_id, profile.name, builder.tag
+        self.submission, self.fast, self.submitted_at = submission, fast, time.time()
+        if token is not None:
+            self.token_sha256 = token_hash(token)
+        self.address = None
+        ctx.poller.watch(job_id, starting=True, on_gone=ctx.on_gone)
+        ctx.save()  # now, so a hub killed while the job queues finds it again
+        ctx.emit(10, messages.submitted(job_id, profile, ctx.backend.where(profile, fast)))
+        if fast:
+            try:
+                await ctx.backend.reschedule(job_id)
+            except CommandError as exc:  # only slower: the negotiator cycles anyway
+                ctx.log.warning("%s: reschedule failed: %s", ctx.name, exc)
+
+    async def _hand_over(self, secret_file: str, token: str,
+                         env: Mapping[str, str]) -> None:
+        try:
+            await write_token_file(self.ctx.backend, self.username, secret_file, token, env)
+        except (CommandError, BackendError) as exc:
+            raise JobFailed(messages.handoff_failed(), reason="handoff",
+                            log_message=str(exc)) from None
+        self.secret_file = secret_file
+
+    # -- wait -------------------------------------------------------------------------------
+    async def wait(self, profile: Profile | None, builder: JobBuilder | None,
+                   token: str | None) -> tuple[str, int]:
+        """Follow the job until its launcher reports; time out, fall back or fail on the way.
+
+        ``profile`` None (it was removed from profiles.yaml since): just wait, no limits.
+        """
+        report = self._future()
+        told = _Told()
+        while not report.done():
+            info = self.ctx.poller.latest(self.job_id)
+            if info is not None:
+                self._say(info, told, profile)
+                if profile is not None and builder is not None and \
+                        self._fast_path_expired(info, profile):
+                    await self._fall_back(profile, builder, token)
+                    told = _Told()
+                    continue
+                if profile is not None:
+                    await self._check_limits(info, told, profile)
+                elif info.state is JobState.GONE:
+                    raise JobFailed(messages.ended_while_starting(self.job_id, info))
+            update: asyncio.Future[Any] = asyncio.ensure_future(
+                self.ctx.poller.wait_update(self.ctx.fast_poll_interval + 1))
+            waiting: asyncio.Future[Any] = report
+            await asyncio.wait([update, waiting], return_when=asyncio.FIRST_COMPLETED)
+            update.cancel()
+        return report.result()
+
+    def waited(self) -> float:
+        return max(0.0, time.time() - self.submitted_at)
+
+    def _say(self, info: JobInfo, told: _Told, profile: Profile | None) -> None:
+        """A progress message when the job's state changes, and every progress_every s."""
+        now = time.monotonic()
+        key = (info.state, info.reason, info.host)
+        if key != told.last or now - told.said >= self.ctx.progress_every:
+            self.ctx.emit(*messages.state_progress(info, self.waited()))
+            told.last, told.said = key, now
+        if info.state is JobState.HELD and told.held_since is None:
+            told.held_since = now
+        elif info.state is not JobState.HELD:
+            told.held_since = None
+
+    def _fast_path_expired(self, info: JobInfo, profile: Profile) -> bool:
+        fast = profile.htcondor.fast_path
+        return (self.fast and fast is not None and fast.fallback
+                and info.state is JobState.PENDING and self.waited() > fast.timeout)
+
+    async def _check_limits(self, info: JobInfo, told: _Told, profile: Profile) -> None:
+        if info.state is JobState.GONE:
+            raise JobFailed(messages.ended_while_starting(self.job_id, info))
+        timeout = profile.pending_timeout
+        if info.state is JobState.PENDING and timeout and self.waited() > timeout:
+            await self.cancel()
+            raise JobFailed(messages.pending_timeout(self.job_id, info, timeout))
+        held = told.held_since
+        if held is not None and time.monotonic() - held >= profile.hold_timeout:
+            await self.cancel()
+            raise JobFailed(messages.held(self.job_id, info))
+
+    async def _fall_back(self, profile: Profile, builder: JobBuilder,
+                         token: str | None) -> None:
+        """No reserved notebook slot in time: remove the job, resubmit to the regular pool."""
+        fast = profile.htcondor.fast_path
+        old = self.job_id
+        self.ctx.poller.unwatch(old)
+        await self.cancel()
+        self.ctx.emit(25, messages.fallback(old, fast.timeout if fast else 0))
+        if token is not None:  # a fresh token file: the old job may still read its own
+            await self.remove_secret()
+        await self.submit(builder, profile, token, fast=False)
+
+    # -- the report -------------------------------------------------------------------------
+    def _future(self) -> asyncio.Future[tuple[str, int]]:
+        if self._report is None or self._report.cancelled():
+            self._report = asyncio.get_running_loop().create_future()
+        return self._report
+
+    def set_address(self, host: str, port: int) -> None:
+        """The launcher's report was accepted (report.py): the hub routes to host:port."""
+        self.address = (host, port)
+        report = self._future()
+        if not report.done():
+            report.set_result((host, port))
+
+    def running(self) -> None:
+        """The server is up: slow polling is enough, and its end must be heard."""
+        self.resumed = False
+        self.ctx.poller.started(self.job_id)
+        self.ctx.poller.watch(self.job_id, on_gone=self.ctx.on_gone)
+
+    # -- status, cancel, clean-up -----------------------------------------------------------
+    async def status(self) -> JobInfo | None:
+        """The scheduler's last word on the job (asking now if no query covered it yet)."""
+        info = self.ctx.poller.latest(self.job_id)
+        if info is None:
+            await self.ctx.poller.refresh()
+            info = self.ctx.poller.latest(self.job_id)
+        return info
+
+    async def cancel(self) -> None:
+        """Cancel the job as its user; a failed cancel is retried by the poller."""
+        if not self.job_id:
+            return
+        try:
+            await self.ctx.backend.cancel(self.job_id, self.username, self.tag)
+            self.ctx.log.info("%s: cancelled job %s", self.ctx.name, self.job_id)
+        except BackendError as exc:  # refused: not this user's tagged job; asking again won't do
+            self.ctx.log.warning("%s: job %s was not cancelled: %s", self.ctx.name,
+                                 self.job_id, exc)
+        except CommandError as exc:
+            self.ctx.log.warning("%s: cancelling job %s failed, will retry: %s", self.ctx.name,
+                                 self.job_id, exc)
+            self.ctx.poller.retry_cancel(self.job_id, self.username, self.tag)
+
+    async def remove_secret(self) -> None:
+        if not self.secret_file:
+            return
+        try:
+            await remove_file(self.ctx.backend, self.username, self.secret_file)
+        except (CommandError, BackendError) as exc:
+            self.ctx.log.warning("%s: could not remove the token file: %s", self.ctx.name, exc)
+        self.secret_file = ""
+
+    def forget(self) -> None:
+        """Stop following the job (it ended, or the server was stopped)."""
+        self.ctx.poller.unwatch(self.job_id)
+        if self._report is not None and not self._report.done():
+            self._report.cancel()
+
+    async def stop(self) -> None:
+        """Stop the server: forget, cancel and clean up (safe twice)."""
+        self._stopped = True
+        self.forget()
+        await self.cancel()
+        await self.remove_secret()

@@ -1,0 +1,132 @@
+"""The one path that builds a job: what a spawn submits, what `hpcspawner render` prints and
+what the golden files pin are the same function's output (``JobBuilder.render``)."""
+
+from __future__ import annotations
+
+import posixpath
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .apps import app_command
+from .backends.base import Backend
+from .profiles import Profile
+from .render import render_template
+from .units import mebibytes, slurm_time
+
+
+def job_tag(hub_id: str, username: str, server_name: str) -> str:
+    """The tag on every job (SLURM comment, HTCondor attribute): which hub, user and server."""
+    return f"hpcspawner:{hub_id}:{username}:{server_name}"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a job template may use. No secret is ever part of it."""
+
+    username: str
+    server_name: str
+    profile: Profile
+    job_name: str
+    tag: str
+    workdir: str
+    log_path: str
+    secret_file: str
+    python: str
+    command: Sequence[str]
+    env: dict[str, str] = field(default_factory=dict)
+    app: str = "notebook"
+    fast_path: bool = False
+
+    def context(self) -> dict[str, Any]:
+        res = self.profile.resources
+        return {
+            "spec": self,
+            "username": self.username,
+            "server_name": self.server_name,
+            "profile": self.profile,
+            "resources": res,
+            "memory_mib": mebibytes(res.memory),
+            "runtime_seconds": res.runtime,
+            "slurm_time": slurm_time(res.runtime),
+            "job_name": self.job_name,
+            "tag": self.tag,
+            "workdir": self.workdir,
+            "log_path": self.log_path,
+            "secret_file": self.secret_file,
+            "python": self.python,
+            "command": list(self.command),
+            "env": dict(sorted(self.env.items())),
+            "app": self.app,
+            "fast_path": self.fast_path,
+        }
+
+
+@dataclass(frozen=True)
+class JobBuilder:
+    """What stays the same across the submissions of one spawn (a fast-path fall-back
+    resubmits): who, which server, where its files go, what runs. Built by the spawner from
+    JupyterHub's settings, and by the CLI from its arguments."""
+
+    username: str
+    server_name: str
+    home: str
+    job_dir: str
+    hub_id: str
+    python: str
+    cmd: Sequence[str]
+    args: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)  # public: in the script / job ad
+    private_env: Mapping[str, str] = field(default_factory=dict)  # in the 0600 token file
+    template_dirs: Sequence[str] = ()
+    start_timeout: int = 3600
+
+    @property
+    def tag(self) -> str:
+        return job_tag(self.hub_id, self.username, self.server_name)
+
+    def secret_path(self) -> str:
+        """A fresh path for one submission's token hand-off file."""
+        name = f"{self.server_name or 'default'}-{secrets.token_hex(8)}.token"
+        return posixpath.join(self.job_dir, name)
+
+    def spec(self, profile: Profile, backend: Backend, *, secret_file: str, submission: str,
+             fast: bool) -> JobSpec:
+        env = dict(self.env)
+        env.update({
+            "HOME": self.home,
+            "USER": self.username,
+            "LOGNAME": self.username,
+            "PATH": f"{posixpath.dirname(self.python)}:/usr/local/bin:/usr/bin:/bin",
+            "HPCSPAWNER_START_TIMEOUT": str(self.start_timeout),
+            "HPCSPAWNER_SUBMISSION": submission,
+        })
+        log_name = backend.log_name(self.server_name or "default")
+        return JobSpec(
+            username=self.username,
+            server_name=self.server_name,
+            profile=profile,
+            job_name=backend.job_name,
+            tag=self.tag,
+            workdir=self.home,
+            log_path=posixpath.join(self.job_dir, "logs", log_name),
+            secret_file=secret_file,
+            python=self.python,
+            command=app_command(profile.app, self.cmd, self.args, self.python),
+            env=env,
+            app=profile.app,
+            fast_path=fast,
+        )
+
+    def render(self, profile: Profile, backend: Backend, *, secret_file: str,
+               submission: str, fast: bool) -> tuple[JobSpec, str]:
+        """The job description for ``backend``; RenderError when a value cannot go in it."""
+        spec = self.spec(profile, backend, secret_file=secret_file, submission=submission,
+                         fast=fast)
+        return spec, render_job(backend, spec, self.template_dirs)
+
+
+def render_job(backend: Backend, spec: JobSpec, template_dirs: Sequence[str] = ()) -> str:
+    return render_template(backend.template_name, spec.context(), template_dirs,
+                           backend.filters())

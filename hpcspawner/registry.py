@@ -1,0 +1,69 @@
+"""What the spawners of one hub process share, in one place: one profile store per file, one
+backend per scheduler, one poller per (scheduler, hub). ``reset()`` forgets them all (tests,
+benchmarks that run several event loops in turn)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from traitlets.config import Config
+
+from .backends import Backend, backend_classes
+from .poller import Poller
+from .profiles import ProfileStore
+
+_STORES: dict[str, ProfileStore] = {}
+_BACKENDS: dict[str, Backend] = {}
+_POLLERS: dict[tuple[str, str], Poller] = {}
+
+
+def config_dir() -> str:
+    """The directory of the hub's jupyterhub_config.py (or the working directory)."""
+    try:
+        from jupyterhub.app import JupyterHub
+
+        if JupyterHub.initialized():
+            config_file = JupyterHub.instance().config_file
+            return os.path.dirname(os.path.abspath(config_file))
+    except Exception:  # no hub app (CLI, tests): fall back to the working directory
+        pass
+    return os.getcwd()
+
+
+def profile_store(path: str) -> ProfileStore:
+    store = _STORES.get(path)
+    if store is None:
+        store = _STORES[path] = ProfileStore(path)
+    return store
+
+
+def backend(name: str, config: Config | None = None) -> Backend:
+    """One backend object per scheduler per hub process."""
+    found = _BACKENDS.get(name)
+    if found is None:
+        found = _BACKENDS[name] = backend_classes()[name](config=config or Config())
+    return found
+
+
+def use_backend(name: str, instance: Backend) -> None:
+    """Serve ``instance`` as the backend ``name`` (tests, or a site embedding its own)."""
+    _BACKENDS[name] = instance
+
+
+def poller(backend_name: str, tag_prefix: str, factory: Callable[[], Poller]) -> Poller:
+    """The one poller for a scheduler and a hub's tag in this hub process."""
+    key = (backend_name, tag_prefix)
+    found = _POLLERS.get(key)
+    if found is None:
+        found = _POLLERS[key] = factory()
+    return found
+
+
+def reset() -> None:
+    """Forget every store, backend and poller (stopping the pollers' loops)."""
+    for item in _POLLERS.values():
+        item.stop()
+    _POLLERS.clear()
+    _BACKENDS.clear()
+    _STORES.clear()

@@ -1,0 +1,178 @@
+"""Everything about the launcher's report, in one place: the hub route
+``POST /hub/api/hpcspawner/report``, its body, the token and nonce checks, and where the hub
+routes to.
+
+The body is exactly ``{"host": str, "port": int, "server_name": str, "submission": str}``
+(``host`` and ``submission`` may be empty or absent), authenticated with the token of that
+very server. The hub routes to the node the SCHEDULER runs the job on and the reported port;
+the reported host is only compared with that node, never used. A job that is not running, or
+whose node the scheduler does not name, cannot report. Nothing but the route changes. (A
+handler that sets any attribute a job posts would let a job rewrite the hub's commands.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from jupyterhub import apihandlers
+from jupyterhub.apihandlers.base import APIHandler
+from tornado import web
+
+from .backends.base import JobState
+from .job import token_hash
+
+if TYPE_CHECKING:
+    from .job import BatchJob
+
+ROUTE = r"/api/hpcspawner/report"
+HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
+                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$")
+ALLOWED_KEYS = {"host", "port", "server_name", "submission"}
+
+
+class Forbidden(Exception):
+    """The token is not this server's (403)."""
+
+
+class Refused(Exception):
+    """The report cannot be true or is stale (409); the launcher gives up."""
+
+
+class NotYet(Exception):
+    """The report cannot be checked now (scheduler silent, job not seen running): the
+    launcher retries on 503."""
+
+
+@dataclass(frozen=True)
+class Report:
+    port: int
+    host: str = ""
+    server_name: str = ""
+    submission: str = ""
+
+
+def parse_report(body: Any) -> Report:
+    """Validate a report body; raise HTTPError(400) saying what is wrong."""
+    if not isinstance(body, dict):
+        raise web.HTTPError(400, "report must be a JSON object")
+    extra = set(body) - ALLOWED_KEYS
+    if extra:
+        raise web.HTTPError(400, f"unknown report fields: {', '.join(sorted(extra))}")
+    host, port, name = body.get("host", ""), body.get("port"), body.get("server_name", "")
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise web.HTTPError(400, "port must be an integer from 1 to 65535")
+    if not isinstance(host, str) or (host and not HOST_RE.match(host)):
+        raise web.HTTPError(400, "host must be a host name or IPv4 address")
+    if not isinstance(name, str) or len(name) > 255:
+        raise web.HTTPError(400, "server_name must be a string")
+    submission = body.get("submission", "")
+    if not isinstance(submission, str) or len(submission) > 64:
+        raise web.HTTPError(400, "submission must be a short string")
+    return Report(port=port, host=host, server_name=name, submission=submission)
+
+
+def token_matches(api_token: str, token_sha256: str, token: str) -> bool:
+    """Is ``token`` the server's API token? (By hash once a restarted hub forgot it.)"""
+    if not token:
+        return False
+    if api_token:
+        return hmac.compare_digest(api_token, token)
+    return bool(token_sha256) and hmac.compare_digest(token_sha256, token_hash(token))
+
+
+async def scheduler_node(job: BatchJob) -> str:
+    """The one node the scheduler runs ``job`` on; NotYet while that cannot be told."""
+    info = job.ctx.poller.latest(job.job_id)
+    if info is None or info.state is not JobState.RUNNING:
+        await job.ctx.poller.refresh()  # the job may have started since the last query
+        info = job.ctx.poller.latest(job.job_id)
+    if info is None or info.state is JobState.UNKNOWN:
+        raise NotYet(f"cannot check job {job.job_id} now (the scheduler is not answering)")
+    if info.state is JobState.GONE:
+        raise Refused(f"job {job.job_id} has ended")
+    if info.state is not JobState.RUNNING:
+        raise NotYet(f"job {job.job_id} is not running yet, so it cannot be listening")
+    node = info.host.strip()
+    if not HOST_RE.match(node):  # none, a node list, or something no route may point at
+        raise Refused(f"the scheduler names no single node for job {job.job_id} ({node!r})")
+    return node
+
+
+async def _addresses(host: str) -> set[str]:
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None,
+                                                             type=socket.SOCK_STREAM)
+    except OSError:
+        return set()
+    return {str(info[4][0]) for info in infos}
+
+
+async def same_host(reported: str, node: str) -> bool:
+    """Does the launcher's host name mean the scheduler's node? The same name, or the same
+    first label AND an address in common (so ``node042.attacker.tld`` is not node042)."""
+    if reported.lower() == node.lower():
+        return True
+    if reported.split(".")[0].lower() != node.split(".")[0].lower():
+        return False
+    return bool(await _addresses(reported) & await _addresses(node))
+
+
+async def accept(job: BatchJob | None, api_token: str, token: str, report: Report, *,
+                 check_host: bool = True) -> tuple[str, int]:
+    """Check a report for ``job`` and route the server; returns where the hub routes to."""
+    if job is None or not token_matches(api_token, job.token_sha256, token):
+        raise Forbidden("this token does not belong to that server")
+    if not job.job_id or job.address is not None:
+        raise Refused("this server is not waiting for an address")
+    if job.submission and report.submission != job.submission:
+        raise Refused("this report is from an earlier job of this server")
+    job_id = job.job_id
+    node = await scheduler_node(job)
+    if check_host and report.host and not await same_host(report.host, node):
+        raise Refused(f"job {job_id} runs on {node}, not on {report.host}")
+    if job.job_id != job_id or job.address is not None:  # changed while we asked
+        raise Refused("this server is not waiting for that job any more")
+    job.set_address(node, report.port)
+    return node, report.port
+
+
+class ReportHandler(APIHandler):
+    async def post(self) -> None:
+        user = self.current_user
+        if user is None or not hasattr(user, "spawners"):
+            raise web.HTTPError(403, "a server's own token is required")
+        try:
+            body = json.loads(self.request.body or b"null")
+        except ValueError:
+            raise web.HTTPError(400, "report must be JSON") from None
+        report = parse_report(body)
+        if report.server_name not in user.orm_user.orm_spawners:
+            raise web.HTTPError(404, f"no server named {report.server_name!r}")
+        receive = getattr(user.spawners[report.server_name], "receive_report", None)
+        if receive is None:
+            raise web.HTTPError(400, "that server is not run by hpcspawner")
+        try:
+            await receive(self.get_auth_token() or "", report)
+        except Forbidden as exc:
+            raise web.HTTPError(403, str(exc)) from None
+        except NotYet as exc:  # the launcher retries on 5xx
+            raise web.HTTPError(503, str(exc)) from None
+        except Refused as exc:
+            raise web.HTTPError(409, str(exc)) from None
+        self.set_status(204)
+
+
+def register_report_handler() -> None:
+    """Add the route to JupyterHub's API handlers (before the hub builds its app).
+
+    JupyterHub deprecates ``extra_handlers``; appending to ``default_handlers`` when the
+    spawner class is loaded keeps the admin's setup at one line. Idempotent.
+    """
+    if not any(route == ROUTE for route, *_ in apihandlers.default_handlers):
+        apihandlers.default_handlers.append((ROUTE, ReportHandler))

@@ -1,0 +1,160 @@
+"""hpcspawner-helper: the only program besides the submit command that the hub's account may
+run as a user. Each refusal is a test; the happy paths write and remove exactly one file."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpcspawner import helper
+from hpcspawner.backends.slurm import SQUEUE_FIELDS
+
+TOKEN = "a1b2c3d4e5f6a7b8c9d0"
+SECRETS = json.dumps({"token": TOKEN, "env": {"DB_PASSWORD": "s3cret"}})
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The helper's user is the test's own account, with ``tmp_path/home`` as its home."""
+    home = tmp_path / "home"
+    home.mkdir()
+    real = pwd.getpwuid(os.getuid())
+    fake = pwd.struct_passwd((real.pw_name, "x", real.pw_uid, real.pw_gid, "", str(home),
+                              "/bin/sh"))
+    monkeypatch.setattr(helper, "me", lambda: fake)
+    return home
+
+
+def test_write_token_makes_a_private_dir_logs_and_a_0600_file(home: Path) -> None:
+    job_dir = home / ".hpcspawner"
+    helper.write_token(str(job_dir), "default-0123.token", SECRETS)
+    token_file = job_dir / "default-0123.token"
+    assert json.loads(token_file.read_text()) == json.loads(SECRETS)
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(job_dir.stat().st_mode) == 0o700
+    assert (job_dir / "logs").is_dir()
+    with pytest.raises(FileExistsError):  # O_EXCL: never overwrites
+        helper.write_token(str(job_dir), "default-0123.token", SECRETS)
+    helper.remove_token(str(job_dir), "default-0123.token")
+    assert not token_file.exists()
+    helper.remove_token(str(job_dir), "default-0123.token")  # gone already: fine
+
+
+@pytest.mark.parametrize(("directory", "name", "why"), [
+    ("/etc", "x.token", "not inside the home"),
+    ("{home}/../other", "x.token", "normalised"),
+    ("relative/dir", "x.token", "absolute"),
+    ("{home}", "x.token", "not inside the home"),
+    ("{home}/.hpcspawner", "../../.ssh/authorized_keys", "not a token file name"),
+    ("{home}/.hpcspawner", "id_rsa", "not a token file name"),
+    ("{home}/.hpcspawner", ".x.token", "not a token file name"),
+])
+def test_anything_but_a_token_file_in_the_home_is_refused(home: Path, directory: str,
+                                                           name: str, why: str) -> None:
+    with pytest.raises(helper.Refused, match=why):
+        helper.write_token(directory.format(home=home), name, SECRETS)
+    with pytest.raises(helper.Refused, match=why):
+        helper.remove_token(directory.format(home=home), name)
+
+
+def test_links_are_never_followed(home: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (home / ".hpcspawner").symlink_to(elsewhere)
+    with pytest.raises(helper.Refused, match="not a directory of this user"):
+        helper.write_token(str(home / ".hpcspawner"), "a.token", SECRETS)
+    (home / ".hpcspawner").unlink()
+    (home / ".hpcspawner").mkdir()
+    target = tmp_path / "victim"
+    (home / ".hpcspawner" / "a.token").symlink_to(target)
+    with pytest.raises(FileExistsError):
+        helper.write_token(str(home / ".hpcspawner"), "a.token", SECRETS)
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("", "not JSON"),
+    (TOKEN, "not JSON"),
+    ('{"token": "x; rm -rf ~"}', "not a token"),
+    ('{"token": "' + TOKEN + '", "cmd": "id"}', "must be"),
+    ('{"token": "' + TOKEN + '", "env": {"A B": "x"}}', "variable names"),
+    ('{"token": "' + TOKEN + '", "env": {"A": 1}}', "variable names"),
+    ('{"token": "' + TOKEN + '", "env": {"A": "' + "x" * 70000 + '"}}', "larger than"),
+])
+def test_the_secrets_must_be_a_token_and_an_environment(home: Path, text: str,
+                                                        why: str) -> None:
+    with pytest.raises(helper.Refused, match=why):
+        helper.write_token(str(home / ".hpcspawner"), "a.token", text)
+    assert not (home / ".hpcspawner" / "a.token").exists()
+
+
+def fake_squeue(tmp_path: Path, user: str, comment: str, state: str = "RUNNING") -> Path:
+    """A squeue that answers ``-o FORMAT`` for one job, filling in the fields asked for."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    bin_dir.chmod(0o755)
+    values = {"%i": "41", "%T": state, "%r": "None", "%N": "vm", "%u": user,
+              "%V": "2026-11-22T04:43:21", "%k": comment}
+    (bin_dir / "squeue").write_text(
+        f"#!{sys.executable}\nimport sys\nfmt = sys.argv[sys.argv.index('-o') + 1]\n"
+        f"values = {values!r}\n"
+        "for key, value in values.items():\n    fmt = fmt.replace(key, value)\nprint(fmt)\n")
+    (bin_dir / "scancel").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/scancel.args\n")
+    for tool in ("squeue", "scancel"):
+        (bin_dir / tool).chmod(0o755)
+    assert SQUEUE_FIELDS.count("%") == len(values)
+    return bin_dir
+
+
+def test_cancel_asks_the_scheduler_and_cancels_only_the_users_tagged_job(
+        home: Path, tmp_path: Path) -> None:
+    user = helper.me().pw_name
+    tag = f"hpcspawner:hub:{user}:"
+    bin_dir = fake_squeue(tmp_path, user, tag)
+    assert helper.cancel("slurm", "41", tag, str(bin_dir)) == "cancelled job 41"
+    assert (tmp_path / "scancel.args").read_text().split() == ["41"]
+
+
+@pytest.mark.parametrize(("owner", "comment"), [
+    ("someone-else", "hpcspawner:hub:{user}:"),  # a record claiming the user's tag
+    ("{user}", "my own analysis job"),  # the user's batch job that is not the hub's
+    ("{user}", "hpcspawner:otherhub:{user}:"),  # another hub's job
+])
+def test_cancel_refuses_a_job_that_is_not_the_users_tagged_job(
+        home: Path, tmp_path: Path, owner: str, comment: str) -> None:
+    user = helper.me().pw_name
+    bin_dir = fake_squeue(tmp_path, owner.format(user=user), comment.format(user=user))
+    with pytest.raises(helper.Refused, match="is not"):
+        helper.cancel("slurm", "41", f"hpcspawner:hub:{user}:", str(bin_dir))
+    assert not (tmp_path / "scancel.args").exists()
+
+
+def test_cancel_refuses_bad_arguments_and_unsafe_tool_directories(
+        home: Path, tmp_path: Path) -> None:
+    user = helper.me().pw_name
+    tag = f"hpcspawner:hub:{user}:"
+    with pytest.raises(helper.Refused, match="not a hub tag"):
+        helper.cancel("slurm", "41", "hpcspawner:hub:root2:", "")
+    with pytest.raises(helper.Refused, match="not a SLURM job id"):
+        helper.cancel("slurm", "41;id", tag, "")
+    with pytest.raises(helper.Refused, match="unknown backend"):
+        helper.cancel("sh", "41", tag, "")
+    bin_dir = fake_squeue(tmp_path, user, tag)
+    bin_dir.chmod(0o777)
+    with pytest.raises(helper.Refused, match="owned by root and writable by nobody else"):
+        helper.cancel("slurm", "41", tag, str(bin_dir))
+
+
+def test_the_helper_never_runs_as_root_and_prints_its_usage(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert helper.main(["sh", "-c", "id"]) == 2
+    assert "refused" in capsys.readouterr().err
+    if os.getuid() == 0:
+        assert helper.main(["remove-token", "/root/.hpcspawner", "a.token"]) == 2
+        assert "never as root" in capsys.readouterr().err

@@ -1,0 +1,415 @@
+"""The spawn state machine (job.py, report.py, the spawner's resume) against a scripted
+scheduler: no scheduler, no hub, each case well under a second."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pwd
+import time
+from collections.abc import Awaitable, Collection
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, TypeVar
+
+import pytest
+from traitlets.config import Config
+
+from hpcspawner import registry
+from hpcspawner.backends.base import Backend, JobInfo, JobState, SubmitRequest
+from hpcspawner.backends.htcondor import HTCondorBackend
+from hpcspawner.backends.slurm import SlurmBackend
+from hpcspawner.commands import Result
+from hpcspawner.job import BatchJob, JobContext, JobFailed
+from hpcspawner.jobspec import JobBuilder
+from hpcspawner.poller import Poller
+from hpcspawner.profiles import Profile, parse_profiles
+from hpcspawner.report import Forbidden, NotYet, Refused, Report, accept
+
+T = TypeVar("T")
+ME = pwd.getpwuid(os.getuid()).pw_name
+TOKEN = "0123456789abcdef" * 2
+PROFILES = parse_profiles(f"""
+profiles:
+  - name: small
+    partition: jupyter
+    pending_timeout: 10m
+    resources: {{cores: 1, memory: 1GiB, runtime: 1h}}
+  - name: fast
+    backend: htcondor
+    resources: {{cores: 1, memory: 1GiB, runtime: 1h}}
+    htcondor: {{fast_path: {{timeout: 30s}}}}
+  - name: gone-later
+    users: [{ME}]
+    resources: {{cores: 1, memory: 1GiB, runtime: 1h}}
+""")
+
+
+class Scripted(Backend):
+    """A scheduler whose jobs the test moves from state to state; commands are recorded."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.jobs: dict[str, JobInfo] = {}
+        self.submitted: list[SubmitRequest] = []
+        self.cancelled: list[str] = []
+        self.rescheduled: list[str] = []
+        self.commands: list[tuple[list[str], str | None]] = []
+        self.hold_submit: asyncio.Event | None = None
+
+    def set(self, job_id: str, state: JobState, host: str = "", reason: str = "") -> None:
+        old = self.jobs[job_id]
+        self.jobs[job_id] = JobInfo(job_id=job_id, state=state, host=host, reason=reason,
+                                    user=old.user, tag=old.tag)
+
+    async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
+                      hint: str = "", timeout: float = 60.0) -> Result:
+        self.commands.append((argv, input))
+        return Result(argv, 0, "", "")
+
+    async def submit(self, request: SubmitRequest) -> str:
+        if self.hold_submit is not None:
+            await self.hold_submit.wait()
+        self.submitted.append(request)
+        job_id = str(len(self.submitted))
+        tag = next(line.split("=", 1)[1].strip().strip('"') for line in
+                   request.script.splitlines() if "hpcspawner:" in line and "=" in line)
+        self.jobs[job_id] = JobInfo(job_id=job_id, state=JobState.PENDING, user=ME, tag=tag,
+                                    reason="Resources")
+        return job_id
+
+    async def query(self, tag_prefix: str, job_ids: Collection[str] = ()) -> dict[str, JobInfo]:
+        return {k: v for k, v in self.jobs.items() if v.tag.startswith(tag_prefix)}
+
+    async def cancel(self, job_id: str, username: str, tag: str) -> None:
+        self.cancelled.append(job_id)
+        if job_id in self.jobs:
+            self.set(job_id, JobState.GONE, reason="the job was cancelled")
+
+    async def reschedule(self, job_id: str) -> None:
+        self.rescheduled.append(job_id)
+
+    def token_writes(self) -> list[str]:
+        return ["/".join(argv[-2:]) for argv, stdin in self.commands
+                if argv[1:2] == ["write-token"] and json.loads(stdin or "{}").get("token") == TOKEN]
+
+    def removed(self) -> list[str]:
+        return ["/".join(argv[-2:]) for argv, _ in self.commands
+                if argv[1:2] == ["remove-token"]]
+
+
+class ScriptedSlurm(Scripted, SlurmBackend):
+    pass
+
+
+class ScriptedCondor(Scripted, HTCondorBackend):
+    pass
+
+
+class World:
+    """One scripted scheduler per backend, a poller, and what the job told its spawner."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.backends: dict[str, Scripted] = {"slurm": ScriptedSlurm(),
+                                              "htcondor": ScriptedCondor()}
+        self.pollers = {name: Poller(b, "hpcspawner:hub:", fast=0.01, slow=0.05, jitter=0)
+                        for name, b in self.backends.items()}
+        self.said: list[str] = []
+        self.saves = 0
+        self.builder = JobBuilder(username=ME, server_name="", home=str(tmp),
+                                  job_dir=str(tmp / ".hpcspawner"), hub_id="hub",
+                                  python="/usr/bin/python3", cmd=["jupyterhub-singleuser"])
+
+    def ctx(self, backend: str) -> JobContext:
+        def save() -> None:
+            self.saves += 1
+
+        return JobContext(backend=self.backends[backend], poller=self.pollers[backend],
+                          emit=lambda _p, m: self.said.append(m), save=save,
+                          on_gone=lambda info: None, log=logging.getLogger("test"),
+                          name=f"{ME}/default", fast_poll_interval=0.01, progress_every=60)
+
+    def job(self, backend: str = "slurm") -> BatchJob:
+        return BatchJob(self.ctx(backend), ME)
+
+    def close(self) -> None:
+        for poller in self.pollers.values():
+            poller.stop()
+
+
+def run(scenario: Awaitable[T]) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(scenario, 5)
+
+    return asyncio.run(bounded())
+
+
+def profile(name: str) -> Profile:
+    return PROFILES.by_name[name]
+
+
+async def until(what: str, check: Any) -> None:
+    deadline = time.monotonic() + 3
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+async def report_when_running(job: BatchJob, host: str = "node1", port: int = 5000) -> None:
+    backend = job.ctx.backend
+    assert isinstance(backend, Scripted)
+    backend.set(job.job_id, JobState.RUNNING, host=host)
+    await job.ctx.poller.refresh()
+    await accept(job, "", TOKEN, Report(port=port, host=host, submission=job.submission))
+
+
+def test_submit_queue_run_report_ready(tmp_path: Path) -> None:
+    world = World(tmp_path)
+
+    async def scenario() -> None:
+        job = world.job()
+        await job.submit(world.builder, profile("small"), TOKEN)
+        sched = world.backends["slurm"]
+        assert job.job_id == "1" and world.saves == 1
+        assert sched.token_writes() == [job.secret_file]
+        assert TOKEN not in sched.submitted[0].script
+        waiting = asyncio.ensure_future(job.wait(profile("small"), world.builder, TOKEN))
+        await until("a queue message", lambda: any("Waiting in queue" in m for m in world.said))
+        sched.set("1", JobState.RUNNING, host="node1")
+        await until("the running message",
+                    lambda: "Running on node node1, starting Jupyter" in world.said)
+        await accept(job, "", TOKEN, Report(port=5000, host="node1", submission=job.submission))
+        assert await waiting == ("node1", 5000)
+        assert job.to_state()["address"] == ["node1", 5000]
+        world.close()
+
+    run(scenario())
+    assert world.said[0].startswith("Submitted job 1 to partition jupyter")
+
+
+def test_pending_timeout_counts_from_the_submission_and_cancels(tmp_path: Path) -> None:
+    world = World(tmp_path)
+
+    async def scenario() -> None:
+        job = world.job()
+        await job.submit(world.builder, profile("small"), TOKEN)
+        job.submitted_at -= 601  # queued for 10 min + 1 s (pending_timeout: 10m)
+        with pytest.raises(JobFailed, match="waited longer than 10 min"):
+            await job.wait(profile("small"), world.builder, TOKEN)
+        assert world.backends["slurm"].cancelled == ["1"]
+        world.close()
+
+    run(scenario())
+
+
+def test_hold_timeout_removes_a_held_job_and_says_why(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    held = profile("fast").model_copy(update={"hold_timeout": 0})
+
+    async def scenario() -> None:
+        job = world.job("htcondor")
+        await job.submit(world.builder, held, TOKEN, fast=False)
+        world.backends["htcondor"].set("1", JobState.HELD, reason="disk full")
+        with pytest.raises(JobFailed, match="put on hold and removed: disk full"):
+            await job.wait(held, world.builder, TOKEN)
+        assert world.backends["htcondor"].cancelled == ["1"]
+        world.close()
+
+    run(scenario())
+
+
+def test_fast_path_falls_back_to_the_regular_pool_with_a_fresh_token_file(
+        tmp_path: Path) -> None:
+    world = World(tmp_path)
+
+    async def scenario() -> None:
+        job = world.job("htcondor")
+        await job.submit(world.builder, profile("fast"), TOKEN)
+        sched = world.backends["htcondor"]
+        first_secret = job.secret_file
+        assert sched.submitted[0].fast and sched.rescheduled == ["1"]
+        job.submitted_at -= 31  # fast_path.timeout: 30s
+        waiting = asyncio.ensure_future(job.wait(profile("fast"), world.builder, TOKEN))
+        await until("the fall-back submission", lambda: len(sched.submitted) == 2)
+        assert not sched.submitted[1].fast and sched.cancelled == ["1"]
+        assert job.job_id == "2" and not job.fast
+        assert sched.removed() == [first_secret] and job.secret_file != first_secret
+        await report_when_running(job)
+        assert await waiting == ("node1", 5000)
+        world.close()
+
+    run(scenario())
+    assert any("No reserved notebook slot was free within 30 s" in m for m in world.said)
+
+
+def test_stop_during_submit_leaves_no_job_and_no_token_file(tmp_path: Path) -> None:
+    world = World(tmp_path)
+
+    async def scenario() -> None:
+        sched = world.backends["slurm"]
+        sched.hold_submit = asyncio.Event()
+        job = world.job()
+        submitting = asyncio.ensure_future(job.submit(world.builder, profile("small"), TOKEN))
+        await until("the token hand-off", lambda: sched.token_writes())
+        await job.stop()
+        sched.hold_submit.set()  # the scheduler answers after the stop
+        with pytest.raises(JobFailed, match="stopped while its job was being submitted"):
+            await submitting
+        assert sched.cancelled == ["1"]
+        assert sched.removed() == sched.token_writes()
+        world.close()
+
+    run(scenario())
+
+
+def test_stop_during_wait_cancels_the_job_and_ends_the_wait(tmp_path: Path) -> None:
+    world = World(tmp_path)
+
+    async def scenario() -> None:
+        job = world.job()
+        await job.submit(world.builder, profile("small"), TOKEN)
+        waiting = asyncio.ensure_future(job.wait(profile("small"), world.builder, TOKEN))
+        await until("a queue message", lambda: any("Waiting" in m for m in world.said))
+        await job.stop()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        sched = world.backends["slurm"]
+        assert sched.cancelled == ["1"] and sched.removed() == sched.token_writes()
+        await job.stop()  # safe twice
+        world.close()
+
+    run(scenario())
+
+
+def test_hub_restart_mid_queue_keeps_waiting_and_accepts_the_report_by_hash(
+        tmp_path: Path) -> None:
+    world = World(tmp_path)
+
+    async def scenario() -> None:
+        job = world.job()
+        await job.submit(world.builder, profile("small"), TOKEN)
+        state = job.to_state()
+        assert TOKEN not in str(state)
+        again = BatchJob.from_state(state, world.ctx("slurm"), ME)  # the restarted hub
+        assert again.resumed and again.job_id == "1"
+        assert again.submitted_at == job.submitted_at
+        waiting = asyncio.ensure_future(again.wait(profile("small"), world.builder, None))
+        await report_when_running(again)
+        assert await waiting == ("node1", 5000)
+        assert world.backends["slurm"].cancelled == []
+        world.close()
+
+    run(scenario())
+
+
+def test_fast_path_falls_back_after_a_hub_restart_at_its_original_deadline(
+        tmp_path: Path) -> None:
+    """The spawner restored by a restarted hub keeps the fast path's fall-back: the job was
+    submitted 31 s ago with a 30 s fast-path timeout, so the fall-back happens at once,
+    reusing the token file the never-started job did not read."""
+    world = World(tmp_path)
+    sched = world.backends["htcondor"]
+    registry.reset()
+    registry.use_backend("htcondor", sched)
+    profiles_file = tmp_path / "profiles.yaml"
+    profiles_file.write_text(PROFILES_TEXT)
+
+    async def scenario() -> None:
+        job = world.job("htcondor")
+        await job.submit(world.builder, profile("fast"), TOKEN)
+        state = {**job.to_state(), "submitted_at": time.time() - 31}
+        spawner = make_spawner(profiles_file)
+        spawner.load_state(state)  # what JupyterHub does for a restarted hub
+        polling = asyncio.ensure_future(spawner.poll())
+        await until("the fall-back submission", lambda: len(sched.submitted) == 2)
+        assert not sched.submitted[1].fast and sched.cancelled == ["1"]
+        assert state["secret_file"] in sched.submitted[1].script  # the unread token file
+        assert len(sched.token_writes()) == 1
+        restored = spawner.job
+        assert restored is not None and restored.job_id == "2"
+        sched.set("2", JobState.RUNNING, host="node1")
+        await restored.ctx.poller.refresh()
+        await spawner.receive_report(TOKEN, Report(port=5001, submission=restored.submission))
+        assert await polling is None  # re-attached: alive
+        assert await spawner.get_url() == "http://node1:5001"
+        world.close()
+        registry.reset()
+
+    run(scenario())
+
+
+def test_reports_are_checked_token_nonce_state_and_host(tmp_path: Path) -> None:
+    world = World(tmp_path)
+
+    async def scenario() -> None:
+        job = world.job()
+        await job.submit(world.builder, profile("small"), TOKEN)
+        sched, nonce = world.backends["slurm"], job.submission
+        with pytest.raises(Forbidden):
+            await accept(job, "", "not-the-token", Report(port=5000, submission=nonce))
+        with pytest.raises(NotYet, match="not running yet"):
+            await accept(job, "", TOKEN, Report(port=5000, submission=nonce))
+        sched.set("1", JobState.RUNNING, host="node1")
+        with pytest.raises(Refused, match="earlier job"):
+            await accept(job, "", TOKEN, Report(port=5000, submission="0" * 16))
+        with pytest.raises(Refused, match=r"runs on node1, not on node1\.attacker\.invalid"):
+            await accept(job, "", TOKEN, Report(port=5000, host="node1.attacker.invalid",
+                                                submission=nonce))
+        sched.set("1", JobState.RUNNING, host="")
+        await job.ctx.poller.refresh()
+        with pytest.raises(Refused, match="names no single node"):
+            await accept(job, "", TOKEN, Report(port=5000, submission=nonce))
+        sched.set("1", JobState.GONE, reason="the job failed")
+        await job.ctx.poller.refresh()
+        with pytest.raises(Refused, match="has ended"):
+            await accept(job, "", TOKEN, Report(port=5000, submission=nonce))
+        assert job.address is None
+        world.close()
+
+    run(scenario())
+
+
+def test_the_route_is_the_schedulers_node_whatever_host_the_job_names(
+        tmp_path: Path) -> None:
+    world = World(tmp_path)
+
+    async def scenario() -> None:
+        job = world.job()
+        await job.submit(world.builder, profile("small"), TOKEN)
+        world.backends["slurm"].set("1", JobState.RUNNING, host="node7")
+        await job.ctx.poller.refresh()
+        assert await accept(job, "", TOKEN, Report(port=5000, submission=job.submission),
+                            check_host=False) == ("node7", 5000)
+        with pytest.raises(Refused, match="not waiting"):  # one report per submission
+            await accept(job, "", TOKEN, Report(port=6000, submission=job.submission))
+        world.close()
+
+    run(scenario())
+
+
+PROFILES_TEXT = f"""
+profiles:
+  - name: fast
+    backend: htcondor
+    resources: {{cores: 1, memory: 1GiB, runtime: 1h}}
+    htcondor: {{fast_path: {{timeout: 30s}}}}
+  - name: small
+    users: [{ME}]
+    resources: {{cores: 1, memory: 1GiB, runtime: 1h}}
+"""
+
+
+def make_spawner(profiles_file: Path) -> Any:
+    from hpcspawner.spawner import HPCSpawner
+
+    c = Config()
+    c.HPCSpawner.profiles_path = str(profiles_file)
+    c.HPCSpawner.hub_id = "hub"
+    c.HPCSpawner.fast_poll_interval = 0.01
+    c.HPCSpawner.poll_jitter = 0.0
+    hub = SimpleNamespace(public_host="", url="http://127.0.0.1:8081/hub/",
+                          api_url="http://127.0.0.1:8081/hub/api", base_url="/hub/")
+    user = SimpleNamespace(name=ME, url=f"/user/{ME}/", groups=[], escaped_name=ME)
+    return HPCSpawner(user=user, hub=hub, config=c)
