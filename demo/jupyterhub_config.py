@@ -11,7 +11,7 @@ here = Path(__file__).resolve().parent
 c = get_config()  # noqa: F821  (provided by JupyterHub)
 
 c.JupyterHub.spawner_class = "hpcspawner"
-c.HPCSpawner.profiles_path = os.environ.get("HPCSPAWNER_PROFILES", str(here.parent / "profiles.yaml"))
+c.HPCSpawner.profiles_path = os.environ.get("HPCSPAWNER_PROFILES", str(here / "profiles.yaml"))
 c.Spawner.default_url = "/lab"
 
 c.JupyterHub.bind_url = os.environ.get("HPCSPAWNER_DEMO_URL", "http://127.0.0.1:8000")

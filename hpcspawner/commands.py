@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -53,6 +55,7 @@ async def run_command(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=dict(env) if env is not None else None,
+            start_new_session=True,  # its own process group: a timeout ends all of it
         )
     except OSError as exc:
         raise CommandError(argv, 127, exc.strerror or str(exc), hint) from None
@@ -60,15 +63,28 @@ async def run_command(
         out, err = await asyncio.wait_for(
             proc.communicate(input.encode() if input is not None else None), timeout
         )
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
+    except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+        await end_group(proc)
+        if isinstance(exc, asyncio.CancelledError):
+            raise
         raise CommandError(argv, None, f"no answer within {timeout:.0f} s", hint) from None
     result = Result(argv, proc.returncode or 0, out.decode(errors="replace"),
                     err.decode(errors="replace"))
     if check and result.returncode != 0:
         raise CommandError(argv, result.returncode, result.stderr or result.stdout, hint)
     return result
+
+
+async def end_group(proc: asyncio.subprocess.Process, grace: float = 2.0) -> None:
+    """SIGTERM the command's whole process group (sudo passes it on to the scheduler client
+    it runs as the user), then SIGKILL whatever of the group is left after ``grace`` s."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
 
 
 def expand_prefix(prefix: Sequence[str], username: str) -> list[str]:

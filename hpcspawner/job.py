@@ -77,7 +77,8 @@ class BatchJob:
     """One server's batch job (and the fall-back job that may replace it)."""
 
     STATE_KEYS = ("job_id", "backend", "profile", "tag", "username", "secret_file",
-                  "submission", "token_sha256", "submitted_at", "fast_path", "address")
+                  "submission", "token_sha256", "submitted_at", "fast_path", "address",
+                  "log_file")
 
     def __init__(self, ctx: JobContext, username: str) -> None:
         self.ctx = ctx
@@ -91,9 +92,15 @@ class BatchJob:
         self.submitted_at = 0.0  # epoch seconds of the current submission
         self.fast = False  # the current submission went to the HTCondor fast path
         self.address: tuple[str, int] | None = None  # where the hub routes to
+        self.log_file = ""  # the job's output, as the user finds it (~/.hpcspawner/logs/...)
         self.resumed = False  # restored by a restarted hub while it was still starting
         self._stopped = False  # stop() was called; a submission still under way is undone
         self._report: asyncio.Future[tuple[str, int]] | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """stop() was called: the user (or an admin) asked for this server to end."""
+        return self._stopped
 
     # -- state ------------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
@@ -102,7 +109,7 @@ class BatchJob:
             "profile": self.profile_name, "tag": self.tag, "username": self.username,
             "secret_file": self.secret_file, "submission": self.submission,
             "token_sha256": self.token_sha256, "submitted_at": self.submitted_at,
-            "fast_path": self.fast,
+            "fast_path": self.fast, "log_file": self.log_file,
         }
         if self.address:
             state["address"] = list(self.address)
@@ -120,6 +127,7 @@ class BatchJob:
         job.token_sha256 = str(state.get("token_sha256", ""))
         job.submitted_at = float(state.get("submitted_at") or time.time())
         job.fast = bool(state.get("fast_path", False))
+        job.log_file = str(state.get("log_file", ""))
         address = state.get("address")
         job.address = (str(address[0]), int(address[1])) if address else None
         job.resumed = job.address is None
@@ -162,10 +170,11 @@ class BatchJob:
                             f"job {job_id} was cancelled.", reason="stopped")
         self.job_id, self.profile_name, self.tag = job_id, profile.name, builder.tag
         self.submission, self.fast, self.submitted_at = submission, fast, time.time()
+        self.log_file = builder.log_file(ctx.backend, job_id)
         if token is not None:
             self.token_sha256 = token_hash(token)
         self.address = None
-        ctx.poller.watch(job_id, starting=True, on_gone=ctx.on_gone)
+        ctx.poller.watch(job_id, tag=builder.tag, starting=True, on_gone=ctx.on_gone)
         ctx.save()  # now, so a hub killed while the job queues finds it again
         ctx.emit(10, messages.submitted(job_id, profile, ctx.backend.where(profile, fast)))
         if fast:
@@ -204,7 +213,7 @@ class BatchJob:
                 if profile is not None:
                     await self._check_limits(info, told, profile)
                 elif info.state is JobState.GONE:
-                    raise JobFailed(messages.ended_while_starting(self.job_id, info))
+                    raise JobFailed(messages.ended_while_starting(self.job_id, info, self.log_file))
             update: asyncio.Future[Any] = asyncio.ensure_future(
                 self.ctx.poller.wait_update(self.ctx.fast_poll_interval + 1))
             waiting: asyncio.Future[Any] = report
@@ -234,7 +243,7 @@ class BatchJob:
 
     async def _check_limits(self, info: JobInfo, told: _Told, profile: Profile) -> None:
         if info.state is JobState.GONE:
-            raise JobFailed(messages.ended_while_starting(self.job_id, info))
+            raise JobFailed(messages.ended_while_starting(self.job_id, info, self.log_file))
         timeout = profile.pending_timeout
         if info.state is JobState.PENDING and timeout and self.waited() > timeout:
             await self.cancel()
@@ -242,7 +251,7 @@ class BatchJob:
         held = told.held_since
         if held is not None and time.monotonic() - held >= profile.hold_timeout:
             await self.cancel()
-            raise JobFailed(messages.held(self.job_id, info))
+            raise JobFailed(messages.held(self.job_id, info, self.log_file))
 
     async def _fall_back(self, profile: Profile, builder: JobBuilder,
                          token: str | None) -> None:
@@ -273,7 +282,7 @@ class BatchJob:
         """The server is up: slow polling is enough, and its end must be heard."""
         self.resumed = False
         self.ctx.poller.started(self.job_id)
-        self.ctx.poller.watch(self.job_id, on_gone=self.ctx.on_gone)
+        self.ctx.poller.watch(self.job_id, tag=self.tag, on_gone=self.ctx.on_gone)
 
     # -- status, cancel, clean-up -----------------------------------------------------------
     async def status(self) -> JobInfo | None:

@@ -86,6 +86,13 @@ class JobBuilder:
     def tag(self) -> str:
         return job_tag(self.hub_id, self.username, self.server_name)
 
+    def log_file(self, backend: Backend, job_id: str) -> str:
+        """Where job ``job_id`` writes its output, as the user would type it (``~/...``)."""
+        path = posixpath.join(self.job_dir, "logs",
+                              backend.log_name(self.server_name or "default", job_id))
+        home = self.home.rstrip("/")
+        return "~" + path[len(home):] if home and path.startswith(home + "/") else path
+
     def secret_path(self) -> str:
         """A fresh path for one submission's token hand-off file."""
         name = f"{self.server_name or 'default'}-{secrets.token_hex(8)}.token"

@@ -1,4 +1,5 @@
-"""Runs inside the batch job: picks a free port, starts the app, reports "listening" to the hub.
+"""Runs inside the batch job: starts the app on a free port, checks that the socket listening
+on it is the app's own, reports "listening" to the hub.
 
 Usage (written by the job template)::
 
@@ -25,22 +26,47 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPORT_PATH = "/hpcspawner/report"
+PROC = Path("/proc")
+PORT_ATTEMPTS = 3
 
 
 def say(message: str) -> None:
     print(f"[hpcspawner-launcher] {message}", flush=True)
 
 
-def read_token(path: str) -> str:
+def read_secrets(path: str) -> tuple[str, dict[str, str]]:
+    """The token and the private environment from the hand-off file (``{"token": ...,
+    "env": {...}}``, written by hpcspawner-helper; a bare token from older hubs), then
+    delete the file."""
     secret = Path(path)
-    token = secret.read_text(encoding="utf-8").strip()
+    try:
+        text = secret.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise HandOffError(
+            f"cannot read the token file {path or '(none given)'} ({exc.strerror or exc}): "
+            "the job must run where the user's home directory is mounted, as the user"
+        ) from None
     try:
         secret.unlink()
     except OSError as exc:
         say(f"could not delete {secret}: {exc.strerror}")
+    env: dict[str, str] = {}
+    token = text
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+            token = str(data.get("token", ""))
+            env = {str(k): str(v) for k, v in dict(data.get("env", {})).items()}
+        except (ValueError, TypeError, AttributeError):
+            raise HandOffError(f"{secret} is not what the hub writes; start the server "
+                               "again") from None
     if not token:
-        raise SystemExit(f"{secret} is empty: the hub did not hand over the server's token")
-    return token
+        raise HandOffError(f"{secret} is empty: the hub did not hand over the server's token")
+    return token, env
+
+
+class HandOffError(Exception):
+    """The job cannot take over from the hub (no token file, unreadable, empty)."""
 
 
 def free_port(bind_ip: str) -> int:
@@ -49,17 +75,86 @@ def free_port(bind_ip: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_listening(child: subprocess.Popen[bytes], port: int, deadline: float) -> bool:
-    """True once something accepts TCP connections on ``port``; False if the child died."""
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            return False
+def listeners(port: int, proc: Path = PROC) -> dict[int, int]:
+    """Socket inode -> owner uid of every TCP socket LISTENing on ``port`` (IPv4 and IPv6),
+    from the kernel's tables: a connect() cannot tell whose socket answers."""
+    found: dict[int, int] = {}
+    for table in ("net/tcp", "net/tcp6"):
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
+            lines = (proc / table).read_text().splitlines()[1:]
         except OSError:
-            time.sleep(0.05)
-    return False
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "0A":  # 0A: TCP_LISTEN
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found[int(fields[9])] = int(fields[7])
+    return found
+
+
+def process_tree(root: int, proc: Path = PROC) -> set[int]:
+    """``root`` and every process descended from it."""
+    children: dict[int, list[int]] = {}
+    for entry in proc.glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rfind(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo.extend(children.get(pid, ()))
+    return tree
+
+
+def socket_inodes(pids: set[int], proc: Path = PROC) -> set[int]:
+    inodes: set[int] = set()
+    for pid in pids:
+        try:
+            fds = list((proc / str(pid) / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def port_owner(child: subprocess.Popen[bytes], port: int) -> str:
+    """``"ours"`` when every listener on ``port`` is a socket of ``child`` or its
+    descendants, ``"foreign"`` when any other process (another user's job on a shared node)
+    listens there, ``"none"`` while nobody does."""
+    found = listeners(port)
+    if not found:
+        return "none"
+    if any(uid != os.getuid() for uid in found.values()):
+        return "foreign"
+    ours = socket_inodes(process_tree(child.pid))
+    return "ours" if set(found) <= ours else "foreign"
+
+
+def wait_listening(child: subprocess.Popen[bytes], port: int, deadline: float) -> str:
+    """``"ours"`` once the child's own socket listens on ``port``; ``"foreign"`` if another
+    process holds it; ``"died"`` / ``"timeout"`` otherwise."""
+    while time.monotonic() < deadline:
+        exited = child.poll() is not None
+        # Another listener first: the server could not bind (or may not yet have tried).
+        owner = port_owner(child, port)
+        if owner != "none":
+            return owner
+        if exited:
+            return "died"
+        time.sleep(0.05)
+    return "timeout"
 
 
 def report(api_url: str, token: str, payload: dict[str, object], patience: float) -> None:
@@ -92,6 +187,16 @@ def report(api_url: str, token: str, payload: dict[str, object], patience: float
         time.sleep(min(0.2 * attempt, 2.0))
 
 
+def stop(child: subprocess.Popen[bytes]) -> int:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            return child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return child.wait()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "--":
@@ -99,32 +204,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args:
         raise SystemExit("usage: python -m hpcspawner.launcher -- COMMAND [ARGS...]")
     env = dict(os.environ)
-    token = read_token(env.pop("HPCSPAWNER_SECRET_FILE", ""))
+    try:
+        token, private_env = read_secrets(env.pop("HPCSPAWNER_SECRET_FILE", ""))
+    except HandOffError as exc:
+        say(str(exc))
+        return 2
+    env.update(private_env)
     env["JUPYTERHUB_API_TOKEN"] = token
     env["JPY_API_TOKEN"] = token
     bind_ip = env.get("HPCSPAWNER_BIND_IP", "0.0.0.0")
-    port = free_port(bind_ip)
     prefix = env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    env["JUPYTERHUB_SERVICE_URL"] = f"http://{bind_ip}:{port}{prefix}"
-    env["HPCSPAWNER_PORT"] = str(port)
-    command = [word.replace("{port}", str(port)) for word in args]
-    say(f"starting {command[0]} on port {port}")
-    child = subprocess.Popen(command, env=env)
+    timeout = float(env.get("HPCSPAWNER_START_TIMEOUT", "300"))
+    deadline = time.monotonic() + timeout
+    current: list[subprocess.Popen[bytes]] = []
 
     def forward(signum: int, _frame: object) -> None:
-        if child.poll() is None:
-            child.send_signal(signum)
+        if current and current[-1].poll() is None:
+            current[-1].send_signal(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, forward)
 
-    timeout = float(env.get("HPCSPAWNER_START_TIMEOUT", "300"))
-    if not wait_listening(child, port, time.monotonic() + timeout):
-        if child.poll() is None:
-            child.terminate()
-        code = child.wait()
+    # The server binds the port itself; we report it only once the listening socket is
+    # provably the server's (owner and inode). Another process on a shared node that
+    # listens there first costs one more attempt on another port, never alice's traffic.
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = free_port(bind_ip)
+        env["JUPYTERHUB_SERVICE_URL"] = f"http://{bind_ip}:{port}{prefix}"
+        env["HPCSPAWNER_PORT"] = str(port)
+        command = [word.replace("{port}", str(port)) for word in args]
+        say(f"starting {command[0]} on port {port}")
+        child = subprocess.Popen(command, env=env)
+        current.append(child)
+        owner = wait_listening(child, port, deadline)
+        if owner == "ours":
+            break
+        code = stop(child)
+        if owner == "foreign":
+            say(f"another process listens on port {port}; not reporting it "
+                f"(attempt {attempt} of {PORT_ATTEMPTS})")
+            continue
         say(f"{command[0]} did not start listening on port {port} (exit code {code})")
         return code or 1
+    else:
+        say(f"every port tried ({PORT_ATTEMPTS}) was taken by another process before the "
+            "server could bind it; giving up")
+        return 3
     host = env.get("HPCSPAWNER_REPORT_HOST") or socket.gethostname()
     api_url = env.get("JUPYTERHUB_API_URL", "")
     try:
@@ -134,8 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }, patience=timeout)
     except SystemExit as exc:
         say(str(exc))
-        child.terminate()
-        child.wait()
+        stop(child)
         return 1
     say(f"listening on {host}:{port}; reported to the hub")
     return child.wait()

@@ -65,9 +65,13 @@ def handoff_failed() -> str:
             "(~/.hpcspawner). Please tell the hub's administrators.")
 
 
-def ended_while_starting(job_id: str, info: JobInfo) -> str:
+def see_log(log_file: str) -> str:
+    return f"Its output is in {log_file}. " if log_file else ""
+
+
+def ended_while_starting(job_id: str, info: JobInfo, log_file: str = "") -> str:
     return (f"Your job ended before the server started: {info.reason or 'it left the queue'}. "
-            f"Job id for support: {job_id}.")
+            f"{see_log(log_file)}Job id for support: {job_id}.")
 
 
 def pending_timeout(job_id: str, info: JobInfo, timeout: int) -> str:
@@ -77,9 +81,9 @@ def pending_timeout(job_id: str, info: JobInfo, timeout: int) -> str:
             f"Job id for support: {job_id}.")
 
 
-def held(job_id: str, info: JobInfo) -> str:
+def held(job_id: str, info: JobInfo, log_file: str = "") -> str:
     return (f"The job was put on hold and removed: {info.reason or 'no reason given'}. "
-            f"Job id for support: {job_id}.")
+            f"{see_log(log_file)}Job id for support: {job_id}.")
 
 
 def ended(job_id: str, info: JobInfo) -> str:

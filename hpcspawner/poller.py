@@ -1,9 +1,13 @@
 """One status query per backend per interval for ALL jobs of this hub, fanned out to spawners.
 
-Fast while any job is starting, slow when all run, with jitter. A failed query makes every
-job UNKNOWN (never gone). A record counts as this hub's only if the job's owner is the user
-its tag names (anyone can write a tag). Jobs with our tag that no server owns are cancelled
-(orphans), and cancels that failed are retried.
+Fast while any job is starting, slow when all run, with jitter. A job is ended only when the
+scheduler says so: a query lists it as ended, accounting explains it, or ``confirm_queries``
+good queries over at least ``confirm_seconds`` do not list it. A failed query makes every
+job UNKNOWN; a good query that lists none of several jobs seen alive is an outage too.
+A record counts as this hub's only if its tag is this hub's (or the tag a followed job was
+submitted with, whatever the hub is called now) and its owner is the user the tag names.
+Jobs with our tag that no server owns are cancelled (orphans) in the background, a few at a
+time, with capped retries; only users the hub knows are ever cancelled.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from .backends.base import Backend, BackendError, JobInfo, JobState
 from .commands import CommandError
 
+TAG_ROOT = "hpcspawner:"  # what every tag starts with (jobspec.job_tag)
 log = logging.getLogger("hpcspawner.poller")  # default; spawners pass the hub's logger
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -28,10 +33,14 @@ class Watched:
     """Everything the poller remembers about one job it follows."""
 
     since: float  # monotonic time it was first watched
+    tag: str = ""  # the tag it was submitted with (the hub may have been renamed since)
     starting: bool = False
     on_gone: Callable[[JobInfo], None] | None = None
     last_seen: JobInfo | None = None  # the last time a query listed it alive
     explained: JobInfo | None = None  # accounting's word on why it ended
+    missed: int = 0  # good queries in a row that did not list it
+    missed_since: float | None = None  # monotonic time of the first of those
+    gone: JobInfo | None = None  # confirmed ended
 
 
 @dataclass
@@ -41,9 +50,18 @@ class _Cancel:
     attempts: int = 0
 
 
+def tag_user(tag: str) -> str:
+    """The user a tag names (``hpcspawner:HUB:USER:SERVER``); '' if it is not one."""
+    parts = tag.split(":", 3)
+    return parts[2] if len(parts) == 4 and parts[0] == "hpcspawner" else ""
+
+
 class Poller:
     def __init__(self, backend: Backend, tag_prefix: str, *, fast: float = 1.0,
                  slow: float = 30.0, jitter: float = 0.1, orphan_grace: float | None = None,
+                 confirm_queries: int = 3, confirm_seconds: float = 60.0,
+                 max_cancel_attempts: int = 5, cancel_concurrency: int = 4,
+                 is_hub_user: Callable[[str], bool] | None = None,
                  logger: Logger | None = None):
         self.log = logger or log
         self.backend = backend
@@ -52,6 +70,13 @@ class Poller:
         self.slow = slow
         self.jitter = jitter
         self.orphan_grace = slow if orphan_grace is None else orphan_grace
+        self.confirm_queries = confirm_queries
+        self.confirm_seconds = confirm_seconds
+        self.max_cancel_attempts = max_cancel_attempts
+        self.is_hub_user = is_hub_user or (lambda _name: True)
+        self._cancel_slots = asyncio.Semaphore(cancel_concurrency)
+        self._cancelling: asyncio.Task[None] | None = None
+        self._mass_missing = False  # a good query listed none of several live jobs
         self.results: dict[str, JobInfo] = {}
         self.error: str = ""  # non-empty while the scheduler is not answering
         self.outage_since: float | None = None
@@ -61,7 +86,8 @@ class Poller:
         self._orphan_seen: dict[str, float] = {}
         self._cancels: dict[str, _Cancel] = {}
         self._disowned: set[str] = set()  # records whose tag names another user: logged once
-        self._refused: set[str] = set()  # cancels the helper refused: never tried again
+        self._refused: set[str] = set()  # cancels refused or given up: never tried again
+        self._strangers: set[str] = set()  # tagged jobs of users the hub does not know: logged
         self._query_started = 0.0
         self._last_sweep = 0.0
         self._inflight: asyncio.Task[None] | None = None
@@ -80,14 +106,18 @@ class Poller:
             self._task = asyncio.ensure_future(self._loop())
 
     def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        for task in (self._task, self._cancelling):
+            if task is not None:
+                task.cancel()
+        self._task = self._cancelling = None
 
-    def watch(self, job_id: str, *, starting: bool = False,
+    def watch(self, job_id: str, *, tag: str = "", starting: bool = False,
               on_gone: Callable[[JobInfo], None] | None = None) -> None:
-        """Follow ``job_id``; ``on_gone`` is called once when a query shows it ended."""
+        """Follow ``job_id`` (submitted with ``tag``); ``on_gone`` is called once when the
+        job's end is confirmed."""
         job = self.jobs.setdefault(job_id, Watched(since=time.monotonic()))
+        if tag:
+            job.tag = tag
         if on_gone is not None:
             job.on_gone = on_gone
         self._orphan_seen.pop(job_id, None)
@@ -124,18 +154,30 @@ class Poller:
             known = self.results.get(job_id)
             return JobInfo(job_id=job_id, state=JobState.UNKNOWN, reason=self.error,
                            host=known.host if known else "")
+        job = self.jobs.get(job_id)
+        if job is not None and job.gone is not None:
+            return job.gone
         info = self.results.get(job_id)
         if info is not None:
             return info
-        job = self.jobs.get(job_id)
         if job is not None and job.since < self._query_started and self.query_count:
-            return job.explained or self._vanished(job_id, job)
+            seen = job.last_seen
+            return JobInfo(job_id=job_id, state=JobState.UNKNOWN, host=seen.host if seen else "",
+                           reason=self._unlisted(job))
         return None
+
+    def _unlisted(self, job: Watched) -> str:
+        if self._mass_missing:
+            return (f"{self.backend.name} lists none of this hub's running jobs; treating it "
+                    "as an outage")
+        return (f"the scheduler does not list the job; confirming ({job.missed} of "
+                f"{self.confirm_queries} queries)")
 
     def _vanished(self, job_id: str, job: Watched) -> JobInfo:
         """A job no longer listed: say what we last saw of it."""
         seen = job.last_seen
-        reason = "the scheduler no longer lists the job"
+        reason = (f"the scheduler stopped listing the job ({job.missed} queries over "
+                  f"{time.monotonic() - (job.missed_since or time.monotonic()):.0f} s)")
         if seen is not None:
             where = f" on {seen.host}" if seen.host else ""
             reason += f" (last seen {seen.state.value}{where})"
@@ -155,6 +197,7 @@ class Poller:
             await asyncio.wait_for(event.wait(), timeout)
 
     def retry_cancel(self, job_id: str, username: str, tag: str) -> None:
+        """Cancel ``job_id`` later (the next sweep), after a cancel failed."""
         self._cancels[job_id] = _Cancel(username, tag)
         self.start()
 
@@ -173,7 +216,8 @@ class Poller:
                 await self.refresh()
                 if time.monotonic() - self._last_sweep >= self.slow:
                     self._last_sweep = time.monotonic()
-                    await self.sweep()
+                    self.find_orphans()
+                    self._cancel_in_background()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must outlive any one bad cycle
@@ -183,7 +227,8 @@ class Poller:
         started = time.monotonic()
         self.query_count += 1
         try:
-            results = await self.backend.query(self.tag_prefix, list(self.jobs))
+            # every hpcspawner tag: a followed job keeps the tag it was submitted with
+            results = await self.backend.query(TAG_ROOT, list(self.jobs))
         except (CommandError, OSError) as exc:
             if not self.error:
                 self.outage_since = time.time()
@@ -203,13 +248,18 @@ class Poller:
             event.set()
 
     def _believable(self, info: JobInfo) -> bool:
-        """A record is this hub's only if its owner is the user its tag names. (UNKNOWN
-        records carry no owner: they only keep a followed job as it was.)"""
+        """A record is this hub's only if its tag is (this hub's, or the one a followed job
+        was submitted with) and its owner is the user the tag names. (UNKNOWN records carry
+        no owner: they only keep a followed job as it was.)"""
+        followed = self.jobs.get(info.job_id)
         if info.state is JobState.UNKNOWN:
-            return info.job_id in self.jobs
-        tag_user = info.tag[len(self.tag_prefix):].partition(":")[0]
-        if info.tag.startswith(self.tag_prefix) and info.user and tag_user == info.user:
+            return followed is not None
+        ours = info.tag.startswith(self.tag_prefix) or (
+            followed is not None and bool(followed.tag) and info.tag == followed.tag)
+        if ours and info.user and tag_user(info.tag) == info.user:
             return True
+        if not ours:
+            return False
         if info.job_id not in self._disowned:
             self._disowned.add(info.job_id)
             self.log.warning("job %s carries the tag %r but belongs to %r; ignoring it",
@@ -217,37 +267,68 @@ class Poller:
         return False
 
     async def _note_changes(self, started: float) -> None:
-        """Remember what watched jobs look like; explain and announce those that ended."""
+        """Remember what watched jobs look like; confirm and announce those that ended."""
+        now = time.monotonic()
         ended: list[str] = []
-        for job_id, job in list(self.jobs.items()):
+        unlisted: list[str] = []
+        alive = 0
+        for job_id, job in self.jobs.items():
+            if job.gone is not None:
+                continue
             info = self.results.get(job_id)
             if info is not None and info.state is JobState.UNKNOWN:
                 continue
             if info is not None and info.state is not JobState.GONE:
-                job.last_seen = info
-            elif info is not None or job.since < started:
+                job.last_seen, job.missed, job.missed_since = info, 0, None
+                alive += 1
+            elif info is not None:  # the query itself lists it as ended
+                job.gone = info
                 ended.append(job_id)
-        missing = [j for j in ended if j not in self.results and self.jobs[j].explained is None]
-        if missing:
+            elif job.since < started:
+                unlisted.append(job_id)
+        # A good answer that lists none of several jobs it listed before is an outage (a
+        # purged queue, PrivateData, a fail-over controller), not a mass death.
+        seen_before = [j for j in unlisted if self.jobs[j].last_seen is not None]
+        self._mass_missing = alive == 0 and len(seen_before) >= 2
+        if self._mass_missing:
+            self.log.warning("%s lists none of %d running jobs of this hub; keeping them all "
+                             "until it does", self.backend.name, len(seen_before))
+        unexplained = [j for j in unlisted if self.jobs[j].explained is None]
+        if unexplained:
             try:
-                explained = await self.backend.explain_gone(missing)
+                explained = await self.backend.explain_gone(unexplained)
             except (CommandError, OSError) as exc:
-                self.log.debug("no accounting answer for %s: %s", missing, exc)
+                self.log.debug("no accounting answer for %s: %s", unexplained, exc)
                 explained = {}
             for job_id, info in explained.items():
                 if job_id in self.jobs:
                     self.jobs[job_id].explained = info
+        for job_id in unlisted:
+            if job_id not in self.jobs:  # unwatched while accounting was asked
+                continue
+            job = self.jobs[job_id]
+            if job.explained is not None:  # accounting says it ended
+                job.gone = job.explained
+                ended.append(job_id)
+                continue
+            if self._mass_missing:
+                continue
+            job.missed += 1
+            job.missed_since = job.missed_since or now
+            if job.missed >= self.confirm_queries and \
+                    now - job.missed_since >= self.confirm_seconds:
+                job.gone = self._vanished(job_id, job)
+                ended.append(job_id)
         for job_id in ended:
             gone = self.jobs.get(job_id)
-            callback, info = (gone.on_gone if gone else None), self.latest(job_id)
-            if gone is not None:
-                gone.on_gone = None
-            if callback is not None and info is not None:
-                callback(info)
+            if gone is None or gone.on_gone is None or gone.gone is None:
+                continue
+            callback, gone.on_gone = gone.on_gone, None
+            callback(gone.gone)
 
-    async def sweep(self) -> None:
-        """Cancel jobs with our tag that no server owns; retry failed cancels."""
-        if self.error:
+    def find_orphans(self) -> None:
+        """Queue a cancel for each job with our tag that no server owns (after the grace)."""
+        if self.error or self._mass_missing:
             return
         now = time.monotonic()
         key = self.backend.job_key
@@ -258,7 +339,12 @@ class Poller:
             if (info.tag, key(job_id)) in owned:  # the same job under another name
                 continue
             if info.tag in self._submitting or job_id in self._cancels or \
-                    job_id in self._refused:
+                    job_id in self._refused or job_id in self._strangers:
+                continue
+            if not self.is_hub_user(info.user):
+                self._strangers.add(job_id)
+                self.log.warning("job %s carries this hub's tag but %r is not a user of this "
+                                 "hub; leaving it alone", job_id, info.user)
                 continue
             first = self._orphan_seen.setdefault(job_id, now)
             if now - first >= self.orphan_grace:
@@ -268,14 +354,36 @@ class Poller:
         for job_id in list(self._orphan_seen):
             if job_id not in self.results or job_id in self.jobs:
                 self._orphan_seen.pop(job_id, None)
+
+    async def sweep(self) -> None:
+        """Find orphans and cancel them (and retry failed cancels) now."""
+        self.find_orphans()
         await self.retry_cancels()
 
+    def _cancel_in_background(self) -> None:
+        """Cancels run beside the poll loop, never inside it: a slow scancel must not delay
+        the next status query."""
+        if not self._cancels or (self._cancelling is not None and not self._cancelling.done()):
+            return
+        try:
+            self._cancelling = asyncio.ensure_future(self.retry_cancels())
+        except RuntimeError:  # no event loop (CLI): the next loop cycle does it
+            self._cancelling = None
+
     async def retry_cancels(self) -> None:
+        """Each pending cancel once, a few at a time; one that fails too often is given up
+        (and logged), one the helper refuses is never tried again."""
+        todo = []
         for job_id, cancel in list(self._cancels.items()):
             info = self.results.get(job_id)
             if info is not None and not info.state.alive:
                 self._cancels.pop(job_id, None)
-                continue
+            else:
+                todo.append((job_id, cancel))
+        await asyncio.gather(*(self._cancel_one(job_id, cancel) for job_id, cancel in todo))
+
+    async def _cancel_one(self, job_id: str, cancel: _Cancel) -> None:
+        async with self._cancel_slots:
             cancel.attempts += 1
             try:
                 await self.backend.cancel(job_id, cancel.username, cancel.tag)
@@ -284,8 +392,15 @@ class Poller:
                 self._cancels.pop(job_id, None)
                 self._refused.add(job_id)
             except (CommandError, OSError) as exc:
-                self.log.warning("cancelling job %s failed (attempt %d), will retry: %s",
-                                 job_id, cancel.attempts, exc)
+                if cancel.attempts >= self.max_cancel_attempts:
+                    self.log.error("giving up cancelling job %s of %s after %d attempts: %s",
+                                   job_id, cancel.username, cancel.attempts, exc)
+                    self._cancels.pop(job_id, None)
+                    self._refused.add(job_id)
+                else:
+                    self.log.warning("cancelling job %s failed (attempt %d of %d), will retry: "
+                                     "%s", job_id, cancel.attempts, self.max_cancel_attempts,
+                                     exc)
             else:
                 self.log.info("cancelled job %s of %s", job_id, cancel.username)
                 self._cancels.pop(job_id, None)

@@ -4,7 +4,10 @@ benchmarks that run several event loops in turn)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
+import socket
 from collections.abc import Callable
 
 from traitlets.config import Config
@@ -16,6 +19,7 @@ from .profiles import ProfileStore
 _STORES: dict[str, ProfileStore] = {}
 _BACKENDS: dict[str, Backend] = {}
 _POLLERS: dict[tuple[str, str], Poller] = {}
+_HUB_IDS: dict[str, str] = {}
 
 
 def config_dir() -> str:
@@ -60,6 +64,34 @@ def poller(backend_name: str, tag_prefix: str, factory: Callable[[], Poller]) ->
     return found
 
 
+def hub_id(path: str, log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> str:
+    """The hub's id kept in ``path``, made (random) the first time; the host name if the
+    file cannot be written."""
+    found = _HUB_IDS.get(path)
+    if found is not None:
+        return found
+    try:
+        with open(path, encoding="ascii") as f:
+            found = f.read().strip()
+    except FileNotFoundError:
+        found = "h" + secrets.token_hex(4)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                f.write(found + "\n")
+            log.info("hpcspawner: this hub's id is %s (kept in %s)", found,
+                     os.path.abspath(path))
+        except FileExistsError:  # another process made it first
+            return hub_id(path, log)
+        except OSError as exc:
+            found = socket.gethostname().split(".")[0]
+            log.warning("hpcspawner: cannot keep the hub id in %s (%s); using the host "
+                        "name %s, which changes if the hub moves to another host",
+                        path, exc.strerror, found)
+    _HUB_IDS[path] = found
+    return found
+
+
 def reset() -> None:
     """Forget every store, backend and poller (stopping the pollers' loops)."""
     for item in _POLLERS.values():
@@ -67,3 +99,4 @@ def reset() -> None:
     _POLLERS.clear()
     _BACKENDS.clear()
     _STORES.clear()
+    _HUB_IDS.clear()

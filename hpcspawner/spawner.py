@@ -8,13 +8,13 @@ import fnmatch
 import os
 import posixpath
 import pwd
-import socket
+import re
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyterhub.spawner import Spawner
-from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, default, validate
 
 from . import messages, registry
 from .backends import JobInfo, JobState
@@ -26,6 +26,8 @@ from .poller import Poller
 from .profiles import Profile, ProfileError, ProfileSet
 from .render import render_template
 from .report import Report, accept, register_report_handler
+
+HUB_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class HPCSpawner(Spawner):
@@ -51,7 +53,16 @@ class HPCSpawner(Spawner):
 
     hub_id = Unicode(
         help="""Name of this hub in its jobs' tags, so two hubs on one cluster never treat
-        each other's jobs as orphans. Default: the hub host's name.""",
+        each other's jobs as orphans. Default: a random id made once and kept in
+        hub_id_file, so it survives a rename of the host and a fail-over (keep the file with
+        the hub's database). Jobs keep the tag they were submitted with: changing hub_id
+        never loses a running server.""",
+    ).tag(config=True)
+
+    hub_id_file = Unicode(
+        "hpcspawner_hub_id",
+        help="""Where the default hub_id is kept (relative to the hub's working directory,
+        like jupyterhub_cookie_secret).""",
     ).tag(config=True)
 
     job_dir = Unicode(
@@ -70,7 +81,17 @@ class HPCSpawner(Spawner):
         config=True)
     orphan_grace = Float(
         30.0,
-        help="""A job with this hub's tag that no server owns for this long is cancelled.""",
+        help="""A job with this hub's tag that no server owns for this long is cancelled
+        (only jobs of users this hub knows).""",
+    ).tag(config=True)
+    gone_after_queries = Integer(
+        3,
+        help="""A job the scheduler stops listing is declared ended (and its server stopped)
+        only after this many good queries in a row lack it, over at least
+        gone_after_seconds, unless accounting (sacct, condor_history) says it ended.""",
+    ).tag(config=True)
+    gone_after_seconds = Float(
+        60.0, help="See gone_after_queries: the least time over which a job must be missing.",
     ).tag(config=True)
 
     extra_env = Dict(
@@ -124,7 +145,15 @@ class HPCSpawner(Spawner):
 
     @default("hub_id")
     def _hub_id_default(self) -> str:
-        return socket.gethostname().split(".")[0]
+        return registry.hub_id(self.hub_id_file, self.log)
+
+    @validate("hub_id")
+    def _check_hub_id(self, proposal: Any) -> str:
+        value = str(proposal["value"])
+        if not HUB_ID_RE.fullmatch(value):
+            raise TraitError(f"hub_id {value!r}: use letters, digits, '.', '_' or '-' (it "
+                             "is part of every job's tag)")
+        return value
 
     @default("apply_user_options")
     def _apply_user_options_default(self) -> Any:
@@ -195,8 +224,22 @@ class HPCSpawner(Spawner):
         prefix = f"hpcspawner:{self.hub_id}:"
         return registry.poller(backend_name, prefix, lambda: Poller(
             backend, prefix, fast=self.fast_poll_interval, slow=self.slow_poll_interval,
-            jitter=self.poll_jitter, orphan_grace=self.orphan_grace, logger=self.log,
+            jitter=self.poll_jitter, orphan_grace=self.orphan_grace,
+            confirm_queries=self.gone_after_queries, confirm_seconds=self.gone_after_seconds,
+            is_hub_user=self._is_hub_user, logger=self.log,
         ))
+
+    def _is_hub_user(self, name: str) -> bool:
+        """Whether ``name`` is a user of this hub (only their jobs are ever cancelled)."""
+        db = getattr(self.user, "db", None)
+        if db is None:
+            return False
+        try:
+            from jupyterhub import orm
+
+            return orm.User.find(db, name) is not None
+        except Exception:  # the database is not answering: cancel nothing
+            return False
 
     def _context(self, backend_name: str) -> JobContext:
         return JobContext(
@@ -270,7 +313,7 @@ class HPCSpawner(Spawner):
         if state.get("job_id") and state.get("backend"):
             self.job = BatchJob.from_state(state, self._context(state["backend"]),
                                            self.user.name)
-            self.job.ctx.poller.watch(self.job.job_id, on_gone=self._job_gone)
+            self.job.ctx.poller.watch(self.job.job_id, tag=self.job.tag, on_gone=self._job_gone)
         self.start_pollers()
 
     def clear_state(self) -> None:
@@ -369,6 +412,8 @@ class HPCSpawner(Spawner):
             try:
                 return await self._resume_task
             except asyncio.CancelledError:
+                if self.job is not None and not self.job.stopping:
+                    raise  # the hub shuts down: the job goes on, and so does its state
                 return 1
         task = self._resume_task
         if not task.done():
@@ -387,7 +432,7 @@ class HPCSpawner(Spawner):
                       self._log_name, job.job_id)
         profile, builder = self._resume_plan(job)
         self._starting = True
-        job.ctx.poller.watch(job.job_id, starting=True)
+        job.ctx.poller.watch(job.job_id, tag=job.tag, starting=True)
         try:
             await job.wait(profile, builder, None)
         except JobFailed as exc:

@@ -61,11 +61,17 @@ def run(argv: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedP
 
 
 def squeue(hub_id: str) -> list[dict[str, str]]:
-    """Live SLURM jobs (any state squeue still lists) that carry this hub's tag."""
-    out = run(["squeue", "-h", "-a", "-o", "%i|%T|%u|%C|%m|%l|%P|%r|%k"]).stdout
+    """Live SLURM jobs (any state squeue still lists) that carry this hub's tag. Records end
+    with a random frame, so a comment with a newline in it (tests/e2e/test_attacks.py) stays
+    inside its own record."""
+    frame = f"@end-{secrets.token_hex(8)}@"
+    out = run(["squeue", "-h", "-a", "-o", f"%i|%T|%u|%C|%m|%l|%P|%r|%k{frame}"]).stdout
     jobs = []
-    for line in out.splitlines():
-        job_id, state, user, cpus, mem, limit, part, reason, comment = line.split("|", 8)
+    for record in out.split(frame):
+        fields = record.strip("\n").split("|", 8)
+        if len(fields) != 9 or not fields[0].isdigit():
+            continue
+        job_id, state, user, cpus, mem, limit, part, reason, comment = fields
         if comment.startswith(f"hpcspawner:{hub_id}:"):
             jobs.append({"id": job_id, "state": state, "user": user, "cpus": cpus,
                          "mem": mem, "time_limit": limit, "partition": part,
@@ -98,9 +104,21 @@ class Hub:
         self.users = users
         self.log_path = self.dir / "hub.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_config = extra_config
         (self.dir / "profiles.yaml").write_text(profiles)
         self.config_path = self.dir / "jupyterhub_config.py"
         self.config_path.write_text(self._config(extra_config))
+
+    def reconfigure(self, *, hub_id: str | None = None, profiles: str | None = None,
+                    extra_config: str | None = None) -> None:
+        """Change what the next start() reads (an admin editing the config)."""
+        if hub_id is not None:
+            self.hub_id = hub_id
+        if extra_config is not None:
+            self.extra_config = extra_config
+        if profiles is not None:
+            (self.dir / "profiles.yaml").write_text(profiles)
+        self.config_path.write_text(self._config(self.extra_config))
 
     def _config(self, extra: str) -> str:
         return textwrap.dedent(f"""

@@ -189,6 +189,27 @@ def test_submit_queue_run_report_ready(tmp_path: Path) -> None:
     assert world.said[0].startswith("Submitted job 1 to partition jupyter")
 
 
+def test_a_job_that_ends_while_starting_says_where_its_output_is(tmp_path: Path) -> None:
+    """The launcher writes why it gave up (no token file, a squatted port) to the job's
+    log: the user is told which file, as they would type it."""
+    world = World(tmp_path)
+
+    async def scenario() -> None:
+        job = world.job()
+        await job.submit(world.builder, profile("small"), TOKEN)
+        world.backends["slurm"].set("1", JobState.GONE, reason="the job failed")
+        with pytest.raises(JobFailed) as failed:
+            await job.wait(profile("small"), world.builder, TOKEN)
+        assert failed.value.message == (
+            "Your job ended before the server started: the job failed. Its output is in "
+            "~/.hpcspawner/logs/default-1.log. Job id for support: 1.")
+        assert BatchJob.from_state(job.to_state(), world.ctx("slurm"), ME).log_file == \
+            "~/.hpcspawner/logs/default-1.log"
+        world.close()
+
+    run(scenario())
+
+
 def test_pending_timeout_counts_from_the_submission_and_cancels(tmp_path: Path) -> None:
     world = World(tmp_path)
 

@@ -25,6 +25,11 @@ class FakeBackend(Backend):
         self.fail_queries = False
         self.cancelled: list[str] = []
         self.fail_cancels = 0
+        self.explained: dict[str, JobInfo] = {}
+        self.cancelling = 0
+        self.most_at_once = 0
+        self.cancel_delay = 0.0
+
 
     async def query(self, tag_prefix: str, job_ids: Collection[str] = ()) -> dict[str, JobInfo]:
         self.queries += 1
@@ -32,17 +37,26 @@ class FakeBackend(Backend):
         if self.fail_queries:
             raise CommandError(["squeue"], 1, "slurm_load_jobs error: Unable to contact slurm "
                                               "controller")
-        return {k: v for k, v in self.jobs.items() if v.tag.startswith(tag_prefix)}
+        return {k: v for k, v in self.jobs.items() if v.tag.startswith("hpcspawner:")}
+
+    async def explain_gone(self, job_ids: Collection[str]) -> dict[str, JobInfo]:
+        return {j: self.explained[j] for j in job_ids if j in self.explained}
 
     def job_key(self, job_id: str) -> str:
         return job_id.split("@")[0]
 
     async def cancel(self, job_id: str, username: str, tag: str) -> None:
-        if self.fail_cancels:
-            self.fail_cancels -= 1
-            raise CommandError(["scancel", job_id], 1, "Unable to contact slurm controller")
-        self.cancelled.append(job_id)
-        self.jobs.pop(job_id, None)
+        self.cancelling += 1
+        self.most_at_once = max(self.most_at_once, self.cancelling)
+        try:
+            await asyncio.sleep(self.cancel_delay)
+            if self.fail_cancels:
+                self.fail_cancels -= 1
+                raise CommandError(["scancel", job_id], 1, "Unable to contact slurm controller")
+            self.cancelled.append(job_id)
+            self.jobs.pop(job_id, None)
+        finally:
+            self.cancelling -= 1
 
 
 def running(job_id: str, user: str = "alice") -> JobInfo:
@@ -89,15 +103,100 @@ def test_a_failed_query_makes_jobs_unknown_not_gone_and_is_logged_once(
     assert len(outage) == 1 and len(back) == 1
 
 
-def test_a_job_missing_from_a_good_answer_is_gone_but_not_before_a_query_covered_it() -> None:
+def test_a_job_is_gone_only_after_n_good_queries_over_the_window_lack_it() -> None:
+    """One answer without the job is doubt, not death (a purged record, a controller
+    fail-over): the job stays UNKNOWN (alive) until confirmed, and its end is heard once."""
     async def scenario() -> None:
         backend = FakeBackend()
-        poller = Poller(backend, PREFIX)
-        poller.watch("7")
+        poller = Poller(backend, PREFIX, confirm_queries=3, confirm_seconds=0.2)
+        heard: list[JobInfo] = []
+        backend.jobs["7"] = running("7")
+        poller.watch("7", on_gone=heard.append)
         assert poller.latest("7") is None  # no query since it was watched
+        await poller.refresh()
+        del backend.jobs["7"]
+        for n in (1, 2, 3):
+            await poller.refresh()
+            info = poller.latest("7")
+            assert info is not None and info.state is JobState.UNKNOWN and info.state.alive
+            assert f"confirming ({n} of 3 queries)" in info.reason
+        await asyncio.sleep(0.2)  # three queries were not enough: the window must pass too
+        await poller.refresh()
         await poller.refresh()
         info = poller.latest("7")
         assert info is not None and info.state is JobState.GONE
+        assert "stopped listing the job (4 queries over" in info.reason
+        assert "last seen running on vm" in info.reason
+        assert heard == [info]
+
+    asyncio.run(scenario())
+
+
+def test_the_scheduler_saying_the_job_ended_is_believed_at_once() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        poller = Poller(backend, PREFIX, confirm_queries=3, confirm_seconds=60)
+        heard: list[JobInfo] = []
+        backend.jobs["8"] = running("8")
+        backend.jobs["9"] = running("9")
+        poller.watch("8", on_gone=heard.append)
+        poller.watch("9", on_gone=heard.append)
+        await poller.refresh()
+        backend.jobs["8"] = JobInfo(job_id="8", state=JobState.GONE, user="alice",
+                                    tag=backend.jobs["8"].tag, reason="the job was cancelled")
+        del backend.jobs["9"]
+        backend.explained = {"9": JobInfo(job_id="9", state=JobState.GONE,
+                                          reason="the job ended with exit code 1")}
+        await poller.refresh()
+        assert [(i.job_id, i.reason) for i in heard] == [
+            ("8", "the job was cancelled"), ("9", "the job ended with exit code 1")]
+
+    asyncio.run(scenario())
+
+
+def test_a_good_answer_listing_none_of_several_live_jobs_is_an_outage() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        poller = Poller(backend, PREFIX, confirm_queries=2, confirm_seconds=0)
+        heard: list[JobInfo] = []
+        for i in ("1", "2", "3"):
+            backend.jobs[i] = running(i)
+            poller.watch(i, on_gone=heard.append)
+        await poller.refresh()
+        backend.jobs.clear()  # e.g. PrivateData=jobs switched on, or an emptied controller
+        for _ in range(5):
+            await poller.refresh()
+        assert heard == []
+        assert all(poller.latest(i).state is JobState.UNKNOWN for i in ("1", "2", "3"))
+        assert "as an outage" in poller.latest("1").reason
+        await poller.sweep()
+        assert backend.cancelled == []
+
+    asyncio.run(scenario())
+
+
+def test_a_job_keeps_the_tag_it_was_submitted_with_when_the_hub_is_renamed() -> None:
+    """hub_id changed (host renamed, fail-over): the followed job is still ours; an unfollowed
+    job with the old tag is nobody's orphan here; a stranger's copy of the tag is ignored."""
+    async def scenario() -> None:
+        backend = FakeBackend()
+        poller = Poller(backend, "hpcspawner:newname:", orphan_grace=0, confirm_queries=1,
+                        confirm_seconds=0)
+        old = "hpcspawner:oldname:alice:"
+        backend.jobs["1"] = JobInfo(job_id="1", state=JobState.RUNNING, user="alice", tag=old)
+        backend.jobs["2"] = JobInfo(job_id="2", state=JobState.RUNNING, user="alice",
+                                    tag="hpcspawner:oldname:alice:other")
+        backend.jobs["3"] = JobInfo(job_id="3", state=JobState.RUNNING, user="bob", tag=old)
+        heard: list[JobInfo] = []
+        poller.watch("1", tag=old, on_gone=heard.append)
+        poller.watch("3", tag=old, on_gone=heard.append)  # bob's record: disowned
+        for _ in range(3):
+            await poller.refresh()
+            await poller.sweep()
+        assert poller.latest("1").state is JobState.RUNNING
+        assert poller.latest("3").state is not JobState.RUNNING
+        assert backend.cancelled == []
+        assert [i.job_id for i in heard] == ["3"]
 
     asyncio.run(scenario())
 
@@ -176,3 +275,51 @@ def test_the_same_job_listed_under_two_names_is_not_an_orphan() -> None:
         assert backend.cancelled == []
 
     asyncio.run(scenario())
+
+
+def test_a_tagged_job_of_someone_the_hub_does_not_know_is_left_alone_and_logged_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        poller = Poller(backend, PREFIX, orphan_grace=0, logger=logging.getLogger("t"),
+                        is_hub_user=lambda name: name != "mallory")
+        backend.jobs["1"] = running("1", "mallory")  # owner = tag user, but no hub user
+        backend.jobs["2"] = running("2", "alice")
+        for _ in range(4):
+            await poller.refresh()
+            await poller.sweep()
+        assert backend.cancelled == ["2"]
+        assert "1" in backend.jobs
+
+    with caplog.at_level(logging.INFO, logger="t"):
+        asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records if "not a user of this hub" in r.getMessage()]
+    assert said == ["job 1 carries this hub's tag but 'mallory' is not a user of this hub; "
+                    "leaving it alone"]
+
+
+def test_cancels_are_capped_in_attempts_and_run_a_few_at_a_time(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        poller = Poller(backend, PREFIX, max_cancel_attempts=3, cancel_concurrency=2,
+                        logger=logging.getLogger("t"))
+        for i in range(6):
+            backend.jobs[str(i)] = running(str(i))
+            poller.retry_cancel(str(i), "alice", backend.jobs[str(i)].tag)
+        await poller.refresh()
+        backend.cancel_delay = 0.02
+        await poller.retry_cancels()
+        assert backend.most_at_once == 2
+        assert sorted(backend.cancelled) == [str(i) for i in range(6)]
+        backend.jobs["9"] = running("9")
+        backend.fail_cancels = 100
+        poller.retry_cancel("9", "alice", backend.jobs["9"].tag)
+        for _ in range(5):
+            await poller.retry_cancels()
+        assert backend.fail_cancels == 97  # three attempts, then given up
+
+    with caplog.at_level(logging.INFO, logger="t"):
+        asyncio.run(scenario())
+    assert any("giving up cancelling job 9 of alice after 3 attempts" in r.getMessage()
+               for r in caplog.records)

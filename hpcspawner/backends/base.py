@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from traitlets import List, Unicode, default
+from traitlets import Float, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..commands import CommandError, Result, expand_prefix, run_command
@@ -102,18 +102,25 @@ class Backend(LoggingConfigurable):
         SLURM is asked for this name only, so the one query stays small on a busy cluster.""",
     ).tag(config=True)
 
+    command_timeout = Float(
+        60.0,
+        help="""Seconds a scheduler command (submit, query, cancel, the helper) may take; then
+        it and everything it started (sudo's child included) is ended and the attempt counts
+        as failed (a query: the scheduler is not answering; a submit: the user is told).""",
+    ).tag(config=True)
+
     @default("helper")
     def _helper_default(self) -> str:
         return os.path.join(os.path.dirname(sys.executable), "hpcspawner-helper")
 
     async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
-                      hint: str = "", timeout: float = 60.0) -> Result:
+                      hint: str = "") -> Result:
         return await run_command([*expand_prefix(self.run_as_prefix, username), *argv],
-                                 input=input, hint=hint, timeout=timeout)
+                                 input=input, hint=hint, timeout=self.command_timeout)
 
-    async def as_hub(self, argv: list[str], *, timeout: float = 30.0,
-                     check: bool = True) -> Result:
-        return await run_command([*self.query_prefix, *argv], timeout=timeout, check=check)
+    async def as_hub(self, argv: list[str], *, check: bool = True) -> Result:
+        return await run_command([*self.query_prefix, *argv], timeout=self.command_timeout,
+                                 check=check)
 
     # -- what the job script needs from the scheduler ------------------------------------
     @classmethod
@@ -121,8 +128,9 @@ class Backend(LoggingConfigurable):
         """Jinja2 filters this scheduler's template uses (its quoting rules)."""
         return {}
 
-    def log_name(self, server: str) -> str:
-        """File name of a job's output log; the scheduler fills in the job id."""
+    def log_name(self, server: str, job_id: str = "") -> str:
+        """File name of a job's output log: with the scheduler's placeholder for the job id
+        (for the job script), or for a known ``job_id`` (to tell the user where to look)."""
         raise NotImplementedError
 
     def where(self, profile: Profile, fast: bool = False) -> str:
@@ -167,7 +175,7 @@ class Backend(LoggingConfigurable):
         """Run ``hpcspawner-helper ARGS`` as the user. Its refusals (exit 2) become a
         BackendError: asking again cannot help."""
         try:
-            return await self.as_user(username, [self.helper, *args], input=input, timeout=60,
+            return await self.as_user(username, [self.helper, *args], input=input,
                                       hint="the hub may run hpcspawner-helper as the user "
                                       "(sudoers, docs/install.md)")
         except CommandError as exc:

@@ -205,8 +205,8 @@ class HTCondorBackend(Backend):
         if profile.htcondor.fast_path is not None:
             self.locations.add(self.location(profile, fast=True))
 
-    def log_name(self, server: str) -> str:
-        return f"{server}-$(ClusterId).log"
+    def log_name(self, server: str, job_id: str = "") -> str:
+        return f"{server}-{split_job_id(job_id)[0] if job_id else '$(ClusterId)'}.log"
 
     def where(self, profile: Profile, fast: bool = False) -> str:
         if fast:

@@ -9,6 +9,7 @@ So every query frames each record between two random words that only this query 
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import re
 import secrets
@@ -19,6 +20,7 @@ from typing import Any
 
 from traitlets import Bool, Unicode
 
+from ..commands import CommandError
 from ..profiles import Profile
 from ..render import RenderError
 from .base import Availability, Backend, BackendError, JobInfo, JobState, SubmitRequest
@@ -105,6 +107,15 @@ def parse_squeue(text: str, tag_prefix: str, frame: tuple[str, str]) -> dict[str
     return jobs
 
 
+def private_jobs(config: str) -> bool:
+    """Whether ``scontrol show config`` output sets PrivateData to hide jobs."""
+    for line in config.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "PrivateData":
+            return any(word.strip().lower() in ("jobs", "all") for word in value.split(","))
+    return False
+
+
 def parse_sacct(text: str) -> dict[str, JobInfo]:
     """``sacct -n -P -X -o JobID,State,ExitCode`` -> why each job ended."""
     jobs: dict[str, JobInfo] = {}
@@ -155,13 +166,29 @@ class SlurmBackend(Backend):
     use_sacct = Bool(
         True, help="Ask sacct why jobs ended when squeue no longer lists them."
     ).tag(config=True)
+    scontrol = Unicode("scontrol", help="scontrol command (reads PrivateData).").tag(
+        config=True)
+    hides_jobs = Bool(
+        None, allow_none=True,
+        help="""Whether squeue, as the hub runs it, hides other users' jobs (PrivateData=jobs
+        and the hub account is neither root, SlurmUser nor an operator). Such jobs are never
+        declared ended, but the hub cannot follow them either: grant the hub account a view
+        of all jobs (docs/slurm.md). Default (None): read PrivateData from `scontrol show
+        config` when a followed job is missing from squeue.""",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self._private_checked = -1e9  # monotonic time PrivateData was last read
+        self._private = False
+        self._private_said = False
 
     @classmethod
     def filters(cls) -> dict[str, Callable[[Any], str]]:
         return {"directive": directive}
 
-    def log_name(self, server: str) -> str:
-        return f"{server}-%j.log"
+    def log_name(self, server: str, job_id: str = "") -> str:
+        return f"{server}-{job_id or '%j'}.log"
 
     def where(self, profile: Profile, fast: bool = False) -> str:
         return f"partition {profile.partition}" if profile.partition else ""
@@ -179,11 +206,46 @@ class SlurmBackend(Backend):
         return match.group(1)
 
     async def query(self, tag_prefix: str, job_ids: Collection[str] = ()) -> dict[str, JobInfo]:
+        """One squeue for the jobs named ``job_name``; a second one, by id, only for followed
+        jobs it did not list (submitted under another job_name before a config change)."""
+        jobs = await self._squeue([f"--name={self.job_name}"], tag_prefix)
+        missing = [j for j in job_ids if j not in jobs and NUMERIC_ID_RE.match(j)]
+        if missing and await self._jobs_hidden():
+            for job_id in missing:  # not ours to judge: squeue does not show it to us
+                jobs[job_id] = JobInfo(job_id=job_id, state=JobState.UNKNOWN,
+                                       reason="PrivateData=jobs hides the job from the hub")
+        elif missing:
+            jobs.update(await self._squeue([f"--jobs={','.join(sorted(missing))}"],
+                                           tag_prefix))
+        return jobs
+
+    async def _jobs_hidden(self) -> bool:
+        """PrivateData=jobs hides other users' jobs from an unprivileged hub (read from
+        `scontrol show config` at most every 30 s); said once in the log, with the fix."""
+        if self.hides_jobs is not None:
+            return bool(self.hides_jobs)
+        if time.monotonic() - self._private_checked >= 30:
+            self._private_checked = time.monotonic()
+            result = await self.as_hub([self.scontrol, "show", "config"], check=False)
+            self._private = private_jobs(result.stdout) and not self.query_prefix and \
+                os.geteuid() != 0
+            if self._private and not self._private_said:
+                log.error("SLURM has PrivateData=jobs: squeue, run as the hub's account, "
+                          "does not show the users' jobs. Running servers are kept, but new "
+                          "ones cannot start. Let the hub see all jobs: see 'PrivateData' "
+                          "in docs/slurm.md")
+            self._private_said = self._private
+        return self._private
+
+    async def _squeue(self, select: list[str], tag_prefix: str) -> dict[str, JobInfo]:
         frame = new_frame()
         result = await self.as_hub([
-            self.squeue, "-h", "-a", "--states=all", f"--name={self.job_name}",
-            "-o", squeue_format(frame),
-        ])
+            self.squeue, "-h", "-a", "--states=all", *select, "-o", squeue_format(frame),
+        ], check=False)
+        if result.returncode != 0:
+            if "Invalid job id" in result.stderr:  # asked by id for jobs it forgot: none
+                return {}
+            raise CommandError(result.argv, result.returncode, result.stderr or result.stdout)
         return parse_squeue(result.stdout, tag_prefix, frame)
 
     def tools_dir(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_htcondor_e2e import server_token
-from tests.hubtools import Hub, run, squeue, wait_for
+from tests.hubtools import Hub, listener_user, run, squeue, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
@@ -107,3 +108,76 @@ def test_the_token_is_in_no_argv_while_the_server_starts(make_hub: Callable[...,
     assert token not in hub.log()
     [job] = squeue(hub.hub_id)
     assert token not in run(["scontrol", "show", "job", "-dd", job["id"]]).stdout
+
+
+SQUATTER = r"""
+import re, socket, sys, time
+from pathlib import Path
+victim, marker, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+held, deadline = {}, time.monotonic() + 120
+while time.monotonic() < deadline:
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if proc.stat().st_uid != int(victim):
+                continue
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [w.decode(errors="replace") for w in argv]
+        marked = [i for i, w in enumerate(words) if marker in w]
+        if marked and words[marked[0] + 1:marked[0] + 2] and words[marked[0] + 1].isdigit():
+            port = int(words[marked[0] + 1])
+            if port not in held:
+                s = socket.socket()
+                try:
+                    s.bind(("0.0.0.0", port))
+                    s.listen(5)
+                except OSError:
+                    continue
+                held[port] = s
+                out.write_text(" ".join(map(str, held)))
+    time.sleep(0.01)
+"""
+
+
+def test_bob_squatting_the_port_alices_server_is_about_to_bind_never_gets_her_traffic(
+        make_hub: Callable[..., Hub], tmp_path: Path) -> None:
+    """bob reads the port from alice's server's command line (ps is public) and listens on
+    it before her server binds it. Her server cannot bind; the launcher must not report
+    bob's listener: the spawn fails with a message, or succeeds on a port bob does not
+    hold, and the proxy never points at bob."""
+    slow_server = (': squat-me; sleep 3; exec /opt/hpcspawner/venv/bin/jupyterhub-singleuser '
+                   '--port="$0" "$@"')
+    hub = make_hub(extra_config=f"c.Spawner.cmd = ['/bin/sh', '-c', {slow_server!r}, "
+                                "'{port}']\n").start()
+    held = Path("/tmp") / f"squatted-{hub.hub_id}"
+    squatter = subprocess.Popen(["sudo", "-u", "bob", sys.executable, "-c", SQUATTER,
+                                 run(["id", "-u", "alice"]).stdout.strip(), "squat-me",
+                                 str(held)])
+    try:
+        response = hub.spawn("alice", {"profile": "small"})
+        if response.status_code in (201, 202):
+            events = hub.progress("alice", timeout=150)
+            ready, message = bool(events[-1].get("ready")), str(events[-1].get("message"))
+        else:  # failed within the hub's slow_spawn_timeout: the POST carries the message
+            ready, message = False, str(response.json().get("message"))
+        assert held.exists(), f"bob squatted no port: the attack did not happen ({message})"
+        squatted = {int(p) for p in held.read_text().split()}
+        routes = hub.routes()
+        if ready:
+            port = hub.server_port("alice")
+            assert port not in squatted
+            assert listener_user(port) == "alice"
+            print(f"\nalice's server started on {port}; bob squatted {sorted(squatted)}")
+        else:
+            assert "/user/alice" not in routes
+            log = message.split("Its output is in ~/", 1)[1].split(". ", 1)[0]
+            output = (Path("/home/alice") / log).read_text()
+            assert any(f"another process listens on port {p}" in output for p in squatted)
+            print(f"\nalice's spawn failed: {message}")
+        for route in routes.values():
+            assert int(route["target"].rsplit(":", 1)[1]) not in squatted
+    finally:
+        squatter.terminate()
+        squatter.wait()
+        held.unlink(missing_ok=True)

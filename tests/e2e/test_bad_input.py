@@ -121,7 +121,7 @@ def test_a_report_for_another_host_or_a_job_not_yet_running_is_refused(
     assert hub.spawn("bob", {"profile": "later"}).status_code in (201, 202)
     [token_file] = wait_for("the token hand-off file", lambda: list(
         Path("/home/bob/.hpcspawner").glob("*.token")), timeout=30)
-    token = token_file.read_text().strip()  # root reads what only bob's job should
+    token = json.loads(token_file.read_text())["token"]  # root reads what only bob's job should
     [job] = squeue(hub.hub_id)
     script = subprocess.run(["scontrol", "write", "batch_script", job["id"], "-"],
                             capture_output=True, text=True, check=True).stdout

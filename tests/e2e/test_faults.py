@@ -3,9 +3,12 @@ jobs that cannot run, a hub killed mid-spawn, restarts. Nothing may be lost or o
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +192,99 @@ def test_walltime_reached_is_explained_on_the_next_spawn_page(
     hub.wait_stopped("bob", timeout=150)  # SLURM ends it at 1 min (+ KillWait)
     page = hub.spawn_page(session)
     assert f"the job reached its time limit (job {job_id})" in page
+
+
+def test_a_restart_under_a_new_hub_id_reattaches_three_servers_and_cancels_none(
+        make_hub: Callable[..., Hub]) -> None:
+    """The hub's host was renamed (the old default hub_id) or it failed over: each job keeps
+    the tag it was submitted with, so the hub still owns it."""
+    hub = make_hub(FAULT_PROFILES).start()
+    jobs = start_three(hub)
+    old_id = hub.hub_id
+    hub.stop()
+    hub.reconfigure(hub_id=f"{old_id}-renamed")
+    hub.start()
+    for user in USERS:
+        assert hub.wait_ready(user)["state"]["job_id"] == jobs[user]
+        assert hub.proxied(user).status_code == 200
+    watch_until = time.monotonic() + 3 * 5 + 5  # three slow polls and an orphan sweep
+    while time.monotonic() < watch_until:
+        running = {j["id"] for j in squeue(old_id) if j["state"] == "RUNNING"}
+        assert running == set(jobs.values()), "a server's job was cancelled"
+        time.sleep(1)
+    assert "cancelling it" not in hub.log()
+    for user in USERS:
+        hub.stop_server(user)
+    wait_for("the jobs to end", lambda: not [
+        j for j in squeue(old_id) if j["state"] in ("PENDING", "RUNNING")], timeout=60)
+
+
+SLURM_CONF = Path("/etc/slurm/slurm.conf")
+
+
+def set_private_data(value: str | None, original: str) -> None:
+    text = original + (f"PrivateData={value}\n" if value else "")
+    SLURM_CONF.write_text(text)
+    subprocess.run(["scontrol", "reconfigure"], check=True)
+    wanted = value or "none"
+    wait_for(f"PrivateData={wanted}", lambda: any(
+        line.split("=", 1)[1].strip() == wanted
+        for line in subprocess.run(["scontrol", "show", "config"], capture_output=True,
+                                   text=True, check=True).stdout.splitlines()
+        if line.startswith("PrivateData")), timeout=30)
+
+
+def test_private_data_jobs_on_the_cluster_loses_no_server(make_hub: Callable[..., Hub]) -> None:
+    """With PrivateData=jobs, squeue run as the hub's account shows no user's job: the hub
+    must not take that for the end of every server, and must say what to grant."""
+    hub = make_hub(FAULT_PROFILES, extra_config="c.HPCSpawner.gone_after_seconds = 5\n"
+                                                "c.HPCSpawner.gone_after_queries = 2\n").start()
+    assert hub.spawn("alice", {"profile": "small"}).status_code in (201, 202)
+    job_id = hub.wait_ready("alice")["state"]["job_id"]
+    original = SLURM_CONF.read_text()
+    set_private_data("jobs", original)
+    try:
+        hidden = subprocess.run(["sudo", "-u", "jupyterhub", "squeue", "-h", "-o", "%i"],
+                                capture_output=True, text=True, check=True).stdout
+        assert job_id not in hidden.split(), "PrivateData did not hide the job"
+        wait_for("the hub to say what to grant", lambda: "PrivateData=jobs" in hub.log(),
+                 timeout=30)
+        watch_until = time.monotonic() + 3 * 5 + 5  # well past gone_after_*
+        while time.monotonic() < watch_until:
+            assert hub.server_model("alice") is not None, "alice's server was dropped"
+            time.sleep(1)
+        assert hub.proxied("alice").status_code == 200
+    finally:
+        set_private_data(None, original)
+    assert hub.wait_ready("alice")["state"]["job_id"] == job_id
+    assert [j["id"] for j in live_jobs(hub)] == [job_id]
+    assert "docs/slurm.md" in hub.log()
+
+
+def procs(name: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid=,comm="], capture_output=True, text=True,
+                         check=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.split()[1:] == [name]]
+
+
+def test_a_hung_sbatch_is_ended_with_its_sudo_and_its_job_does_not_linger(
+        make_hub: Callable[..., Hub]) -> None:
+    """slurmctld stops answering while alice's sbatch runs: after command_timeout the
+    command and everything under sudo is gone, the user reads why, and a job the
+    controller creates later from the dead request is cancelled as an orphan."""
+    hub = make_hub(FAULT_PROFILES, extra_config="c.SlurmBackend.command_timeout = 3\n"
+                                                "c.HPCSpawner.orphan_grace = 2\n").start()
+    pid = int(Path("/run/hpcspawner-cluster/slurmctld.pid").read_text().strip())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        response = hub.spawn("alice", {"profile": "small"})
+        assert response.status_code in (500, 503), response.text
+        assert "did not accept the job" in response.json()["message"]
+        wait_for("sbatch and its sudo to be gone", lambda: procs("sbatch") == [], timeout=3)
+        assert list(Path("/home/alice/.hpcspawner").glob("*.token")) == []
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert hub.spawn("bob", {"profile": "small"}).status_code in (201, 202)  # starts polling
+    hub.wait_ready("bob")
+    wait_for("no job of alice's to be left", lambda: not [
+        j for j in live_jobs(hub) if j["user"] == "alice"], timeout=40)

@@ -4,6 +4,7 @@ negotiator cycle) or, unchanged, against a real pool (HPCSPAWNER_REAL_CONDOR=1).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -131,6 +132,50 @@ def test_one_hub_runs_bob_on_slurm_and_alice_on_htcondor_at_once(
     assert "SLURM small" in page and "HTCondor small" in page
 
 
+def submit_as(condor: Condor, user: str, description: str) -> str:
+    out = subprocess.run(["sudo", "-u", user, condor.tool("condor_submit"), "-terse", "-"],
+                         input=description, capture_output=True, text=True, check=True,
+                         cwd="/tmp").stdout
+    return out.split(".", 1)[0]
+
+
+def test_a_foreign_ad_with_wrong_types_leaves_every_server_running_across_a_restart(
+        condor_hub: Hub, condor: Condor) -> None:
+    """bob (a pool user, not necessarily a hub user) submits ads that claim alice's tag and
+    qedits them to types our parser does not expect. alice's server stays up and reachable,
+    before and after a hub restart, and none of bob's jobs is cancelled by the hub."""
+    hub = condor_hub.start()
+    assert hub.spawn("alice", {"profile": "condor-small"}).status_code in (201, 202)
+    hub.wait_ready("alice", timeout=120)
+    tag = f"hpcspawner:{hub.hub_id}:alice:"
+    bad = "executable = /bin/sleep\narguments = 900\n+HPCSpawner = True\n"
+    unreadable = submit_as(condor, "bob", bad + f'+HPCSpawnerTag = "{tag}"\nqueue\n')
+    edit = condor.run("condor_qedit", unreadable, "EnteredCurrentStatus", '"yesterday"',
+                      user="bob")
+    assert edit.returncode == 0, edit.stderr
+    numeric_tag = submit_as(condor, "bob", bad + "+HPCSpawnerTag = 42\nqueue\n")
+    claims_alice = submit_as(condor, "bob", bad + f'+HPCSpawnerTag = "{tag}"\nqueue\n')
+    bobs = {unreadable, numeric_tag, claims_alice}
+    try:
+        for attempt in (1, 2):
+            if attempt == 2:
+                hub.stop()
+                hub.start()
+            wait_for("the hub to read and skip bob's unreadable ad", lambda n=attempt:
+                     hub.log().count("ignoring an unreadable job ad") >= n, timeout=60)
+            wait_for("the hub to disown bob's job with alice's tag", lambda n=attempt:
+                     hub.log().count("belongs to 'bob'") >= n, timeout=60)
+            model = hub.wait_ready("alice", timeout=60)
+            assert model["ready"]
+            assert hub.proxied("alice").status_code == 200
+        live = condor.run("condor_q", "-all", "-json", "-attributes", "ClusterId,JobStatus")
+        statuses = {str(ad["ClusterId"]): ad["JobStatus"] for ad in json.loads(live.stdout)}
+        assert all(statuses.get(job) in (1, 2) for job in bobs), statuses
+        assert "cancelling it" not in hub.log()
+    finally:
+        condor.run("condor_rm", *sorted(bobs), user="bob")
+
+
 def wait_for_main_cycle(condor: Condor, timeout: float = 60) -> None:
     """Return right after the regular negotiator ran: an unmatchable probe job's
     LastRejMatchTime changes (real HTCondor sets it the same way)."""
@@ -174,21 +219,8 @@ def test_fast_path_is_ready_well_before_the_regular_pool(condor_hub: Hub,
 def test_full_fast_path_falls_back_after_its_timeout_and_says_so(
         condor_hub: Hub, condor: Condor) -> None:
     hub = condor_hub.start()
-    # fill every reserved notebook slot with other fast-path jobs
-    slots = condor.run("condor_status", "-constraint", "IsJupyterSlot =?= true", "-af", "Name")
-    fillers = []
-    for _ in slots.stdout.split():
-        out = subprocess.run(
-            ["sudo", "-u", "bob", condor.tool("condor_submit"), "-terse"], cwd="/tmp",
-            input="executable = /bin/sleep\narguments = 600\n+HPCSpawnerFastPath = True\n"
-                  "requirements = (TARGET.IsJupyterSlot =?= True)\nqueue\n",
-            capture_output=True, text=True, check=True)
-        fillers.append(out.stdout.split(".")[0])
-    condor.run("condor_reschedule")
+    fillers = fill_reserved_slots(condor)  # every reserved notebook slot is busy
     try:
-        wait_for("the reserved slots to fill", lambda: all(
-            condor.run("condor_q", "-all", f, "-af", "JobStatus").stdout.strip() == "2"
-            for f in fillers), timeout=30)
         events: list[tuple[float, dict[str, Any]]] = []
         started = time.monotonic()
         assert hub.spawn("alice", {"profile": "condor-fast"}).status_code in (201, 202)
@@ -209,6 +241,95 @@ def test_full_fast_path_falls_back_after_its_timeout_and_says_so(
     finally:
         for cluster in fillers:
             condor.run("condor_rm", cluster)
+
+
+def fill_reserved_slots(condor: Condor) -> list[str]:
+    """Occupy every reserved notebook slot with bob's fast-path jobs; their cluster ids."""
+    slots = condor.run("condor_status", "-constraint", "IsJupyterSlot =?= true", "-af", "Name")
+    fillers = [submit_as(condor, "bob", "executable = /bin/sleep\narguments = 600\n"
+                         "+HPCSpawnerFastPath = True\n"
+                         "requirements = (TARGET.IsJupyterSlot =?= True)\nqueue\n")
+               for _ in slots.stdout.split()]
+    condor.run("condor_reschedule")
+    wait_for("the reserved slots to fill", lambda: all(
+        condor.run("condor_q", "-all", f, "-af", "JobStatus").stdout.strip() == "2"
+        for f in fillers), timeout=30)
+    return fillers
+
+
+def test_a_fast_path_job_queued_across_a_hub_restart_falls_back_at_its_first_deadline(
+        condor_hub: Hub, condor: Condor) -> None:
+    """The fast-path timeout (8 s) counts from the submission, not from the restart."""
+    hub = condor_hub.start()
+    fillers = fill_reserved_slots(condor)
+    try:
+        started = time.monotonic()
+        # the POST answers only after the hub's slow_spawn_timeout (10 s): do not wait for it
+        threading.Thread(target=hub.spawn, args=("alice", {"profile": "condor-fast"}),
+                         daemon=True).start()
+        [fast] = wait_for("the fast-path job", lambda: condor.jobs(hub.hub_id), timeout=15,
+                          interval=0.1)
+        assert fast.get("HPCSpawnerFastPath") is True
+        hub.kill9()
+        hub.start()
+        restarted = time.monotonic() - started
+
+        def fell_back() -> list[dict[str, object]]:
+            return [j for j in condor.jobs(hub.hub_id) if j["ClusterId"] != fast["ClusterId"]]
+
+        wait_for("the fall-back job", fell_back, timeout=40, interval=0.2)
+        when = time.monotonic() - started
+        print(f"\nhub back after {restarted:.1f} s; fell back {when:.1f} s after the spawn")
+        assert when >= 8
+        assert when < restarted + 8, "the fast-path timeout started again at the restart"
+        [job] = fell_back()
+        assert job.get("HPCSpawnerFastPath") is None
+        assert "No reserved notebook slot" in hub.log()
+        # a hub stopped while it still waits for the resumed spawn keeps the job and its state
+        hub.stop()
+        assert "alice appears to have stopped" not in hub.log()
+        assert [j["ClusterId"] for j in condor.jobs(hub.hub_id)] == [job["ClusterId"]]
+        hub.start()
+        wait_for("the hub to resume the fall-back job", lambda: f"job {job['ClusterId']} was "
+                 "starting; still waiting for it" in hub.log(), timeout=30)
+    finally:
+        for cluster in fillers:
+            condor.run("condor_rm", cluster)
+
+
+SLURM_ONLY = """
+profiles:
+  - name: slurm-small
+    display_name: "SLURM small — 1 core, 12 GiB, 12 h"
+    backend: slurm
+    partition: jupyter
+    resources: {cores: 1, memory: 12GiB, runtime: 12h}
+"""
+
+
+def test_removing_every_htcondor_profile_keeps_the_running_htcondor_server(
+        condor_hub: Hub, condor: Condor) -> None:
+    """A config change affects new spawns only: the job is still followed where it runs."""
+    hub = condor_hub.start()
+    assert hub.spawn("alice", {"profile": "condor-small"}).status_code in (201, 202)
+    job_id = hub.wait_ready("alice", timeout=120)["state"]["job_id"]
+    hub.stop()
+    hub.reconfigure(profiles=SLURM_ONLY)
+    hub.start()
+    assert hub.wait_ready("alice")["state"]["job_id"] == job_id
+    # three slow polls (5 s) and a sweep: the server and its job stay
+    watch_until = time.monotonic() + 3 * 5 + 3
+    while time.monotonic() < watch_until:
+        assert hub.server_model("alice") is not None, "alice's HTCondor server was dropped"
+        [job] = condor.jobs(hub.hub_id)
+        assert job["JobStatus"] == 2
+        time.sleep(1)
+    assert hub.proxied("alice").status_code == 200
+    refused = hub.spawn("bob", {"profile": "condor-small"})
+    assert refused.status_code == 400
+    assert "condor-small" in refused.json()["message"]
+    assert "slurm-small" in refused.json()["message"]
+    assert condor.jobs(hub.hub_id)[0]["Owner"] == "alice"  # nothing submitted for bob
 
 
 def test_held_job_shows_the_hold_reason_and_does_not_linger(

@@ -544,6 +544,25 @@ def test_environment_is_readable_by_every_user(standin: Standin) -> None:
     assert 'Environment = "JUPYTERHUB_API_TOKEN=leaked"\n' in hist
 
 
+def test_condor_qedit_lets_an_owner_give_any_attribute_any_type(standin: Standin) -> None:
+    """What bob can do to his own job ad (qedit.cpp): the hub's parser must survive it."""
+    job = standin.submit("executable = /bin/sleep\narguments = 300\n+HPCSpawner = True\n"
+                         "queue\n", user="bob")
+    r = standin.run("condor_qedit", job, "EnteredCurrentStatus", '"yesterday"', user="bob")
+    assert (r.out, r.err, r.rc) == ('Set attribute "EnteredCurrentStatus" for 1 matching '
+                                    'jobs.\n', "", 0)
+    ad = json.loads(standin.run("condor_q", job, "-json", "-attributes",
+                                "EnteredCurrentStatus", user="bob").out)[0]
+    assert ad["EnteredCurrentStatus"] == "yesterday"
+    r = standin.run("condor_qedit", job, "Owner", '"alice"', user="bob")
+    assert (r.err, r.rc) == ('Update of immutable attribute "Owner" is not allowed.\n'
+                             "Transaction failed.  No attributes were set.\n", 1)
+    r = standin.run("condor_qedit", job, "HPCSpawnerTag", '"x"', user="alice")
+    assert (r.err, r.rc) == (f'Failed to set attribute "HPCSpawnerTag" for job {job}.-1.\n'
+                             "Queue transaction failed.  No attributes were set.\n", 1)
+    assert standin.run("condor_rm", job, user="bob").rc == 0
+
+
 def test_schedd_name_and_pool(standin: Standin) -> None:
     ok = standin.run("condor_q", "-name", HOST, "-pool", "127.0.0.1:9618", "-af", "ClusterId",
                      user="alice")

@@ -227,3 +227,67 @@ def condor_reschedule(pool: Pool, req: Request) -> Reply:
         err += [f"Can't find address for {n}\n" for n in missing]
         err.append("Perhaps you need to query another pool.\n")
     return Reply("".join(out), "".join(err), 1 if missing else 0)
+
+
+# SYSTEM_IMMUTABLE_JOB_ATTRS of HTCondor 25 (src/condor_utils/param_info.in).
+IMMUTABLE = {"Owner", "ClusterId", "JobUniverse", "ProcId", "MyType", "TargetType", "User",
+             "OsUser"}
+ATTR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def condor_qedit(pool: Pool, req: Request) -> Reply:
+    """``condor_qedit JOBID... ATTR VALUE`` (or ``ATTR=VALUE``): what a pool user may do to
+    their own jobs (src/condor_tools/qedit.cpp): set any attribute that is not immutable to
+    any valid ClassAd expression, whatever type our parser expects."""
+    argv, i = req.argv, 0
+    ids: list[str] = []
+    edits: dict[str, str] = {}
+    while i < len(argv):
+        a = argv[i]
+        if is_dash_arg_prefix(a, "name", 1) or is_dash_arg_prefix(a, "pool", 1):
+            i += 2
+            continue
+        if a.startswith("-"):
+            raise Exit(f"condor_qedit: {a} is not a valid option\n")
+        if a[:1].isdigit() and not edits:
+            ids.append(a)
+        elif not ids:
+            raise Exit("condor_qedit : Error - there were no jobs specified.\n")
+        else:
+            attr, eq, value = a.partition("=")
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise Exit(f"condor_qedit : expression required after attribute {a}\n")
+                value = argv[i]
+            attr, value = attr.strip(), value.strip()
+            if not ATTR_NAME.fullmatch(attr):
+                raise Exit("Update aborted, illegal attribute-name specified for attribute "
+                           f'"{attr}".\nTransaction failed.  No attributes were set.\n')
+            try:
+                parse_constraint(value)
+            except ClassAdSyntaxError:
+                raise Exit(f"Update aborted, illegal value for : {attr}\n"
+                           "Transaction failed.  No attributes were set.\n") from None
+            edits[attr] = value
+        i += 1
+    for attr in edits:
+        if attr in IMMUTABLE:
+            raise Exit(f'Update of immutable attribute "{attr}" is not allowed.\n'
+                       "Transaction failed.  No attributes were set.\n")
+    out: list[str] = []
+    with pool.lock:
+        for attr, value in sorted(edits.items()):
+            for text in ids:
+                c, p = proc_id(text) or (0, 0)
+                keys = [k for k in pool.queue.jobs if k[0] == c and (p < 0 or k[1] == p)]
+                ads = [pool.queue.jobs[k] for k in keys]
+                if not ads or any(not is_superuser(req) and ad.get("Owner") != req.user
+                                  for ad in ads):
+                    raise Exit(f'Failed to set attribute "{attr}" for job {c}.{p}.\n'
+                               "Queue transaction failed.  No attributes were set.\n")
+                for ad in ads:
+                    ad[attr] = parse_constraint(value)
+            out.append(f'Set attribute "{attr}" for {len(ids)} matching jobs.\n')
+        pool.queue.save()
+    return Reply("".join(out))

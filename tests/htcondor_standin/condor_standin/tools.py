@@ -2,7 +2,8 @@
 
 Only the options listed in README.md are implemented; any other option gets the tool's own
 "unrecognized option" line.  One module per tool family: tool_submit, tool_q, tool_act
-(condor_rm, condor_hold, condor_reschedule), tool_info (condor_history, condor_status).
+(condor_rm, condor_hold, condor_qedit, condor_reschedule), tool_info (condor_history,
+condor_status).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .pool import Pool
-from .tool_act import condor_act, condor_reschedule
+from .tool_act import condor_act, condor_qedit, condor_reschedule
 from .tool_common import Exit, Reply, Request, no_collector_contact
 from .tool_info import condor_history, condor_status
 from .tool_q import condor_q
@@ -23,6 +24,7 @@ TOOLS: dict[str, Callable[[Pool, Request], Reply]] = {
     "condor_q": condor_q,
     "condor_rm": condor_act,
     "condor_hold": condor_act,
+    "condor_qedit": condor_qedit,
     "condor_reschedule": condor_reschedule,
     "condor_history": condor_history,
     "condor_status": condor_status,

@@ -1,0 +1,187 @@
+"""The launcher (runs inside the job) against a fake hub: it reports only a port whose
+listening socket belongs to the server it started, never a port another process holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpcspawner import launcher
+from tests.hubtools import wait_for
+
+# The "server": writes the port it was given, waits for go-<port>, binds it, serves forever.
+SERVER = r"""
+import socket, sys, time
+from pathlib import Path
+port, workdir = int(sys.argv[1]), Path(sys.argv[2])
+with (workdir / "ports").open("a") as f:
+    f.write(f"{port}\n")
+while not (workdir / f"go-{port}").exists():
+    time.sleep(0.01)
+s = socket.socket()
+s.bind(("0.0.0.0", port))
+s.listen(5)
+while True:
+    time.sleep(1)
+"""
+
+
+class FakeHub:
+    def __init__(self) -> None:
+        self.reports: list[dict[str, Any]] = []
+        self.tokens: list[str] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hub.reports.append(json.loads(body))
+                hub.tokens.append(self.headers.get("Authorization", ""))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hub/api"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    fake = FakeHub()
+    yield fake
+    fake.server.shutdown()
+
+
+def start_launcher(tmp_path: Path, hub: FakeHub, command: list[str],
+                   token: str | None = "s3cret", **env: str) -> subprocess.Popen[str]:
+    secret = tmp_path / "token"
+    if token is not None:
+        secret.write_text(json.dumps({"token": token, "env": {"PRIVATE": "x"}}))
+        secret.chmod(0o600)
+    environ = {"PATH": os.environ["PATH"], "HPCSPAWNER_SECRET_FILE": str(secret),
+               "JUPYTERHUB_API_URL": hub.url, "HPCSPAWNER_START_TIMEOUT": "30",
+               "HPCSPAWNER_REPORT_HOST": "node1", **env}
+    return subprocess.Popen([sys.executable, "-m", "hpcspawner.launcher", "--", *command],
+                            env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def server_command(tmp_path: Path) -> list[str]:
+    return [sys.executable, "-c", SERVER, "{port}", str(tmp_path)]
+
+
+def ports_seen(tmp_path: Path) -> list[int]:
+    path = tmp_path / "ports"
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def finish(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
+def test_reports_the_port_of_its_own_server_with_the_token(tmp_path: Path,
+                                                           hub: FakeHub) -> None:
+    proc = start_launcher(tmp_path, hub, server_command(tmp_path))
+    try:
+        [port] = wait_for("the server's port", lambda: ports_seen(tmp_path), timeout=20)
+        (tmp_path / f"go-{port}").touch()
+        wait_for("the report", lambda: hub.reports, timeout=20)
+        assert hub.reports == [{"host": "node1", "port": port, "server_name": "",
+                                "submission": ""}]
+        assert hub.tokens == ["token s3cret"]
+        assert not (tmp_path / "token").exists(), "the token file must be deleted once read"
+    finally:
+        finish(proc)
+
+
+def test_a_port_another_process_listens_on_first_is_never_reported(tmp_path: Path,
+                                                                   hub: FakeHub) -> None:
+    """The squatter listens on the port before the server binds it (bob on a shared node):
+    the launcher must see that the listener is not its server's and move to another port."""
+    proc = start_launcher(tmp_path, hub, server_command(tmp_path))
+    squatter = socket.socket()
+    try:
+        [first] = wait_for("the first port", lambda: ports_seen(tmp_path), timeout=20)
+        squatter.bind(("0.0.0.0", first))
+        squatter.listen(5)
+        (tmp_path / f"go-{first}").touch()  # the server tries to bind and cannot
+        ports = wait_for("a second attempt", lambda: ports_seen(tmp_path)[1:], timeout=20)
+        (tmp_path / f"go-{ports[0]}").touch()
+        wait_for("the report", lambda: hub.reports, timeout=20)
+        assert [r["port"] for r in hub.reports] == [ports[0]]
+        assert ports[0] != first
+    finally:
+        squatter.close()
+        out = finish(proc)
+    assert f"another process listens on port {first}; not reporting it" in out
+
+
+def test_gives_up_with_a_sentence_when_every_port_is_squatted(tmp_path: Path,
+                                                              hub: FakeHub) -> None:
+    proc = start_launcher(tmp_path, hub, server_command(tmp_path))
+    squatters: list[socket.socket] = []
+    try:
+        for attempt in range(launcher.PORT_ATTEMPTS):
+            ports = wait_for(f"attempt {attempt + 1}",
+                             lambda n=attempt: ports_seen(tmp_path)[n:], timeout=20)
+            squatter = socket.socket()
+            squatter.bind(("0.0.0.0", ports[0]))
+            squatter.listen(5)
+            squatters.append(squatter)
+        code = proc.wait(timeout=30)
+    finally:
+        for squatter in squatters:
+            squatter.close()
+        out = finish(proc)
+    assert code == 3
+    assert "every port tried (3) was taken by another process" in out
+    assert hub.reports == []
+
+
+def test_no_token_file_is_one_sentence_and_exit_code_2(tmp_path: Path, hub: FakeHub) -> None:
+    """A node without the user's home (or the hand-off file) must say so, not crash."""
+    proc = start_launcher(tmp_path, hub, server_command(tmp_path), token=None)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "cannot read the token file" in out
+    assert "home directory is mounted" in out
+    assert "Traceback" not in out
+    assert not ports_seen(tmp_path), "nothing may start without the token"
+
+
+def test_a_server_that_exits_before_listening_passes_its_exit_code(tmp_path: Path,
+                                                                   hub: FakeHub) -> None:
+    proc = start_launcher(tmp_path, hub, [sys.executable, "-c", "raise SystemExit(7)"])
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 7
+    assert "did not start listening" in out
+    assert hub.reports == []
+
+
+def test_listeners_and_ownership_come_from_the_kernel_tables() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        inode = os.fstat(sock.fileno()).st_ino
+        assert launcher.listeners(port) == {inode: os.getuid()}
+        assert inode in launcher.socket_inodes({os.getpid()})
+    assert launcher.listeners(port) == {}
+    assert os.getpid() in launcher.process_tree(os.getppid())
