@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import argparse
 import posixpath
+import subprocess
 import sys
 from collections.abc import Sequence
 
 from . import registry
 from .jobspec import JobBuilder
-from .profiles import ProfileError, load_profiles
+from .profiles import Profile, ProfileError, fast_path_misfit, load_profiles
 from .render import RenderError
 
 
-def check(path: str) -> int:
+def check(path: str, condor_status: str = "condor_status") -> int:
     try:
         profiles = load_profiles(path)
     except ProfileError as exc:
@@ -25,8 +26,32 @@ def check(path: str) -> int:
         mark = " (default)" if p is profiles.default else ""
         where = f"partition {p.partition}" if p.partition else p.backend
         print(f"{p.name}: {p.title} — {p.backend}, {where}{mark}")
+        for warning in fast_path_warnings(p, condor_status):
+            print(f"warning: {path}: profile '{p.name}': {warning}", file=sys.stderr)
     print(f"{path}: {len(profiles.profiles)} profiles OK")
     return 0
+
+
+def fast_path_warnings(profile: Profile, condor_status: str) -> list[str]:
+    """A fast-path profile without ``fast_path.slot``: compare it with the reserved slots the
+    pool advertises, when condor_status answers (nothing to say when it does not)."""
+    fast = profile.htcondor.fast_path
+    if not profile.fast_path_enabled or fast is None or fast.slot is not None:
+        return []
+    pool = fast.pool or profile.htcondor.pool
+    argv = [condor_status, *(["-pool", pool] if pool else []), "-constraint",
+            f"{fast.slot_attribute} =?= True", "-af", "Cpus", "Memory"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=True).stdout
+        slots = [(int(c), int(m) * 2**20) for c, m in (line.split() for line in out.splitlines())]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+    if not slots:
+        return [f"the pool advertises no slot with {fast.slot_attribute} = True: the fast path "
+                "can never match (docs/htcondor.md)"]
+    cores, memory = max(c for c, _ in slots), max(m for _, m in slots)
+    problem = fast_path_misfit(profile, cores, memory)
+    return [problem + f" (condor_status {' '.join(argv[1:])})"] if problem else []
 
 
 def render(args: argparse.Namespace) -> int:
@@ -108,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_check = sub.add_parser("check", help="validate profiles.yaml")
     p_check.add_argument("path", nargs="?", default="profiles.yaml")
+    p_check.add_argument("--condor-status", default="condor_status",
+                         help="asked for the reserved notebook slots of fast-path profiles")
     p_render = sub.add_parser("render", help="print the job script a spawn would submit")
     p_render.add_argument("--profiles", default="profiles.yaml")
     p_render.add_argument("--profile", required=True)
@@ -135,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="absolute path of hpcspawner-helper (default: beside this Python)")
     args = parser.parse_args(argv)
     if args.command == "check":
-        return check(args.path)
+        return check(args.path, args.condor_status)
     if args.command == "sudoers":
         args.submit = args.submit or ["/usr/bin/sbatch"]
         return sudoers(args)

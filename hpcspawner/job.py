@@ -158,6 +158,9 @@ class BatchJob:
                 script=script, username=self.username, profile=profile, fast=fast))
         except (CommandError, BackendError) as exc:
             await self.remove_secret()
+            if isinstance(exc, CommandError) and not ctx.backend.transient(exc):
+                raise JobFailed(messages.submit_refused(profile), reason="submit",
+                                status_code=500, log_message=str(exc)) from None
             raise JobFailed(messages.submit_failed(profile), reason="submit", status_code=503,
                             log_message=str(exc)) from None
         finally:

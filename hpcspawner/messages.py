@@ -56,8 +56,17 @@ def listening(host: str, port: int) -> str:
 
 
 def submit_failed(profile: Profile) -> str:
+    """The scheduler did not answer: trying again later can work."""
     return (f"The batch system did not accept the job for '{profile.title}'. Try again in a "
             "minute; if it keeps failing, tell the hub's administrators.")
+
+
+def submit_refused(profile: Profile) -> str:
+    """The scheduler answered no: the site's configuration must change (the log has why)."""
+    return (f"The batch system refused the job for '{profile.title}': the site's "
+            "configuration of this profile does not work, and trying again will not help. "
+            "Please tell the hub's administrators (the hub's log has the scheduler's words); "
+            "choose another profile meanwhile.")
 
 
 def handoff_failed() -> str:

@@ -23,6 +23,7 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from .units import format_duration, format_size, parse_duration, parse_size
@@ -87,16 +88,25 @@ class _Location(_Strict):
         return value
 
 
+class SlotSize(_Strict):
+    """The size of the pool's reserved notebook slots (docs/htcondor.md)."""
+
+    cores: PositiveInt = 1
+    memory: Size
+
+
 class FastPath(_Location):
     """HTCondor fast path: reserved notebook slots matched by a dedicated negotiator.
 
-    ``schedd``/``pool`` name where fast-path jobs go, when not the profile's own.
+    ``schedd``/``pool`` name where fast-path jobs go, when not the profile's own. ``slot``:
+    the reserved slots' size; a profile that asks more could never use them.
     """
 
     enabled: bool = True
     slot_attribute: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "IsJupyterSlot"
     timeout: Duration = 30
     fallback: bool = True
+    slot: SlotSize | None = None
 
 
 class HTCondorOptions(_Location):
@@ -136,6 +146,15 @@ class Profile(_Strict):
             raise ValueError(f"'{value}' is not a partition name (letters, digits, -_.,)")
         return value
 
+    @model_validator(mode="after")
+    def _fits_the_fast_path(self) -> Profile:
+        fast = self.htcondor.fast_path
+        if fast is not None and fast.enabled and fast.slot is not None:
+            problem = fast_path_misfit(self, fast.slot.cores, fast.slot.memory)
+            if problem:
+                raise ValueError(problem + " (htcondor.fast_path.slot)")
+        return self
+
     @property
     def fast_path_enabled(self) -> bool:
         fast = self.htcondor.fast_path
@@ -150,6 +169,17 @@ class Profile(_Strict):
         if not self.groups and not self.users:
             return True
         return user in self.users or bool(set(self.groups) & set(groups))
+
+
+def fast_path_misfit(profile: Profile, cores: int, memory: int) -> str:
+    """Why ``profile`` can never match a reserved slot of ``cores``/``memory`` ('' if it can)."""
+    asks = profile.resources
+    if asks.cores <= cores and asks.memory <= memory:
+        return ""
+    return (f"it asks {asks.cores} core(s) and {format_size(asks.memory)} but the reserved "
+            f"notebook slots have {cores} and {format_size(memory)}: it could "
+            "never start on the fast path (every spawn would wait for the fall-back); ask at "
+            "most the slots' size or drop fast_path")
 
 
 class ProfileError(Exception):
@@ -244,7 +274,7 @@ def _message(err: Any) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
     if kind == "literal_error":
         msg = f"'{err['input']}' is not allowed; {msg[0].lower()}{msg[1:]}"
-    return f"field '{loc}': {msg}"
+    return f"field '{loc}': {msg}" if loc else msg
 
 
 def parse_profiles(text: str, path: str = "profiles.yaml") -> ProfileSet:

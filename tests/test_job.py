@@ -21,7 +21,7 @@ from hpcspawner import registry
 from hpcspawner.backends.base import Backend, JobInfo, JobState, SubmitRequest
 from hpcspawner.backends.htcondor import HTCondorBackend
 from hpcspawner.backends.slurm import SlurmBackend
-from hpcspawner.commands import Result
+from hpcspawner.commands import CommandError, Result
 from hpcspawner.job import BatchJob, JobContext, JobFailed
 from hpcspawner.jobspec import JobBuilder
 from hpcspawner.poller import Poller
@@ -58,6 +58,7 @@ class Scripted(Backend):
         self.rescheduled: list[str] = []
         self.commands: list[tuple[list[str], str | None]] = []
         self.hold_submit: asyncio.Event | None = None
+        self.submit_error: CommandError | None = None
 
     def set(self, job_id: str, state: JobState, host: str = "", reason: str = "") -> None:
         old = self.jobs[job_id]
@@ -65,13 +66,15 @@ class Scripted(Backend):
                                     user=old.user, tag=old.tag)
 
     async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
-                      hint: str = "", timeout: float = 60.0) -> Result:
+                      hint: str = "") -> Result:
         self.commands.append((argv, input))
         return Result(argv, 0, "", "")
 
     async def submit(self, request: SubmitRequest) -> str:
         if self.hold_submit is not None:
             await self.hold_submit.wait()
+        if self.submit_error is not None:
+            raise self.submit_error
         self.submitted.append(request)
         job_id = str(len(self.submitted))
         tag = next(line.split("=", 1)[1].strip().strip('"') for line in
@@ -205,6 +208,33 @@ def test_a_job_that_ends_while_starting_says_where_its_output_is(tmp_path: Path)
             "~/.hpcspawner/logs/default-1.log. Job id for support: 1.")
         assert BatchJob.from_state(job.to_state(), world.ctx("slurm"), ME).log_file == \
             "~/.hpcspawner/logs/default-1.log"
+        world.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(("stderr", "says"), [
+    ("\nERROR: Can't access executable file /nonexistent/python3: No such file or directory",
+     "refused the job for 'Fast — 1 core, 1 GiB, 1 h': the site's configuration"),
+    ("sbatch: error: Batch job submission failed: Invalid partition name specified",
+     "refused the job"),
+    ("\nERROR: Can't find address of local schedd", "Try again in a minute"),
+    ("sbatch: error: Batch job submission failed: Unable to contact slurm controller "
+     "(connect failure)", "Try again in a minute"),
+])
+def test_a_refusal_is_a_configuration_problem_and_only_an_outage_says_try_again(
+        tmp_path: Path, stderr: str, says: str) -> None:
+    world = World(tmp_path)
+    sched = world.backends["htcondor"]
+    sched.submit_error = CommandError(["condor_submit", "-terse"], 1, stderr)
+
+    async def scenario() -> None:
+        job = world.job("htcondor")
+        with pytest.raises(JobFailed) as failed:
+            await job.submit(world.builder, profile("fast"), TOKEN)
+        assert says in failed.value.message
+        assert stderr.strip() in failed.value.log_message  # the admin reads the scheduler
+        assert sched.removed() == sched.token_writes(), "the token file must go"
         world.close()
 
     run(scenario())

@@ -128,8 +128,8 @@ def test_templates_are_strict_about_undefined_names(tmp_path: Path,
 HTCONDOR_PROFILES = REPO / "docs/examples/profiles-htcondor.yaml"
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "regular-pool"])
-@pytest.mark.parametrize("profile", ["small", "medium", "large"])
+@pytest.mark.parametrize(("profile", "fast"), [
+    ("quick", True), ("quick", False), ("small", False), ("medium", False), ("large", False)])
 def test_golden_htcondor_submit_descriptions(profile: str, fast: bool,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     extra = [] if fast else ["--no-fast-path"]

@@ -165,6 +165,19 @@ class Backend(LoggingConfigurable):
         """Ask accounting/history why jobs that left the queue ended (best effort)."""
         return {}
 
+    # words of a scheduler that did not answer (a refusal names what is wrong instead)
+    UNREACHABLE = ("no answer within", "Unable to contact", "Socket timed out",
+                   "temporarily unable", "Resource temporarily unavailable",
+                   "Can't find address", "Failed to connect", "Connection refused",
+                   "not answering")
+
+    def transient(self, exc: CommandError) -> bool:
+        """Whether a failed command may work if tried again (the scheduler did not answer),
+        rather than a refusal that only a change of configuration can fix."""
+        if exc.returncode is None:
+            return True
+        return any(word in exc.stderr for word in self.UNREACHABLE)
+
     def tools_dir(self) -> str:
         """Where the scheduler's own commands are, when configured by absolute path ('' =
         sudo's PATH); the helper runs them from there only if root owns the directory."""

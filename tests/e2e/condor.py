@@ -30,6 +30,20 @@ class Condor:
         return subprocess.run([*prefix, self.tool(args[0]), *args[1:]], capture_output=True,
                               text=True, check=False)
 
+    def main_cycle(self) -> float:
+        """Seconds between two cycles of the regular negotiator, as this pool is configured
+        (tests wait for events with deadlines derived from it, never a fixed guess)."""
+        if self.kind == "standin":
+            words = (STANDIN_BIN.parent / "standin.conf").read_text().split()
+            return float(words[words.index("--main-cycle") + 1])
+        # HTCondor's defaults when the configuration does not set them (docs/htcondor.md)
+        cycle = {"NEGOTIATOR_INTERVAL": 60.0, "NEGOTIATOR_CYCLE_DELAY": 20.0}
+        for knob in cycle:
+            out = self.run("condor_config_val", knob)
+            if out.returncode == 0 and out.stdout.strip():
+                cycle[knob] = float(out.stdout.strip())
+        return max(cycle.values())
+
     def jobs(self, hub_id: str) -> list[dict[str, object]]:
         """Live jobs (in condor_q) tagged by this hub."""
         out = self.run("condor_q", "-all", "-constraint", "HPCSpawner =?= true", "-json",

@@ -288,3 +288,22 @@ def test_a_hung_sbatch_is_ended_with_its_sudo_and_its_job_does_not_linger(
     hub.wait_ready("bob")
     wait_for("no job of alice's to be left", lambda: not [
         j for j in live_jobs(hub) if j["user"] == "alice"], timeout=40)
+
+
+def test_cluster_down_ends_a_running_notebook_and_its_job_step(
+        make_hub: Callable[..., Hub]) -> None:
+    """`scripts/demo stop` leaves servers running as jobs (as a real hub does); the local
+    cluster's `cluster-down` must end them, not leave job steps and servers behind."""
+    hub = make_hub(FAULT_PROFILES).start()
+    assert hub.spawn("alice", {"profile": "small"}).status_code in (201, 202)
+    port = hub.server_port("alice") if hub.wait_ready("alice") else 0
+    hub.stop()  # like `scripts/demo stop`: the server keeps running in its job
+    assert procs("slurmstepd"), "the notebook's job step is not running"
+    try:
+        subprocess.run([str(REPO / "scripts/cluster-down")], check=True, capture_output=True)
+        assert procs("slurmstepd") == []
+        listening = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True,
+                                   text=True, check=True).stdout
+        assert listening == "", f"alice's server still listens: {listening}"
+    finally:
+        subprocess.run([str(REPO / "scripts/cluster-up")], check=True, capture_output=True)

@@ -467,8 +467,8 @@ def test_condor_rm_kills_the_job(standin: Standin, workdir: Path) -> None:
     assert pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name == "alice"
     r = standin.run("condor_rm", job, user="alice")
     assert r.out == f"All jobs in cluster {job} have been marked for removal\n"
-    assert standin.status(job) == 0
     wait_for("the job process to die", lambda: not Path(f"/proc/{pid}").exists(), 3)
+    wait_for("the job to leave the queue", lambda: standin.status(job) == 0, 3)
 
 
 def test_condor_rm_sigkills_a_job_ignoring_sigterm(standin: Standin, workdir: Path) -> None:
@@ -479,18 +479,38 @@ def test_condor_rm_sigkills_a_job_ignoring_sigterm(standin: Standin, workdir: Pa
     assert standin.run("condor_rm", job, user="alice").rc == 0
     time.sleep(2)  # not synchronisation: the job must still be alive 2 s after SIGTERM
     assert Path(f"/proc/{pid}").exists()
+    # as on a real pool: removed (3) but still in the queue, not yet in the history
+    assert standin.status(job) == 3
+    assert standin.history(job, "ClusterId") == {}
     wait_for("SIGKILL after 5 s", lambda: not Path(f"/proc/{pid}").exists(), 6)
+    wait_for("the job in the history", lambda: standin.history(job, "JobStatus"), 3)
+    assert standin.status(job) == 0
 
 
-def test_hold_reason_for_missing_executable(standin: Standin) -> None:
-    job = standin.submit("executable = /no/such/program\n" + JUPYTER)
+def test_a_missing_executable_is_refused_at_submit(standin: Standin) -> None:
+    """As the real condor_submit does (../shared/htcondor-reference/
+    submit_missing_executable.txt): exit 1, nothing on stdout, nothing queued."""
+    before = standin.run("condor_q", "-all", "-af", "ClusterId", user="alice").out
+    r = standin.run("condor_submit", "-terse", user="alice",
+                    stdin="executable = /nonexistent/python3\nshould_transfer_files = NO\n"
+                          "queue\n")
+    assert (r.out, r.err, r.rc) == ("", "\nERROR: Can't access executable file "
+                                        "/nonexistent/python3: No such file or directory\n", 1)
+    assert standin.run("condor_q", "-all", "-af", "ClusterId", user="alice").out == before
+
+
+def test_hold_reason_for_an_executable_that_cannot_run(
+        standin: Standin, workdir: Path, users: dict[str, pwd.struct_passwd]) -> None:
+    """It exists (so condor_submit takes it) but may not be executed: held at start."""
+    program = write_as(users["alice"], workdir / "not-a-program", "data\n", mode=0o644)
+    job = standin.submit(f"executable = {program}\n" + JUPYTER)
     standin.wait_status(job, 5, FAST_CYCLE + 3)
     r = standin.run("condor_q", job, "-json", "-attributes",
                     "JobStatus,HoldReason,HoldReasonCode,HoldReasonSubCode", user="alice")
     ad = json.loads(r.out)[0]
     assert ad["HoldReason"] == (f"Error from slot2_1@{HOST}: Failed to execute "
-                                "'/no/such/program': (errno=2: 'No such file or directory')")
-    assert (ad["HoldReasonCode"], ad["HoldReasonSubCode"], ad["JobStatus"]) == (6, 2, 5)
+                                f"'{program}': (errno=13: 'Permission denied')")
+    assert (ad["HoldReasonCode"], ad["HoldReasonSubCode"], ad["JobStatus"]) == (6, 13, 5)
     assert standin.run("condor_rm", job, user="alice").rc == 0
 
 

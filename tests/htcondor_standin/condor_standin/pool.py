@@ -286,6 +286,9 @@ class Pool:
                 startd.signal_group(proc.popen.pid, signal.SIGKILL)
                 startd.remove_scratch(proc.scratch)
                 self.dying.remove(proc)
+                if proc.removed is not None and proc.removed in self.queue.jobs:
+                    self.queue.remove_to_history(proc.removed)
+                    self.queue.save()
             elif proc.kill_at is not None and now >= proc.kill_at:
                 startd.signal_group(proc.popen.pid, signal.SIGKILL)
                 proc.kill_at = None
@@ -316,14 +319,15 @@ class Pool:
             self.queue.remove_to_history(key)
             self.queue.save()
 
-    def _stop_process(self, key: JobKey) -> None:
+    def _stop_process(self, key: JobKey) -> startd.RunningProc | None:
         self.queue.pids.pop(key_text(key), None)
         proc = self.running.pop(key, None)
         if proc is None:
-            return
+            return None
         self.startd.release(proc.slot)
         startd.terminate(proc)
         self.dying.append(proc)
+        return proc
 
     # ------------------------------------------------------------ actions
 
@@ -337,9 +341,17 @@ class Pool:
     def remove_job(self, key: JobKey, reason: str) -> None:
         ad = self.queue.jobs[key]
         now = int(time.time())
-        self._stop_process(key)
+        proc = self._stop_process(key)
         schedd.mark_removed(ad, reason, now)
-        self.queue.remove_to_history(key)
+        # As a real schedd: in condor_q (JobStatus 3) until its processes have exited. A job
+        # that goes at once on SIGTERM (a `sleep`) is in the history a moment later.
+        deadline = time.monotonic() + 0.3
+        while proc is not None and proc.popen.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if proc is None or proc.popen.poll() is not None:
+            self.queue.remove_to_history(key)
+        else:
+            proc.removed = key
         self.queue.save()
 
     def release_job(self, key: JobKey) -> None:
@@ -365,7 +377,7 @@ class Pool:
             if status == 5 and self._fires(ad, "PeriodicRelease"):
                 self.release_job(key)
                 status = 1
-            if self._fires(ad, "PeriodicRemove"):
+            if status != 3 and self._fires(ad, "PeriodicRemove"):
                 self.remove_job(key, self._policy_reason(ad, "PeriodicRemove"))
 
     @staticmethod

@@ -26,8 +26,9 @@ PSLOT_CPUS = 8
 PSLOT_MEMORY = 64000
 PSLOT_GPUS = 0
 PSLOT_DISK = 77383536
-JUPYTER_CPUS = 2
-JUPYTER_MEMORY = 49152
+# the reserved notebook slots of docs/htcondor.md (the real test pool's layout, scripts/condor-pool)
+JUPYTER_CPUS = 1
+JUPYTER_MEMORY = 1536
 LAUNCH_TIMEOUT = 30.0   # seconds the launcher may take to copy inputs and exec
 
 
@@ -253,6 +254,7 @@ class RunningProc:
     slot: str
     scratch: str
     kill_at: float | None = None   # SIGKILL deadline after a SIGTERM
+    removed: tuple[int, int] | None = None  # its job, removed: to the history once it exits
 
 
 def make_scratch(execute_dir: str) -> str:

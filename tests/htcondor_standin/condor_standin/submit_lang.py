@@ -345,6 +345,11 @@ def make_job_ad(stmts: list[Statement], upto: int, ctx: SubmitContext, proc: int
     if not exe:
         raise SubmitError("ERROR: No 'executable' parameter was provided\n")
     cmd = _full_path(exe, iwd)
+    if not os.path.exists(cmd):
+        # condor_submit checks the executable on the submit host: refused, never queued
+        # (reference: submit_missing_executable.txt)
+        raise SubmitError(f"\nERROR: Can't access executable file {cmd}: No such file or "
+                          "directory\n")
     exe_kb = _file_size_kb(cmd)
 
     job["ClusterId"] = ctx.cluster
