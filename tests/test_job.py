@@ -66,7 +66,7 @@ class Scripted(Backend):
                                     user=old.user, tag=old.tag)
 
     async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
-                      hint: str = "") -> Result:
+                      hint: str = "", timeout: float | None = None) -> Result:
         self.commands.append((argv, input))
         return Result(argv, 0, "", "")
 

@@ -104,9 +104,16 @@ class Backend(LoggingConfigurable):
 
     command_timeout = Float(
         60.0,
-        help="""Seconds a scheduler command (submit, query, cancel, the helper) may take; then
-        it and everything it started (sudo's child included) is ended and the attempt counts
-        as failed (a query: the scheduler is not answering; a submit: the user is told).""",
+        help="""Seconds a scheduler command (submit, query) may take; then it and everything
+        it started (sudo's child included) is ended and the attempt counts as failed (a
+        query: the scheduler is not answering; a submit: the user is told).""",
+    ).tag(config=True)
+
+    helper_timeout = Float(
+        60.0,
+        help="""Seconds hpcspawner-helper (token files; a cancel, which asks the scheduler
+        first) may take. Separate from command_timeout: a slow scheduler must not leave a
+        token file behind.""",
     ).tag(config=True)
 
     @default("helper")
@@ -114,9 +121,10 @@ class Backend(LoggingConfigurable):
         return os.path.join(os.path.dirname(sys.executable), "hpcspawner-helper")
 
     async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
-                      hint: str = "") -> Result:
+                      hint: str = "", timeout: float | None = None) -> Result:
         return await run_command([*expand_prefix(self.run_as_prefix, username), *argv],
-                                 input=input, hint=hint, timeout=self.command_timeout)
+                                 input=input, hint=hint,
+                                 timeout=self.command_timeout if timeout is None else timeout)
 
     async def as_hub(self, argv: list[str], *, check: bool = True) -> Result:
         return await run_command([*self.query_prefix, *argv], timeout=self.command_timeout,
@@ -190,7 +198,7 @@ class Backend(LoggingConfigurable):
         try:
             return await self.as_user(username, [self.helper, *args], input=input,
                                       hint="the hub may run hpcspawner-helper as the user "
-                                      "(sudoers, docs/install.md)")
+                                      "(sudoers, docs/install.md)", timeout=self.helper_timeout)
         except CommandError as exc:
             if exc.returncode == 2 and "refused" in exc.stderr:
                 raise BackendError(str(exc)) from None

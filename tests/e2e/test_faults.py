@@ -275,13 +275,14 @@ def test_a_hung_sbatch_is_ended_with_its_sudo_and_its_job_does_not_linger(
     hub = make_hub(FAULT_PROFILES, extra_config="c.SlurmBackend.command_timeout = 3\n"
                                                 "c.HPCSpawner.orphan_grace = 2\n").start()
     pid = int(Path("/run/hpcspawner-cluster/slurmctld.pid").read_text().strip())
+    tokens_before = set(Path("/home/alice/.hpcspawner").glob("*.token"))
     os.kill(pid, signal.SIGSTOP)
     try:
         response = hub.spawn("alice", {"profile": "small"})
         assert response.status_code in (500, 503), response.text
         assert "did not accept the job" in response.json()["message"]
         wait_for("sbatch and its sudo to be gone", lambda: procs("sbatch") == [], timeout=3)
-        assert list(Path("/home/alice/.hpcspawner").glob("*.token")) == []
+        assert set(Path("/home/alice/.hpcspawner").glob("*.token")) <= tokens_before
     finally:
         os.kill(pid, signal.SIGCONT)
     assert hub.spawn("bob", {"profile": "small"}).status_code in (201, 202)  # starts polling
@@ -307,3 +308,28 @@ def test_cluster_down_ends_a_running_notebook_and_its_job_step(
         assert listening == "", f"alice's server still listens: {listening}"
     finally:
         subprocess.run([str(REPO / "scripts/cluster-up")], check=True, capture_output=True)
+
+
+def test_a_tagged_job_of_a_cluster_user_who_is_not_a_hub_user_is_left_alone(
+        make_hub: Callable[..., Hub]) -> None:
+    """carol has a shell on the cluster but no account on this hub; her job carries the hub's
+    tag with her own name (owner = tag user). The hub never cancels it and says so once."""
+    hub = make_hub(FAULT_PROFILES, users=("alice", "bob")).start()
+    out = subprocess.run(
+        ["sudo", "-u", "carol", "sbatch", "--parsable", "--job-name=jupyterhub",
+         f"--comment=hpcspawner:{hub.hub_id}:carol:", "--output=/dev/null", "--wrap",
+         "sleep 300"], check=True, capture_output=True, text=True)
+    job_id = out.stdout.strip()
+    try:
+        hub.spawn("alice", {"profile": "small"})  # any spawner starts the poller
+        hub.wait_ready("alice")
+        said = f"job {job_id} carries this hub's tag but 'carol' is not a user of this hub"
+        wait_for("the hub to say it leaves carol's job alone", lambda: said in hub.log(),
+                 timeout=40)
+        watch_until = time.monotonic() + 2 * 5 + 5  # two more sweeps (orphan_grace 5 s)
+        while time.monotonic() < watch_until:
+            assert job_id in {j["id"] for j in live_jobs(hub)}, "carol's job was cancelled"
+            time.sleep(1)
+        assert hub.log().count(said) == 1
+    finally:
+        subprocess.run(["scancel", job_id], check=False)

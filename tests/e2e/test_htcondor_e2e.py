@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import REPO
 from tests.e2e.condor import Condor, find_condor
 from tests.hubtools import Hub, listener_user, squeue, wait_for
 
@@ -390,4 +391,23 @@ def test_held_job_shows_the_hold_reason_and_does_not_linger(
         wait_for("the held job to be removed", lambda: condor.jobs(hub.hub_id) == [],
                  timeout=30)
     finally:
+        hub.stop()
+
+
+def test_the_docs_example_fast_profile_starts_on_the_fast_path_not_by_fall_back(
+        make_hub: Callable[..., Hub], condor: Condor) -> None:
+    """docs/examples/profiles-htcondor.yaml's 'quick' profile with the pool layout of
+    docs/htcondor.md (the real pool is configured from it): a reserved slot, no fall-back."""
+    profiles = (REPO / "docs/examples/profiles-htcondor.yaml").read_text()
+    hub = make_hub(profiles, extra_config=condor.hub_config()).start()
+    try:
+        assert hub.spawn("alice", {"profile": "quick"}).status_code in (201, 202)
+        hub.wait_ready("alice", timeout=60)
+        log = hub.log()
+        assert "to the reserved notebook slots (fast path)" in log
+        assert "No reserved notebook slot" not in log
+        [job] = condor.jobs(hub.hub_id)
+        assert job.get("HPCSpawnerFastPath") is True and job["JobStatus"] == 2
+    finally:
+        hub.stop_server("alice")
         hub.stop()
