@@ -66,3 +66,55 @@ def test_sudoers_refuses_a_command_that_is_not_an_absolute_path(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["sudoers", "--submit", "sbatch"]) == 1
     assert "absolute path" in capsys.readouterr().err
+
+
+FAST_PROFILES = """
+profiles:
+  - name: quick
+    backend: htcondor
+    resources: {cores: 1, memory: 1536MiB, runtime: 1h}
+    htcondor: {fast_path: {timeout: 30s}}
+  - name: big
+    backend: htcondor
+    resources: {cores: 1, memory: 12GiB, runtime: 1h}
+    htcondor: {fast_path: {timeout: 30s}}
+"""
+
+
+def fake_condor_status(tmp_path: Path, output: str) -> str:
+    """A condor_status that prints ``output`` for the reserved-slot query (Cpus Memory)."""
+    tool = tmp_path / "condor_status"
+    tool.write_text(f"#!/bin/sh\nprintf '{output}'\n")
+    tool.chmod(0o755)
+    return str(tool)
+
+
+def test_check_warns_when_a_fast_path_profile_cannot_fit_the_reserved_slots(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "profiles.yaml").write_text(FAST_PROFILES)
+    status = fake_condor_status(tmp_path, "1 1536\\n1 1536\\n")
+    assert cli_main(["check", str(tmp_path / "profiles.yaml"), "--condor-status", status]) == 0
+    err = capsys.readouterr().err
+    assert "profile 'quick'" not in err
+    assert (f"warning: {tmp_path / 'profiles.yaml'}: profile 'big': it asks 1 core(s) and "
+            "12GiB but the reserved notebook slots have 1 and 1536MiB: it could never start "
+            "on the fast path") in err
+
+
+def test_check_says_nothing_of_the_pool_when_condor_status_does_not_answer(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "profiles.yaml").write_text(FAST_PROFILES)
+    code = cli_main(["check", str(tmp_path / "profiles.yaml"), "--condor-status",
+                     str(tmp_path / "no-such-tool")])
+    assert code == 0 and capsys.readouterr().err == ""
+
+
+def test_a_fast_path_slot_size_the_profile_exceeds_is_an_error_with_file_and_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "profiles.yaml").write_text(FAST_PROFILES.replace(
+        "htcondor: {fast_path: {timeout: 30s}}\n", "htcondor: {fast_path: {timeout: 30s, "
+        "slot: {cores: 1, memory: 1536MiB}}}\n"))
+    assert cli_main(["check", str(tmp_path / "profiles.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "profiles.yaml:7: profile 'big': it asks 1 core(s) and 12GiB but the reserved " in err
+    assert "profile 'quick'" not in err
