@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from hpcspawner.backends.base import JobState
+import asyncio
+
+import pytest
+
+from hpcspawner.backends.base import BackendError, JobState, SubmitRequest
 from hpcspawner.backends.slurm import (
     SQUEUE_FIELDS,
+    SlurmBackend,
     parse_sacct,
     parse_squeue,
+    private_jobs,
     slurm_state,
     squeue_format,
 )
+from hpcspawner.commands import Result
+from hpcspawner.profiles import parse_profiles
 
 FRAME = ("f00dfeed0badcafe", "0123456789abcdef")
 
@@ -94,3 +102,27 @@ def test_sacct_says_why_a_job_that_left_the_queue_ended() -> None:
     assert jobs["106"].exit_code == 2
     assert jobs["108"].reason == "the node running the job failed"
     assert "109" not in jobs  # still running: not an explanation of an end
+
+
+def test_sbatch_printing_no_job_id_is_a_clear_error_not_a_crash() -> None:
+    """sbatch exiting 0 with only whitespace (a broken wrapper, a site's submit filter)."""
+
+    class Quiet(SlurmBackend):
+        async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
+                          hint: str = "", timeout: float | None = None) -> Result:
+            return Result(argv, 0, "  \n\n", "")
+
+    profile = parse_profiles("profiles:\n  - name: small\n    resources: {memory: 1GiB, "
+                             "runtime: 1h}\n").profiles[0]
+    request = SubmitRequest(script="#!/bin/bash\n", username="alice", profile=profile)
+    with pytest.raises(BackendError, match="sbatch printed no job id"):
+        asyncio.run(Quiet().submit(request))
+
+
+def test_private_data_hides_jobs_only_when_it_names_jobs_or_all() -> None:
+    config = "MinJobAge               = 300 sec\nPrivateData             = {}\nProctrackType = x\n"
+    assert private_jobs(config.format("jobs,usage"))
+    assert private_jobs(config.format("all"))
+    assert not private_jobs(config.format("none"))
+    assert not private_jobs(config.format("usage,users"))
+    assert not private_jobs("")
