@@ -15,10 +15,18 @@ from .profiles import Profile
 from .render import render_template
 from .units import mebibytes, slurm_time
 
+TAG_ROOT = "hpcspawner:"  # what every tag starts with
+
 
 def job_tag(hub_id: str, username: str, server_name: str) -> str:
     """The tag on every job (SLURM comment, HTCondor attribute): which hub, user and server."""
-    return f"hpcspawner:{hub_id}:{username}:{server_name}"
+    return f"{TAG_ROOT}{hub_id}:{username}:{server_name}"
+
+
+def tag_user(tag: str) -> str:
+    """The user a tag names (``hpcspawner:HUB:USER:SERVER``); '' if it is not one."""
+    parts = tag.split(":", 3)
+    return parts[2] if len(parts) == 4 and f"{parts[0]}:" == TAG_ROOT else ""
 
 
 @dataclass(frozen=True)

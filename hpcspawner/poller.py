@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from .backends.base import Backend, BackendError, JobInfo, JobState
 from .commands import CommandError
+from .jobspec import TAG_ROOT, tag_user
 
-TAG_ROOT = "hpcspawner:"  # what every tag starts with (jobspec.job_tag)
 log = logging.getLogger("hpcspawner.poller")  # default; spawners pass the hub's logger
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -48,12 +48,6 @@ class _Cancel:
     username: str
     tag: str
     attempts: int = 0
-
-
-def tag_user(tag: str) -> str:
-    """The user a tag names (``hpcspawner:HUB:USER:SERVER``); '' if it is not one."""
-    parts = tag.split(":", 3)
-    return parts[2] if len(parts) == 4 and parts[0] == "hpcspawner" else ""
 
 
 class Poller:
