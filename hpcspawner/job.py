@@ -198,6 +198,16 @@ class BatchJob:
     # -- wait -------------------------------------------------------------------------------
     async def wait(self, profile: Profile | None, builder: JobBuilder | None,
                    token: str | None) -> tuple[str, int]:
+        """Follow the job until its launcher reports; a job that failed (held, timed out,
+        ended) leaves no token file behind: the launcher that would delete it never ran."""
+        try:
+            return await self._wait(profile, builder, token)
+        except JobFailed:
+            await self.remove_secret()
+            raise
+
+    async def _wait(self, profile: Profile | None, builder: JobBuilder | None,
+                    token: str | None) -> tuple[str, int]:
         """Follow the job until its launcher reports; time out, fall back or fail on the way.
 
         ``profile`` None (it was removed from profiles.yaml since): just wait, no limits.

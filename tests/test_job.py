@@ -266,6 +266,8 @@ def test_hold_timeout_removes_a_held_job_and_says_why(tmp_path: Path) -> None:
         with pytest.raises(JobFailed, match="put on hold and removed: disk full"):
             await job.wait(held, world.builder, TOKEN)
         assert world.backends["htcondor"].cancelled == ["1"]
+        sched = world.backends["htcondor"]
+        assert sched.removed() == sched.token_writes(), "the unread token file must go"
         world.close()
 
     run(scenario())

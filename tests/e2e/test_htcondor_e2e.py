@@ -4,6 +4,7 @@ negotiator cycle) or, unchanged, against a real pool (HPCSPAWNER_REAL_CONDOR=1).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -58,6 +59,10 @@ def condor(request: pytest.FixtureRequest) -> Condor:
 def condor_hub(make_hub: Callable[..., Hub], condor: Condor) -> Iterator[Hub]:
     hub = make_hub(PROFILES, extra_config=condor.hub_config())
     yield hub
+    if hub.proc is not None:  # stop servers as a user would: the hub cleans up after them
+        for user in hub.users:
+            with contextlib.suppress(Exception):
+                hub.stop_server(user)
     hub.stop()
     for job in condor.jobs(hub.hub_id):
         condor.run("condor_rm", str(job["ClusterId"]))
