@@ -1,7 +1,9 @@
 """`hpcspawner-helper`: the one program besides the scheduler's submit command that the hub's
 account may run as a user (through sudo). It does three fixed things and refuses the rest:
 
-    hpcspawner-helper write-token DIR NAME           the secrets on stdin -> DIR/NAME, mode 0600
+    hpcspawner-helper write-token DIR NAME           the secrets on stdin -> DIR/NAME, mode 0600;
+                                                     older hand-off files of the same server
+                                                     (SERVER-<16 hex>.token) are removed
     hpcspawner-helper remove-token DIR NAME          remove DIR/NAME
     hpcspawner-helper cancel BACKEND JOB_ID TAG [--bin-dir DIR]
                                                      cancel the job, if it is this user's and
@@ -32,6 +34,7 @@ import sys
 from collections.abc import Sequence
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\.token$")
+SUBMISSION_RE = re.compile(r"^(?P<server>.+)-[0-9a-f]{16}\.token$")  # jobspec.secret_path
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{8,4096}$")
 ENVNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_SECRETS = 65536
@@ -120,8 +123,23 @@ def write_token(directory: str, name: str, text: str) -> None:
                      dir_fd=dfd)
         with os.fdopen(fd, "w") as out:
             out.write(content)
+        remove_older_submissions(dfd, name)
     finally:
         os.close(dfd)
+
+
+def remove_older_submissions(dfd: int, name: str) -> None:
+    """A server has one job at a time and its launcher deletes the file it reads, so another
+    hand-off file of the same server belongs to a submission that never ran (e.g. a hub killed
+    between the scheduler taking the job and recording it): remove it."""
+    mine = SUBMISSION_RE.match(name)
+    if mine is None:
+        return
+    for entry in os.listdir(dfd):
+        other = SUBMISSION_RE.match(entry)
+        if entry != name and other is not None and other["server"] == mine["server"]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry, dir_fd=dfd)
 
 
 def remove_token(directory: str, name: str) -> None:

@@ -46,6 +46,20 @@ def test_write_token_makes_a_private_dir_logs_and_a_0600_file(home: Path) -> Non
     helper.remove_token(str(job_dir), "default-0123.token")  # gone already: fine
 
 
+def test_a_new_hand_off_file_removes_the_same_servers_older_ones_only(home: Path) -> None:
+    """A hub killed between the scheduler taking a job and recording it leaves that job's file;
+    the server's next submission removes it, and touches nothing else."""
+    job_dir = home / ".hpcspawner"
+    helper.write_token(str(job_dir), "default-00000000000000aa.token", SECRETS)
+    helper.write_token(str(job_dir), "gpu-00000000000000bb.token", SECRETS)
+    (job_dir / "notes.token").write_text("mine")
+    (job_dir / "default-0000000000000cc.token").write_text("not a submission name")
+    helper.write_token(str(job_dir), "default-00000000000000dd.token", SECRETS)
+    assert sorted(p.name for p in job_dir.glob("*.token")) == [
+        "default-00000000000000dd.token", "default-0000000000000cc.token",
+        "gpu-00000000000000bb.token", "notes.token"]
+
+
 @pytest.mark.parametrize(("directory", "name", "why"), [
     ("/etc", "x.token", "not inside the home"),
     ("{home}/../other", "x.token", "normalised"),

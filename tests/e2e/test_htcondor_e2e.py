@@ -287,6 +287,9 @@ def test_a_fast_path_job_queued_across_a_hub_restart_falls_back_at_its_first_dea
         [fast] = wait_for("the fast-path job", lambda: condor.jobs(hub.hub_id), timeout=15,
                           interval=0.1)
         assert fast.get("HPCSpawnerFastPath") is True
+        # the schedd lists a job before condor_submit returns: kill the hub once it recorded it
+        wait_for("the hub to record the job", lambda: f"Submitted job {fast['ClusterId']} "
+                 in hub.log(), timeout=15, interval=0.05)
         hub.kill9()
         hub.start()
         restarted = time.monotonic() - started
