@@ -7,12 +7,16 @@ in with one shared password. A real site keeps its own authenticator (PAM, LDAP,
 import os
 from pathlib import Path
 
+import hpcspawner
+
 here = Path(__file__).resolve().parent
 c = get_config()  # noqa: F821  (provided by JupyterHub)
 
 c.JupyterHub.spawner_class = "hpcspawner"
 c.HPCSpawner.profiles_path = os.environ.get("HPCSPAWNER_PROFILES", str(here / "profiles.yaml"))
 c.Spawner.default_url = "/lab"
+c.JupyterHub.allow_named_servers = True  # e.g. a notebook and a remote desktop at once
+c.JupyterHub.template_paths = [hpcspawner.hub_templates()]  # each server's profile on /hub/home
 
 c.JupyterHub.bind_url = os.environ.get("HPCSPAWNER_DEMO_URL", "http://127.0.0.1:8000")
 c.JupyterHub.hub_port = int(os.environ.get("HPCSPAWNER_DEMO_HUB_PORT", "8081"))

@@ -5,10 +5,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["HPCSpawner", "__version__"]
+__all__ = ["HPCSpawner", "__version__", "hub_templates"]
 
 if TYPE_CHECKING:
     from .spawner import HPCSpawner
+
+
+def hub_templates() -> str:
+    """The directory of hpcspawner's JupyterHub page templates (the home page lists each
+    server's profile):  ``c.JupyterHub.template_paths = [hpcspawner.hub_templates()]``."""
+    from .render import package_templates
+
+    return str(package_templates() / "jupyterhub")
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from . import registry
+from .apps import ScriptError, check_script_path, launch_for
 from .jobspec import JobBuilder
 from .profiles import Profile, ProfileError, fast_path_misfit, load_profiles
 from .render import RenderError
@@ -25,7 +26,9 @@ def check(path: str, condor_status: str = "condor_status") -> int:
     for p in profiles.profiles:
         mark = " (default)" if p is profiles.default else ""
         where = f"partition {p.partition}" if p.partition else p.backend
-        print(f"{p.name}: {p.title} — {p.backend}, {where}{mark}")
+        app = "" if p.app.name == "notebook" else f", app {p.app.name}" + (
+            " (the user names the script)" if p.app.user_script else "")
+        print(f"{p.name}: {p.title} — {p.backend}, {where}{app}{mark}")
         for warning in fast_path_warnings(p, condor_status):
             print(f"warning: {path}: profile '{p.name}': {warning}", file=sys.stderr)
     print(f"{path}: {len(profiles.profiles)} profiles OK")
@@ -77,10 +80,18 @@ def render(args: argparse.Namespace) -> int:
         "JUPYTERHUB_SERVER_NAME": args.server,
         "JUPYTERHUB_SERVICE_PREFIX": prefix,
     }
+    try:
+        script_path = check_script_path(args.script, home) if args.script else ""
+        launch = launch_for(profile, profiles.apps, args.python, script_path)
+    except ScriptError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if launch.url:
+        env["JUPYTERHUB_DEFAULT_URL"] = launch.url
     builder = JobBuilder(
         username=args.user, server_name=args.server, home=home, job_dir=job_dir,
         hub_id=args.hub_id, python=args.python, cmd=args.cmd or ["jupyterhub-singleuser"],
-        env=env, template_dirs=tuple(args.template_dir or ()),
+        env=env, template_dirs=tuple(args.template_dir or ()), launch=launch,
     )
     try:
         _, script = builder.render(
@@ -149,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_render.add_argument("--submission", default="SUBMISSION",
                           help="the submission nonce to show (a spawn makes a random one)")
     p_render.add_argument("--template-dir", action="append")
+    p_render.add_argument("--script", default="",
+                          help="a dashboard profile's script, as the user names it")
     p_render.add_argument("--no-fast-path", action="store_true",
                           help="render an HTCondor fast-path profile as its regular-pool fallback")
     p_sudo = sub.add_parser("sudoers", help="print the sudoers file the hub's account needs")

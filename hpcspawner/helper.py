@@ -5,6 +5,8 @@ account may run as a user (through sudo). It does three fixed things and refuses
                                                      older hand-off files of the same server
                                                      (SERVER-<16 hex>.token) are removed
     hpcspawner-helper remove-token DIR NAME          remove DIR/NAME
+    hpcspawner-helper check-script PATH              PATH is a file in the home that the
+                                                     user can read (a dashboard's script)
     hpcspawner-helper cancel BACKEND JOB_ID TAG [--bin-dir DIR]
                                                      cancel the job, if it is this user's and
                                                      carries exactly TAG (a hub's tag)
@@ -157,6 +159,29 @@ def remove_token(directory: str, name: str) -> None:
         os.close(dfd)
 
 
+def check_script(path: str) -> None:
+    """The sentence of each refusal is shown to the user on the spawn page."""
+    user = me()
+    home = posixpath.normpath(user.pw_dir)
+    if not path.startswith("/") or posixpath.normpath(path) != path \
+            or not path.startswith(home.rstrip("/") + "/"):
+        raise Refused(f"The script {path} is not in your home directory ({home}).")
+    real, real_home = os.path.realpath(path), os.path.realpath(home)
+    if not real.startswith(real_home.rstrip("/") + "/"):
+        raise Refused(f"The script {path} leads outside your home directory (to {real}); "
+                      "name a file in your home.")
+    try:
+        info = os.stat(real)
+    except FileNotFoundError:
+        raise Refused(f"There is no file {path}; check the name.") from None
+    except OSError as exc:
+        raise Refused(f"The script {path} cannot be reached ({exc.strerror}).") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise Refused(f"The script {path} is not a regular file.")
+    if not os.access(real, os.R_OK):
+        raise Refused(f"You cannot read the script {path}; check its permissions.")
+
+
 def tool(name: str, bin_dir: str) -> str:
     """A scheduler command: from ``bin_dir`` when root owns it and nobody else may write it,
     else from sudo's PATH."""
@@ -248,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_token(args[1], args[2], sys.stdin.read(MAX_SECRETS + 1))
         elif len(args) == 3 and args[0] == "remove-token":
             remove_token(args[1], args[2])
+        elif len(args) == 2 and args[0] == "check-script":
+            check_script(args[1])
         elif len(args) in (4, 6) and args[0] == "cancel":
             bin_dir = args[5] if len(args) == 6 and args[4] == "--bin-dir" else ""
             if len(args) == 6 and not bin_dir:

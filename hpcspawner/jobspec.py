@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .apps import app_command
+from .apps import Launch, server_command
 from .backends.base import Backend
 from .profiles import Profile
 from .render import render_template
@@ -89,6 +89,7 @@ class JobBuilder:
     private_env: Mapping[str, str] = field(default_factory=dict)  # in the 0600 token file
     template_dirs: Sequence[str] = ()
     start_timeout: int = 3600
+    launch: Launch = field(default_factory=Launch)  # the profile's app (apps.launch_for)
 
     @property
     def tag(self) -> str:
@@ -117,6 +118,9 @@ class JobBuilder:
             "HPCSPAWNER_START_TIMEOUT": str(self.start_timeout),
             "HPCSPAWNER_SUBMISSION": submission,
         })
+        env.update(self.launch.env)
+        if self.launch.ready_path:
+            env["HPCSPAWNER_APP_READY"] = self.launch.ready_path
         log_name = backend.log_name(self.server_name or "default")
         return JobSpec(
             username=self.username,
@@ -128,9 +132,9 @@ class JobBuilder:
             log_path=posixpath.join(self.job_dir, "logs", log_name),
             secret_file=secret_file,
             python=self.python,
-            command=app_command(profile.app, self.cmd, self.args, self.python),
+            command=server_command(self.cmd, self.args, self.python),
             env=env,
-            app=profile.app,
+            app=self.launch.app,
             fast_path=fast,
         )
 

@@ -8,6 +8,9 @@ Usage (written by the job template)::
 Reads the API token from ``$HPCSPAWNER_SECRET_FILE`` (mode 0600, owned by the user) and
 deletes that file, so the token is never on a command line, in the script or in the
 scheduler's records. ``{port}`` in the command is replaced by the chosen port.
+With ``$HPCSPAWNER_APP_READY`` (a path below the server, e.g. ``streamlit/_stcore/health``)
+the hub hears of the server only once that path answers 2xx through the server, so "ready"
+means the app (a dashboard, a site's app) is up, not just the Jupyter server.
 Only the standard library is used: this runs in whatever Python the site's jobs use.
 """
 
@@ -26,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPORT_PATH = "/hpcspawner/report"
+SHARE = Path(__file__).with_name("share")
 PROC = Path("/proc")
 PORT_ATTEMPTS = 3
 
@@ -67,6 +71,17 @@ def read_secrets(path: str) -> tuple[str, dict[str, str]]:
 
 class HandOffError(Exception):
     """The job cannot take over from the hub (no token file, unreadable, empty)."""
+
+
+def app_environment(env: dict[str, str]) -> None:
+    """Point the server at this package's files for the profile's app (apps.py): the
+    jupyter-server-proxy config file, and the default desktop session."""
+    if env.get("HPCSPAWNER_SERVER_PROXY"):
+        extra = env.get("JUPYTER_CONFIG_PATH")
+        env["JUPYTER_CONFIG_PATH"] = str(SHARE / "jupyter") + (f":{extra}" if extra else "")
+    if env.get("HPCSPAWNER_APP") == "desktop" and not env.get(
+            "JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP"):
+        env["JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP"] = str(SHARE / "xstartup")
 
 
 def free_port(bind_ip: str) -> int:
@@ -187,6 +202,31 @@ def report(api_url: str, token: str, payload: dict[str, object], patience: float
         time.sleep(min(0.2 * attempt, 2.0))
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # a redirect (e.g. to the hub's login) is not an answer from the app
+
+
+def wait_app(child: subprocess.Popen[bytes], url: str, token: str, deadline: float) -> str:
+    """Ask ``url`` (through the server, as the server's owner) until it answers 2xx: "" then,
+    else why not. The server starts the app on the first request (jupyter-server-proxy)."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            return f"the server exited with code {child.returncode}"
+        request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+        try:
+            with opener.open(request, timeout=max(1.0, min(60.0, deadline - time.monotonic()))):
+                return ""
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.25)
+    return last
+
+
 def stop(child: subprocess.Popen[bytes]) -> int:
     if child.poll() is None:
         child.terminate()
@@ -210,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(str(exc))
         return 2
     env.update(private_env)
+    app_environment(env)
     env["JUPYTERHUB_API_TOKEN"] = token
     env["JPY_API_TOKEN"] = token
     bind_ip = env.get("HPCSPAWNER_BIND_IP", "0.0.0.0")
@@ -250,6 +291,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"every port tried ({PORT_ATTEMPTS}) was taken by another process before the "
             "server could bind it; giving up")
         return 3
+    ready = env.get("HPCSPAWNER_APP_READY", "")
+    if ready:
+        local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(bind_ip, bind_ip)
+        local = f"[{local}]" if ":" in local else local
+        url = f"http://{local}:{port}{prefix.rstrip('/')}/{ready.lstrip('/')}"
+        say(f"waiting for the app to answer at {prefix.rstrip('/')}/{ready.lstrip('/')}")
+        why = wait_app(child, url, token, deadline)
+        if why:
+            say(f"the app did not answer at {url} before the start timeout ({why}); see "
+                "the messages above")
+            stop(child)
+            return 4
     host = env.get("HPCSPAWNER_REPORT_HOST") or socket.gethostname()
     api_url = env.get("JUPYTERHUB_API_URL", "")
     try:

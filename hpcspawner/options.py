@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from .apps import ScriptError, check_script_path
 from .compat import SpawnException
 from .profiles import Profile
 
-OPTION_KEYS = {"profile"}
+OPTION_KEYS = {"profile", "script"}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the user chose: a profile, and for a dashboard profile that lets users name one,
+    the script (an absolute path in their home, checked by name; ``""`` otherwise)."""
+
+    profile: Profile
+    script: str = ""
+
+
+def choose(options: Any, visible: list[Profile], default: Profile, home: str) -> Choice:
+    """The Choice ``options`` make; SpawnException (400) with a sentence otherwise."""
+    profile = choose_profile(options, visible, default)
+    raw = options.get("script") if isinstance(options, dict) else None
+    if not profile.app.user_script:
+        if raw not in (None, ""):
+            raise SpawnException(f"The profile {profile.name!r} does not take a script; only "
+                                 "dashboard profiles that let you name one do.",
+                                 reason="options")
+        return Choice(profile)
+    try:
+        return Choice(profile, check_script_path(raw, home))
+    except ScriptError as exc:
+        raise SpawnException(str(exc), reason="options") from None
 
 
 def choose_profile(options: Any, visible: list[Profile], default: Profile) -> Profile:

@@ -1,7 +1,8 @@
 """profiles.yaml: schema, loading with file:line errors, hot reload that keeps the last good file.
 
 A profile is one entry of the dropdown ("Medium — 2 cores, 20 GiB, 6 h"). The file holds a
-``defaults:`` block merged under every profile and a ``profiles:`` list.
+``defaults:`` block merged under every profile, a ``profiles:`` list and, optionally, the
+site's own ``apps:`` (docs/apps.md).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from .units import format_duration, format_size, parse_duration, parse_size
 log = logging.getLogger("hpcspawner.profiles")
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+BUILTIN_APPS = ("notebook", "desktop", "streamlit")
+URL_PATH_RE = re.compile(r"^/[A-Za-z0-9_.~/%+=&?-]*$")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:@+%=/-]+$")
 
 
@@ -113,6 +116,87 @@ class HTCondorOptions(_Location):
     fast_path: FastPath | None = None
 
 
+def _abs_path(value: Any) -> Any:
+    if isinstance(value, str) and (not value.startswith("/") or "/../" in value + "/"
+                                   or any(c.isspace() or c in "\0'\"$`;&|<>" for c in value)):
+        raise ValueError(f"'{value}' must be an absolute path without '..', spaces or quotes")
+    return value
+
+
+def _url_path(value: Any) -> Any:
+    if isinstance(value, str) and value and not URL_PATH_RE.match(value):
+        raise ValueError(f"'{value}' must be a path below the server that starts with '/' "
+                         "(e.g. /vscode/)")
+    return value
+
+
+AbsPath = Annotated[str, BeforeValidator(_abs_path)]
+UrlPath = Annotated[str, BeforeValidator(_url_path)]
+
+
+class AppChoice(_Strict):
+    """What a profile runs: ``app: desktop``, or ``app: {name: streamlit, script: ...}``.
+
+    ``script`` (streamlit): the dashboard every user of the profile gets; without it, each user
+    names a script in their home on the spawn form. ``xstartup`` (desktop): the site's session
+    start-up (default: hpcspawner's, XFCE where installed, else a window manager and a
+    terminal). ``timeout``: how long the app may take to answer once the server runs.
+    """
+
+    name: str = "notebook"
+    script: AbsPath | None = None
+    xstartup: AbsPath | None = None
+    timeout: Duration = 60
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not SLUG_RE.match(value):
+            raise ValueError(f"'{value}' is not an app name; use one of "
+                             f"{', '.join(BUILTIN_APPS)} or an app defined under 'apps:'")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_the_app(self) -> AppChoice:
+        if self.script is not None and self.name != "streamlit":
+            raise ValueError("'script' is for app 'streamlit' only")
+        if self.script is not None and not self.script.endswith(".py"):
+            raise ValueError(f"script '{self.script}' is not a Python file (.py)")
+        if self.xstartup is not None and self.name != "desktop":
+            raise ValueError("'xstartup' is for app 'desktop' only")
+        return self
+
+    @property
+    def user_script(self) -> bool:
+        """Whether the user names the script (a streamlit app without a fixed one)."""
+        return self.name == "streamlit" and self.script is None
+
+
+class CustomApp(_Strict):
+    """A site-defined app (``apps:`` in profiles.yaml), run by jupyter-server-proxy inside
+    the user's server: e.g. VS Code or RStudio (docs/apps.md)."""
+
+    title: OneLine = ""
+    command: list[OneLine] = Field(min_length=1)
+    url: UrlPath = ""  # where the user lands; default /NAME/
+    ready_path: UrlPath = ""  # answers (status < 400) once the app is up; default: url
+    timeout: Duration = 60
+    absolute_url: bool = False
+
+    @field_validator("command")
+    @classmethod
+    def _listens(cls, value: list[str]) -> list[str]:
+        if not any("{port}" in w or "{unix_socket}" in w for w in value):
+            raise ValueError("the command must contain {port} or {unix_socket}: where the app "
+                             "listens (jupyter-server-proxy fills it in)")
+        return value
+
+
 class Profile(_Strict):
     name: str
     display_name: OneLine = ""
@@ -124,7 +208,7 @@ class Profile(_Strict):
     pending_timeout: Duration | None = None
     hold_timeout: Duration = 60
     default: bool = False
-    app: Literal["notebook"] = "notebook"
+    app: AppChoice = Field(default_factory=AppChoice)
     groups: list[str] = Field(default_factory=list)
     users: list[str] = Field(default_factory=list)
     htcondor: HTCondorOptions = Field(default_factory=HTCondorOptions)
@@ -195,6 +279,7 @@ class ProfileSet:
     path: str
     profiles: tuple[Profile, ...]
     by_name: dict[str, Profile] = field(compare=False)
+    apps: dict[str, CustomApp] = field(default_factory=dict, compare=False)
 
     @property
     def default(self) -> Profile:
@@ -295,6 +380,7 @@ def parse_profiles(text: str, path: str = "profiles.yaml") -> ProfileSet:
     if not isinstance(data, dict):
         raise ProfileError([f"{path}:1: the top level must be a mapping with 'profiles:'"])
     problems, defaults, entries = _top_level(data, lines, path)
+    apps = _apps(data.get("apps"), lines, path, problems)
     profiles: list[Profile] = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -312,17 +398,59 @@ def parse_profiles(text: str, path: str = "profiles.yaml") -> ProfileSet:
                             "value holds characters that are not valid text (a \\uD800-"
                             "\\uDFFF escape?); write the character itself")
     problems += _clashes(profiles, lines, path)
+    problems += _unknown_apps(profiles, entries, apps, lines, path)
     if problems:
         raise ProfileError(problems)
-    return ProfileSet(path=path, profiles=tuple(profiles), by_name={p.name: p for p in profiles})
+    return ProfileSet(path=path, profiles=tuple(profiles), by_name={p.name: p for p in profiles},
+                      apps=apps)
+
+
+def _apps(data: Any, lines: dict[Path_, int], path: str,
+          problems: list[str]) -> dict[str, CustomApp]:
+    """The site's own apps (``apps: {NAME: {command: [...], url: ..., ...}}``)."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append(f"{path}:{lines[('apps',)]}: 'apps' must be a mapping of app names")
+        return {}
+    apps: dict[str, CustomApp] = {}
+    for name, entry in data.items():
+        where = f"{path}:{lines.get(('apps', name), 1)}: app '{name}'"
+        if not isinstance(name, str) or not SLUG_RE.match(name) or name in BUILTIN_APPS:
+            problems.append(f"{where}: not a usable app name (lower-case letters, digits, - and "
+                            f"_; not one of the built-in {', '.join(BUILTIN_APPS)})")
+            continue
+        try:
+            apps[name] = CustomApp.model_validate(entry)
+        except ValidationError as exc:
+            for err in exc.errors():
+                line = lines.get(("apps", name, *err["loc"][:1]), lines.get(("apps", name), 1))
+                problems.append(f"{path}:{line}: app '{name}': {_message(err)}")
+    return apps
+
+
+def _unknown_apps(profiles: list[Profile], entries: list[Any], apps: dict[str, CustomApp],
+                  lines: dict[Path_, int], path: str) -> list[str]:
+    problems = []
+    for profile in profiles:
+        name = profile.app.name
+        if name in BUILTIN_APPS or name in apps:
+            continue
+        index = next((i for i, e in enumerate(entries)
+                      if isinstance(e, dict) and e.get("name") == profile.name), 0)
+        line = lines.get(("profiles", index, "app"), lines.get(("profiles", index), 1))
+        known = ", ".join([*BUILTIN_APPS, *apps])
+        problems.append(f"{path}:{line}: profile '{profile.name}': app '{name}' is not defined; "
+                        f"use one of {known}, or define it under 'apps:'")
+    return problems
 
 
 def _top_level(data: dict[Any, Any], lines: dict[Path_, int],
                path: str) -> tuple[list[str], dict[str, Any], list[Any]]:
     """Check the keys around the profiles; return (problems, defaults, profile entries)."""
     problems = [f"{path}:{lines[(key,)]}: top-level key '{key}' is not known; "
-                "allowed: defaults, profiles"
-                for key in data if key not in ("defaults", "profiles")]
+                "allowed: defaults, profiles, apps"
+                for key in data if key not in ("defaults", "profiles", "apps")]
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         problems.append(f"{path}:{lines[('defaults',)]}: 'defaults' must be a mapping")

@@ -17,11 +17,12 @@ from jupyterhub.spawner import Spawner
 from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, default, validate
 
 from . import messages, registry
-from .backends import JobInfo, JobState
+from .apps import Launch, ScriptError, launch_for
+from .backends import BackendError, JobInfo, JobState
 from .compat import SpawnException
 from .job import BatchJob, JobContext, JobFailed
 from .jobspec import JobBuilder
-from .options import choose_profile
+from .options import Choice, choose, choose_profile
 from .poller import Poller
 from .profiles import Profile, ProfileError, ProfileSet
 from .render import render_template
@@ -174,6 +175,7 @@ class HPCSpawner(Spawner):
         self._event_added = asyncio.Event()
         self._starting = False
         self._notify: asyncio.Future[Any] | None = None
+        self._site_default_url: str = str(self.default_url or "")  # apps bring their own
 
     # -- profiles ---------------------------------------------------------------------------
     def _profiles(self) -> ProfileSet:
@@ -196,19 +198,36 @@ class HPCSpawner(Spawner):
 
     def _render_form(self, spawner: Spawner | None = None) -> str:
         profiles = self._visible()
-        chosen = (self.user_options or {}).get("profile") if self.user_options else None
+        last = self.user_options if isinstance(self.user_options, dict) else {}
+        chosen = last.get("profile")
         names = [p.name for p in profiles]
         if chosen not in names:
             default = self._profiles().default
             chosen = default.name if default.name in names else (names[0] if names else "")
         return render_template("form.html.j2", {
             "profiles": profiles, "chosen": chosen, "last_end": self.last_end,
+            "script": last.get("script", "") if isinstance(last.get("script"), str) else "",
+            "script_shown": any(p.name == chosen and p.app.user_script for p in profiles),
         }, self.template_paths)
 
+    @property
+    def profile_title(self) -> str:
+        """The profile this server runs (or last ran), for the hub's home page."""
+        options = self.user_options if isinstance(self.user_options, dict) else {}
+        name = (self.job.profile_name if self.job is not None else "") or options.get("profile")
+        try:
+            profile = self._profiles().by_name.get(str(name or ""))
+        except SpawnException:
+            profile = None
+        return profile.title if profile is not None else str(name or "")
+
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
-        values = formdata.get("profile") or [""]
-        options = {"profile": values[0]}
-        self.resolve_profile(options)  # reject a forged form here, with the form shown again
+        options = {"profile": (formdata.get("profile") or [""])[0]}
+        script = (formdata.get("script") or [""])[0].strip()
+        profile = self.resolve_profile(options)
+        if script and profile.app.user_script:  # the field is on the page for every profile
+            options["script"] = script
+        self.resolve(options)  # reject a forged form here, with the form shown again
         return options
 
     def resolve_profile(self, options: Any) -> Profile:
@@ -217,6 +236,30 @@ class HPCSpawner(Spawner):
         Used for the form, the REST API (``user_options``) and URL spawns alike.
         """
         return choose_profile(options, self._visible(), self._profiles().default)
+
+    def resolve(self, options: Any) -> Choice:
+        """Everything ``options`` choose (profile, a dashboard's script), checked by name."""
+        return choose(options, self._visible(), self._profiles().default, self._home())
+
+    def _launch(self, choice: Choice) -> Launch:
+        try:
+            return launch_for(choice.profile, self._profiles().apps, self.job_python,
+                              choice.script)
+        except ScriptError as exc:
+            raise SpawnException(str(exc), reason="options") from None
+
+    async def _check_script(self, choice: Choice) -> None:
+        """The script a user named must be a file they can read in their home: asked as the
+        user (hpcspawner-helper check-script), before anything is submitted."""
+        if not choice.script:
+            return
+        backend = registry.backend(choice.profile.backend, self.config)
+        try:
+            await backend.helper_as_user(self.user.name, ["check-script", choice.script])
+        except BackendError as exc:
+            why = str(exc).split("refused: ", 1)[-1].split(" — ", 1)[0].strip()
+            raise SpawnException(why, reason="options", status_code=400,
+                                 log_message=str(exc)) from None
 
     # -- the job, its scheduler and the poller ------------------------------------------------
     def _poller(self, backend_name: str) -> Poller:
@@ -260,17 +303,18 @@ class HPCSpawner(Spawner):
         for name in sorted({p.backend for p in profiles}):
             self._poller(name).start()
 
-    def _builder(self) -> JobBuilder:
+    def _builder(self, launch: Launch) -> JobBuilder:
         """Who, which server, where its files go and what runs: the same for every
         submission of this spawn (the CLI builds jobs through JobBuilder too)."""
         home = self._home()
+        self.default_url = launch.url or self._site_default_url  # before get_env() reads it
         public, private = self._job_env()
         return JobBuilder(
             username=self.user.name, server_name=self.name, home=home,
             job_dir=self.job_dir.format(home=home, username=self.user.name),
             hub_id=self.hub_id, python=self.job_python, cmd=self.cmd, args=self.get_args(),
             env=public, private_env=private, template_dirs=tuple(self.template_paths),
-            start_timeout=int(self.start_timeout),
+            start_timeout=int(self.start_timeout), launch=launch,
         )
 
     def _home(self) -> str:
@@ -369,8 +413,10 @@ class HPCSpawner(Spawner):
     async def start(self) -> tuple[str, int]:
         """One spawn, top to bottom: choose the profile, build the job, hand over the token
         and submit, wait for the launcher's report (falling back or timing out on the way)."""
-        profile = self.resolve_profile(self.user_options)
-        builder = self._builder()
+        choice = self.resolve(self.user_options)
+        profile, launch = choice.profile, self._launch(choice)
+        await self._check_script(choice)
+        builder = self._builder(launch)
         self._events, self._starting, self.last_end = [], True, ""
         self.job = job = BatchJob(self._context(profile.backend), self.user.name)
         try:
@@ -447,7 +493,12 @@ class HPCSpawner(Spawner):
     def _resume_plan(self, job: BatchJob) -> tuple[Profile | None, JobBuilder | None]:
         try:
             profile = self._profiles().by_name.get(job.profile_name)
-            return profile, self._builder() if profile is not None else None
+            if profile is None:
+                return None, None
+            choice = self.resolve(self.user_options)
+            if choice.profile.name != profile.name:
+                choice = Choice(profile)
+            return profile, self._builder(self._launch(choice))
         except SpawnException as exc:
             self.log.warning("%s: waiting for job %s without its profile's limits: %s",
                              self._log_name, job.job_id, exc.message)

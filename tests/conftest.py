@@ -11,6 +11,20 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_PROFILES = (REPO / "profiles.yaml").read_text()
+FIGURES: list[str] = []
+
+
+def figure(text: str) -> None:
+    """A measured figure (a time, not a limit): printed in the run's summary, so CI shows it."""
+    FIGURES.append(text)
+    print(f"\n{text}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("figures measured by the tests (not limits)")
+        for text in FIGURES:
+            terminalreporter.write_line(text)
 
 
 def _cluster_problem() -> str:

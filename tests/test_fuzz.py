@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from tornado import web
 
 from hpcspawner import registry
+from hpcspawner.apps import ScriptError, check_script_path
 from hpcspawner.backends.base import JobState
 from hpcspawner.compat import SpawnException
 from hpcspawner.job import BatchJob, JobContext
@@ -151,6 +152,21 @@ def test_profile_names(name: str) -> None:
         assert all(re.match(r"^profiles\.yaml:\d+: ", p) for p in exc.problems), exc.problems
         return
     assert re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", profiles.profiles[0].name)
+
+
+@MANY
+@given(raw=st.text(max_size=80) | st.sampled_from(["../x.py", "~/a/../../b.py", "/home/al/x.py"]))
+def test_dashboard_script_names(raw: str) -> None:
+    """A name the user types is a path inside their home with no '..' and no character a
+    shell reads, or a refusal in one sentence."""
+    try:
+        path = check_script_path(raw, "/home/al")
+    except ScriptError as exc:
+        assert str(exc).endswith(".") and "\n" not in str(exc)
+        return
+    assert path.startswith("/home/al/") and path.endswith(".py")
+    assert ".." not in path.split("/")
+    assert re.match(r"^[A-Za-z0-9_./+@%,-]+$", path)
 
 
 SBATCH_LINE = re.compile(r"^#SBATCH --[a-z-]+(=[A-Za-z0-9_.,:@+%=/-]+)?$")

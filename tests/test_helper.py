@@ -172,3 +172,23 @@ def test_the_helper_never_runs_as_root_and_prints_its_usage(
     if os.getuid() == 0:
         assert helper.main(["remove-token", "/root/.hpcspawner", "a.token"]) == 2
         assert "never as root" in capsys.readouterr().err
+
+
+def test_check_script_takes_a_file_in_the_home_and_says_why_not_otherwise(
+        home: Path, tmp_path: Path) -> None:
+    (home / "dash").mkdir()
+    (home / "dash" / "app.py").write_text("print(1)\n")
+    helper.check_script(str(home / "dash" / "app.py"))
+    outside = tmp_path / "bob.py"
+    outside.write_text("secret\n")
+    (home / "link.py").symlink_to(outside)
+    refusals = {
+        str(outside): "is not in your home directory",
+        str(home / "link.py"): "leads outside your home directory",
+        str(home / "missing.py"): "There is no file",
+        str(home / "dash"): "is not a regular file",
+        f"{home}/dash/../dash/app.py": "is not in your home directory",
+    }
+    for path, words in refusals.items():
+        with pytest.raises(helper.Refused, match=words):
+            helper.check_script(path)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from hpcspawner.compat import SpawnException
-from hpcspawner.options import choose_profile
+from hpcspawner.options import choose, choose_profile
 from hpcspawner.profiles import parse_profiles
 
 PROFILES = parse_profiles("""\
@@ -51,3 +51,30 @@ def test_nothing_visible_is_a_403() -> None:
     with pytest.raises(SpawnException) as info:
         choose_profile({}, [], PROFILES.default)
     assert info.value.status_code == 403
+
+
+DASH = parse_profiles("""\
+profiles:
+  - {name: small, default: true, resources: {memory: 1GiB, runtime: 1h}}
+  - {name: dash, app: streamlit, resources: {memory: 1GiB, runtime: 1h}}
+""")
+
+
+def test_a_dashboard_profile_takes_the_users_script_checked_by_name() -> None:
+    choice = choose({"profile": "dash", "script": "app.py"}, list(DASH.profiles), DASH.default,
+                    "/home/alice")
+    assert (choice.profile.name, choice.script) == ("dash", "/home/alice/app.py")
+    assert choose({"profile": "small"}, list(DASH.profiles), DASH.default, "/h/a").script == ""
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    ({"profile": "dash", "script": "; rm -rf ~"}, "characters a script name may not have"),
+    ({"profile": "dash", "script": "../../etc/shadow"}, "may not contain '..'"),
+    ({"profile": "dash"}, "Name the dashboard's script"),
+    ({"profile": "small", "script": "app.py"}, "does not take a script"),
+])
+def test_a_bad_script_is_a_400_with_a_sentence(options: dict[str, str], words: str) -> None:
+    with pytest.raises(SpawnException) as info:
+        choose(options, list(DASH.profiles), DASH.default, "/home/alice")
+    assert info.value.status_code == 400
+    assert words in info.value.message

@@ -27,13 +27,18 @@ profiles:
 """
 
 
-def test_example_file_holds_desys_three_classes() -> None:
+def test_example_file_holds_desys_three_classes_a_desktop_and_dashboards() -> None:
     profiles = load_profiles(REPO / "profiles.yaml")
     got = {p.name: (p.resources.cores, p.resources.memory // 1024**3, p.resources.runtime // 3600,
-                    p.partition, p.backend) for p in profiles.profiles}
-    assert got == {"small": (1, 12, 12, "jupyter", "slurm"),
-                   "medium": (2, 20, 6, "jupyter", "slurm"),
-                   "large": (2, 48, 3, "jupyter", "slurm")}
+                    p.partition, p.backend, p.app.name) for p in profiles.profiles}
+    assert got == {"small": (1, 12, 12, "jupyter", "slurm", "notebook"),
+                   "medium": (2, 20, 6, "jupyter", "slurm", "notebook"),
+                   "large": (2, 48, 3, "jupyter", "slurm", "notebook"),
+                   "desktop": (2, 8, 4, "jupyter", "slurm", "desktop"),
+                   "dashboard": (1, 4, 8, "jupyter", "slurm", "streamlit"),
+                   "my-dashboard": (1, 4, 8, "jupyter", "slurm", "streamlit")}
+    assert profiles.by_name["dashboard"].app.script == "/opt/hpcspawner/examples/dashboard.py"
+    assert profiles.by_name["my-dashboard"].app.user_script
     assert profiles.default.name == "small"
 
 
@@ -163,9 +168,10 @@ def test_store_keeps_last_good_profiles_after_a_broken_edit(tmp_path: Path) -> N
     path = tmp_path / "profiles.yaml"
     path.write_text(EXAMPLE_PROFILES)
     store = ProfileStore(path)
-    assert store.get().names() == ["small", "medium", "large"]
+    names = ["small", "medium", "large", "desktop", "dashboard", "my-dashboard"]
+    assert store.get().names() == names
     path.write_text(EXAMPLE_PROFILES.replace("20GiB", "20 GB") + "\n# edit\n")
-    assert store.get().names() == ["small", "medium", "large"]
+    assert store.get().names() == names
     assert store.last_error is not None and "20GiB" in str(store.last_error)
     path.write_text(GOOD)
     assert store.get().names() == ["small"]

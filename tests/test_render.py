@@ -38,9 +38,11 @@ def render_cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return out.out
 
 
-@pytest.mark.parametrize("profile", ["small", "medium", "large"])
+@pytest.mark.parametrize("profile", ["small", "medium", "large", "desktop", "dashboard",
+                                     "my-dashboard"])
 def test_golden_slurm_scripts(profile: str, capsys: pytest.CaptureFixture[str]) -> None:
-    script = render_cli(capsys, "--profile", profile, "--user", "alice")
+    extra = ["--script", "dashboards/app.py"] if profile == "my-dashboard" else []
+    script = render_cli(capsys, "--profile", profile, "--user", "alice", *extra)
     golden = GOLDEN / f"slurm-{profile}.sbatch"
     if os.environ.get("HPCSPAWNER_UPDATE_GOLDEN"):
         golden.write_text(script)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, figure
 from tests.e2e.condor import Condor, find_condor
 from tests.hubtools import Hub, listener_user, squeue, wait_for
 
@@ -41,6 +41,12 @@ profiles:
     backend: slurm
     partition: jupyter
     resources: {cores: 1, memory: 12GiB, runtime: 12h}
+  - name: condor-dash
+    display_name: "HTCondor dashboard — 1 core, 1.5 GiB, 1 h"
+    app: {name: streamlit, script: /opt/hpcspawner/examples/dashboard.py}
+    resources: {cores: 1, memory: 1536MiB, runtime: 1h}
+    htcondor:
+      fast_path: {timeout: 8s, fallback: true, slot: {cores: 1, memory: 1536MiB}}
 """
 
 
@@ -98,6 +104,26 @@ def test_alice_runs_an_htcondor_profile_as_alice_and_stop_removes_the_job(
     hub.stop_server("alice")
     hub.wait_stopped("alice")
     wait_for("the job to leave condor_q", lambda: condor.jobs(hub.hub_id) == [], timeout=30)
+
+
+def test_the_example_dashboard_runs_as_an_htcondor_job_behind_alices_server(
+        condor_hub: Hub, condor: Condor) -> None:
+    hub = condor_hub.start()
+    started = time.monotonic()
+    assert hub.spawn("alice", {"profile": "condor-dash"}).status_code in (201, 202)
+    hub.wait_ready("alice", timeout=regular(condor))
+    ready = time.monotonic() - started
+    [job] = condor.jobs(hub.hub_id)
+    assert (job["Owner"], job["JobStatus"]) == ("alice", 2)
+    # ready means the dashboard answers (the launcher asked it before reporting)
+    health = hub.proxied("alice", "streamlit/_stcore/health")
+    assert (health.status_code, health.text) == (200, "ok")
+    page = hub.proxied("alice", "streamlit/")
+    assert page.status_code == 200 and "<title>Streamlit</title>" in page.text
+    figure(f"dashboard (HTCondor {condor.kind}, fast path): Start → answering: {ready:.1f} s")
+    hub.stop_server("alice")
+    hub.wait_stopped("alice")
+    wait_for("the job to leave condor_q", lambda: condor.jobs(hub.hub_id) == [], timeout=60)
 
 
 def test_token_is_in_no_classad_no_history_and_no_file_left_on_disk(
@@ -228,7 +254,8 @@ def test_fast_path_is_ready_well_before_the_regular_pool(condor_hub: Hub,
     fast = time_to_ready(hub, "alice", "condor-fast", timeout=60)
     wait_for_main_cycle(condor)
     regular = time_to_ready(hub, "bob", "condor-small", timeout=2 * condor.main_cycle() + 60)
-    print(f"\nready after: fast path {fast:.1f} s, regular pool {regular:.1f} s")
+    figure(f"HTCondor {condor.kind}: ready after: fast path {fast:.1f} s, regular pool "
+           f"{regular:.1f} s")
     assert fast < 10, "DESY's bar: a notebook in under 10 s"
     assert regular - fast > 8, (fast, regular)
 
