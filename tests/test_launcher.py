@@ -185,3 +185,56 @@ def test_listeners_and_ownership_come_from_the_kernel_tables() -> None:
         assert inode in launcher.socket_inodes({os.getpid()})
     assert launcher.listeners(port) == {}
     assert os.getpid() in launcher.process_tree(os.getppid())
+
+
+# An app's server: answers the ready path 503 until ready-<port> exists, then 200; logs the
+# Authorization header of each request and the environment the launcher gave it.
+APP_SERVER = r"""
+import json, os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+port, workdir = int(sys.argv[1]), Path(sys.argv[2])
+(workdir / "env.json").write_text(json.dumps(dict(os.environ)))
+with (workdir / "ports").open("a") as f:
+    f.write(f"{port}\n")
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        with (workdir / "asked").open("a") as f:
+            f.write(f"{self.path} {self.headers.get('Authorization')}\n")
+        ok = (workdir / f"ready-{port}").exists()
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("0.0.0.0", port), Handler).serve_forever()
+"""
+
+
+def test_an_apps_server_is_reported_only_once_its_ready_path_answers(tmp_path: Path,
+                                                                     hub: FakeHub) -> None:
+    proxy = '{"streamlit": {"command": ["streamlit", "run", "x.py"]}}'
+    proc = start_launcher(tmp_path, hub, [sys.executable, "-c", APP_SERVER, "{port}",
+                                          str(tmp_path)],
+                          HPCSPAWNER_APP_READY="streamlit/_stcore/health",
+                          JUPYTERHUB_SERVICE_PREFIX="/user/alice/",
+                          HPCSPAWNER_APP="streamlit", HPCSPAWNER_SERVER_PROXY=proxy)
+    asked = tmp_path / "asked"
+    try:
+        [port] = wait_for("the server's port", lambda: ports_seen(tmp_path), timeout=20)
+        wait_for("the launcher to ask the app twice", lambda: asked.exists() and len(
+            asked.read_text().splitlines()) >= 2, timeout=20)
+        assert hub.reports == []  # listening is not enough: the app does not answer yet
+        (tmp_path / f"ready-{port}").touch()
+        wait_for("the report", lambda: hub.reports, timeout=20)
+        assert hub.reports[0]["port"] == port
+        assert set(asked.read_text().splitlines()) == {
+            "/user/alice/streamlit/_stcore/health token s3cret"}
+        env = json.loads((tmp_path / "env.json").read_text())
+        config = Path(env["JUPYTER_CONFIG_PATH"]) / "jupyter_server_config.py"
+        assert config.parent == Path(launcher.__file__).with_name("share") / "jupyter"
+        assert "HPCSPAWNER_SERVER_PROXY" in config.read_text()
+    finally:
+        finish(proc)
