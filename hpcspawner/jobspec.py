@@ -118,6 +118,8 @@ class JobBuilder:
             "HPCSPAWNER_START_TIMEOUT": str(self.start_timeout),
             "HPCSPAWNER_SUBMISSION": submission,
         })
+        env["MEM_LIMIT"] = str(profile.resources.memory)  # jupyter-resource-usage shows these
+        env["CPU_LIMIT"] = str(profile.resources.cores)
         env.update(self.launch.env)
         if self.launch.ready_path:
             env["HPCSPAWNER_APP_READY"] = self.launch.ready_path

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from .apps import ScriptError, check_script_path
 from .compat import SpawnException
-from .profiles import Profile
+from .profiles import Caps, Profile
+from .units import format_duration, format_size, parse_duration, parse_size
 
-OPTION_KEYS = {"profile", "script"}
+RESOURCE_KEYS = ("memory", "cores", "gpus", "runtime")
+OPTION_KEYS = {"profile", "script", *RESOURCE_KEYS}
 
 
 @dataclass(frozen=True)
@@ -21,9 +24,13 @@ class Choice:
     script: str = ""
 
 
-def choose(options: Any, visible: list[Profile], default: Profile, home: str) -> Choice:
-    """The Choice ``options`` make; SpawnException (400) with a sentence otherwise."""
-    profile = choose_profile(options, visible, default)
+def choose(options: Any, visible: list[Profile], default: Profile, home: str,
+           caps: Caps | None = None, hidden: Collection[str] = ()) -> Choice:
+    """The Choice ``options`` make; SpawnException (400) with a sentence otherwise. A choice
+    of resources gives a copy of the profile with those resources."""
+    profile = choose_profile(options, visible, default, hidden)
+    if isinstance(options, dict):
+        profile = choose_resources(profile, options, caps or Caps())
     raw = options.get("script") if isinstance(options, dict) else None
     if not profile.app.user_script:
         if raw not in (None, ""):
@@ -37,7 +44,8 @@ def choose(options: Any, visible: list[Profile], default: Profile, home: str) ->
         raise SpawnException(str(exc), reason="options") from None
 
 
-def choose_profile(options: Any, visible: list[Profile], default: Profile) -> Profile:
+def choose_profile(options: Any, visible: list[Profile], default: Profile,
+                   hidden: Collection[str] = ()) -> Profile:
     """The profile ``options`` ask for among ``visible``; SpawnException (400) otherwise.
 
     ``{}`` or no profile means the default (or the first visible one). An unknown key, an
@@ -67,6 +75,117 @@ def choose_profile(options: Any, visible: list[Profile], default: Profile) -> Pr
     for profile in visible:
         if profile.name == name:
             return profile
+    if name in hidden:
+        raise SpawnException(f"The profile {name!r} is not available to you; choose one of: "
+                             f"{names}.", reason="options", status_code=403)
     shown = name if isinstance(name, str) and len(name) < 80 else "(invalid)"
     raise SpawnException(f"Unknown profile {shown!r}; choose one of: {names}.",
                          reason="options")
+
+
+def _show(name: str, value: int) -> str:
+    if name == "memory":
+        text = format_size(value)
+        return f"{text[:-3]} {text[-3:]}"
+    if name == "runtime":
+        return format_duration(value)
+    return str(value)
+
+
+def _parse(name: str, raw: object) -> int:
+    """A resource value from the form, a URL or a REST body; ValueError with a sentence."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)) or (
+            isinstance(raw, str) and len(raw) > 40):
+        raise ValueError(f"{name} must be a value like {_EXAMPLES[name]}")
+    text = str(raw).strip()
+    if name == "memory":
+        return parse_size(text)
+    if name == "runtime":
+        return parse_duration(text)
+    if not text.isdigit():
+        raise ValueError(f"{name} must be a whole number like {_EXAMPLES[name]}")
+    return int(text)
+
+
+_EXAMPLES = {"memory": "16GiB", "cores": "4", "gpus": "1", "runtime": "12h"}
+
+
+def allowed(profile: Profile, name: str, caps: Caps) -> tuple[list[int] | None, int, int]:
+    """What ``name`` may be for this user: (the choices, or None; lowest; highest)."""
+    choice = getattr(profile.choices, name)
+    default = getattr(profile.resources, name)
+    cap = getattr(caps, name)
+    if choice.choices is not None:
+        values = sorted(v for v in choice.choices if cap is None or v <= cap or v == default)
+        return values, values[0], values[-1]
+    low = choice.min if choice.min is not None else default
+    high = choice.max if choice.max is not None else default
+    if cap is not None:
+        high = max(min(high, cap), default)
+    return None, low, high
+
+
+def choose_resources(profile: Profile, options: dict[str, Any], caps: Caps) -> Profile:
+    """``profile`` with the resources ``options`` ask for, each inside the profile's choices
+    and the user's caps; SpawnException (400) naming what is allowed otherwise."""
+    updates: dict[str, int] = {}
+    for name in RESOURCE_KEYS:
+        raw = options.get(name)
+        if raw is None or raw == "":
+            continue
+        if getattr(profile.choices, name) is None:
+            raise SpawnException(f"The profile {profile.name!r} does not let you choose {name}.",
+                                 reason="options")
+        try:
+            value = _parse(name, raw)
+        except ValueError as exc:
+            raise SpawnException(f"{str(exc)[0].upper()}{str(exc)[1:]}.".replace("..", "."),
+                                 reason="options") from None
+        values, low, high = allowed(profile, name, caps)
+        if values is not None and value not in values:
+            listed = ", ".join(_show(name, v) for v in values)
+            raise SpawnException(f"{name.capitalize()} {_show(name, value)} is not offered for "
+                                 f"{profile.name!r}; choose one of: {listed}.", reason="options")
+        if not low <= value <= high:
+            raise SpawnException(f"{name.capitalize()} {_show(name, value)} is outside what you "
+                                 f"may ask for {profile.name!r}: {_show(name, low)} to "
+                                 f"{_show(name, high)}.", reason="options")
+        updates[name] = value
+    if not updates:
+        return profile
+    return profile.model_copy(update={"resources": profile.resources.model_copy(update=updates)})
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One resource a profile lets this user choose, as the spawn form shows it."""
+
+    name: str  # memory, cores, gpus, runtime
+    label: str
+    default: str  # as typed: 28GiB, 4, 1d
+    values: list[tuple[str, str]] | None  # (as typed, as shown) when the profile lists them
+    low: str
+    high: str
+
+
+def _typed(name: str, value: int) -> str:
+    if name == "memory":
+        return format_size(value)
+    if name == "runtime":
+        return f"{value // 3600}h" if value % 3600 == 0 else f"{max(1, value // 60)}m"
+    return str(value)
+
+
+LABELS = {"memory": "Memory", "cores": "CPU cores", "gpus": "GPUs", "runtime": "Runtime"}
+
+
+def form_fields(profile: Profile, caps: Caps) -> list[FormField]:
+    fields = []
+    for name in profile.choices.fields():
+        values, low, high = allowed(profile, name, caps)
+        fields.append(FormField(
+            name=name, label=LABELS[name], default=_typed(name, getattr(profile.resources, name)),
+            values=None if values is None else [(_typed(name, v), _show(name, v))
+                                                for v in values],
+            low=_show(name, low), high=_show(name, high)))
+    return fields

@@ -77,6 +77,70 @@ class Resources(_Strict):
         return ", ".join(parts)
 
 
+class SizeChoice(_Strict):
+    """What a user may ask of memory: ``{min: 16GiB, max: 64GiB}`` or ``{choices: [...]}``."""
+
+    min: Size | None = None
+    max: Size | None = None
+    choices: list[Size] | None = None
+
+
+class CountChoice(_Strict):
+    """What a user may ask of cores or GPUs: ``{min: 1, max: 8}`` or ``{choices: [1, 2, 4]}``."""
+
+    min: NonNegativeInt | None = None
+    max: NonNegativeInt | None = None
+    choices: list[NonNegativeInt] | None = None
+
+
+class DurationChoice(_Strict):
+    """What a user may ask of runtime: ``{max: 2d}`` or ``{choices: [6h, 12h, 1d]}``."""
+
+    min: Duration | None = None
+    max: Duration | None = None
+    choices: list[Duration] | None = None
+
+
+class Choices(_Strict):
+    """The resources a profile lets its users set (docs/profiles.md#choices); the profile's
+    ``resources`` are the defaults and must lie inside."""
+
+    memory: SizeChoice | None = None
+    cores: CountChoice | None = None
+    gpus: CountChoice | None = None
+    runtime: DurationChoice | None = None
+
+    def fields(self) -> list[str]:
+        return [name for name in ("memory", "cores", "gpus", "runtime")
+                if getattr(self, name) is not None]
+
+
+class Caps(_Strict):
+    """The most a user may choose (``caps:`` in profiles.yaml): CC-IN2P3's per-user and
+    per-group limits. A user's cap is the largest of their own, their groups' and the default."""
+
+    memory: Size | None = None
+    cores: PositiveInt | None = None
+    gpus: NonNegativeInt | None = None
+    runtime: Duration | None = None
+
+
+class CapTable(_Strict):
+    default: Caps = Field(default_factory=Caps)
+    groups: dict[str, Caps] = Field(default_factory=dict)
+    users: dict[str, Caps] = Field(default_factory=dict)
+
+    def for_user(self, user: str, groups: Iterable[str]) -> Caps:
+        entries = [self.default, *(self.groups[g] for g in groups if g in self.groups)]
+        if user in self.users:
+            entries.append(self.users[user])
+        merged: dict[str, int] = {}
+        for entry in entries:
+            for name, value in entry.model_dump(exclude_none=True).items():
+                merged[name] = max(merged.get(name, value), value)
+        return Caps.model_construct(None, **merged)  # values checked already
+
+
 class _Location(_Strict):
     """Where HTCondor jobs go: a schedd (`-name`) and a pool (`-pool`); None = local."""
 
@@ -212,6 +276,7 @@ class Profile(_Strict):
     groups: list[str] = Field(default_factory=list)
     users: list[str] = Field(default_factory=list)
     htcondor: HTCondorOptions = Field(default_factory=HTCondorOptions)
+    choices: Choices = Field(default_factory=Choices)
 
     @field_validator("name")
     @classmethod
@@ -229,6 +294,23 @@ class Profile(_Strict):
         if value is not None and not TOKEN_RE.match(value):
             raise ValueError(f"'{value}' is not a partition name (letters, digits, -_.,)")
         return value
+
+    @model_validator(mode="after")
+    def _defaults_inside_the_choices(self) -> Profile:
+        for name in self.choices.fields():
+            choice = getattr(self.choices, name)
+            value = getattr(self.resources, name)
+            if choice.choices is not None and (choice.min is not None or choice.max is not None):
+                raise ValueError(f"choices.{name}: give either choices or min/max, not both")
+            if choice.choices is not None and value not in choice.choices:
+                raise ValueError(f"choices.{name}: the profile's own resources.{name} must be "
+                                 "one of the choices (it is the default)")
+            low = choice.min if choice.min is not None else value
+            high = choice.max if choice.max is not None else value
+            if not low <= value <= high:
+                raise ValueError(f"choices.{name}: the profile's own resources.{name} (the "
+                                 "default) must lie between min and max")
+        return self
 
     @model_validator(mode="after")
     def _fits_the_fast_path(self) -> Profile:
@@ -280,6 +362,7 @@ class ProfileSet:
     profiles: tuple[Profile, ...]
     by_name: dict[str, Profile] = field(compare=False)
     apps: dict[str, CustomApp] = field(default_factory=dict, compare=False)
+    caps: CapTable = field(default_factory=CapTable, compare=False)
 
     @property
     def default(self) -> Profile:
@@ -381,6 +464,7 @@ def parse_profiles(text: str, path: str = "profiles.yaml") -> ProfileSet:
         raise ProfileError([f"{path}:1: the top level must be a mapping with 'profiles:'"])
     problems, defaults, entries = _top_level(data, lines, path)
     apps = _apps(data.get("apps"), lines, path, problems)
+    caps = _caps(data.get("caps"), lines, path, problems)
     profiles: list[Profile] = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -402,7 +486,22 @@ def parse_profiles(text: str, path: str = "profiles.yaml") -> ProfileSet:
     if problems:
         raise ProfileError(problems)
     return ProfileSet(path=path, profiles=tuple(profiles), by_name={p.name: p for p in profiles},
-                      apps=apps)
+                      apps=apps, caps=caps)
+
+
+def _caps(data: Any, lines: dict[Path_, int], path: str, problems: list[str]) -> CapTable:
+    """``caps: {default: {...}, groups: {NAME: {...}}, users: {NAME: {...}}}``."""
+    if data is None:
+        return CapTable()
+    try:
+        return CapTable.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            keys = [("caps", *loc[:cut]) for cut in range(len(loc), -1, -1)]
+            line = next((lines[key] for key in keys if key in lines), 1)
+            problems.append(f"{path}:{line}: caps: {_message(err)}")
+        return CapTable()
 
 
 def _apps(data: Any, lines: dict[Path_, int], path: str,
@@ -449,8 +548,8 @@ def _top_level(data: dict[Any, Any], lines: dict[Path_, int],
                path: str) -> tuple[list[str], dict[str, Any], list[Any]]:
     """Check the keys around the profiles; return (problems, defaults, profile entries)."""
     problems = [f"{path}:{lines[(key,)]}: top-level key '{key}' is not known; "
-                "allowed: defaults, profiles, apps"
-                for key in data if key not in ("defaults", "profiles", "apps")]
+                "allowed: defaults, profiles, apps, caps"
+                for key in data if key not in ("defaults", "profiles", "apps", "caps")]
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         problems.append(f"{path}:{lines[('defaults',)]}: 'defaults' must be a mapping")

@@ -22,7 +22,7 @@ from .backends import BackendError, JobInfo, JobState
 from .compat import SpawnException
 from .job import BatchJob, JobContext, JobFailed
 from .jobspec import JobBuilder
-from .options import Choice, choose, choose_profile
+from .options import RESOURCE_KEYS, Choice, choose, choose_profile, form_fields
 from .poller import Poller
 from .profiles import Profile, ProfileError, ProfileSet
 from .render import render_template
@@ -178,17 +178,20 @@ class HPCSpawner(Spawner):
         self._site_default_url: str = str(self.default_url or "")  # apps bring their own
 
     # -- profiles ---------------------------------------------------------------------------
+    def _profiles_path(self) -> str:
+        return self.profiles_path or os.path.join(registry.config_dir(), "profiles.yaml")
+
     def _profiles(self) -> ProfileSet:
-        path = self.profiles_path or os.path.join(registry.config_dir(), "profiles.yaml")
         try:
-            return registry.profile_store(path).get()
+            return registry.profile_store(self._profiles_path()).get()
         except ProfileError as exc:
             self.log.error("%s: cannot load profiles:\n%s", self._log_name, exc)
-            raise SpawnException(
-                "The hub's profile list is broken, so no server can start. "
-                "Please tell the hub's administrators.",
-                reason="profiles", status_code=500, log_message=str(exc),
-            ) from None
+            message = ("The hub's profile list is broken, so no server can start. "
+                       "Please tell the hub's administrators.")
+            if getattr(self.user, "admin", False):  # admins read where: file, line, field
+                message = "The hub's profile list is broken: " + "; ".join(exc.problems)
+            raise SpawnException(message, reason="profiles", status_code=500,
+                                 log_message=str(exc)) from None
 
     def _user_groups(self) -> list[str]:
         return [g.name for g in getattr(self.user, "groups", [])]
@@ -204,8 +207,14 @@ class HPCSpawner(Spawner):
         if chosen not in names:
             default = self._profiles().default
             chosen = default.name if default.name in names else (names[0] if names else "")
+        caps = self._profiles().caps.for_user(self.user.name, self._user_groups())
+        # a broken edit keeps the last good profiles in service; admins see why on this page
+        broken = registry.profile_store(self._profiles_path()).last_error
         return render_template("form.html.j2", {
+            "broken": "\n".join(broken.problems) if broken and self.user.admin else "",
             "profiles": profiles, "chosen": chosen, "last_end": self.last_end,
+            "fields": {p.name: form_fields(p, caps) for p in profiles},
+            "last": {k: str(last.get(k, "")) for k in RESOURCE_KEYS},
             "script": last.get("script", "") if isinstance(last.get("script"), str) else "",
             "script_shown": any(p.name == chosen and p.app.user_script for p in profiles),
         }, self.template_paths)
@@ -222,11 +231,18 @@ class HPCSpawner(Spawner):
         return profile.title if profile is not None else str(name or "")
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
-        options = {"profile": (formdata.get("profile") or [""])[0]}
-        script = (formdata.get("script") or [""])[0].strip()
+        """The form's fields (and a spawn URL's query): ``profile``; ``script`` for a dashboard
+        profile; ``memory``/``cores``/``gpus``/``runtime`` as ``NAME`` (a URL) or
+        ``PROFILE.NAME`` (the form has one field per profile that offers the choice)."""
+        options: dict[str, Any] = {"profile": (formdata.get("profile") or [""])[0]}
         profile = self.resolve_profile(options)
+        script = (formdata.get("script") or [""])[0].strip()
         if script and profile.app.user_script:  # the field is on the page for every profile
             options["script"] = script
+        for name in RESOURCE_KEYS:
+            value = (formdata.get(f"{profile.name}.{name}") or formdata.get(name) or [""])[0]
+            if value.strip():
+                options[name] = value.strip()
         self.resolve(options)  # reject a forged form here, with the form shown again
         return options
 
@@ -235,11 +251,18 @@ class HPCSpawner(Spawner):
 
         Used for the form, the REST API (``user_options``) and URL spawns alike.
         """
-        return choose_profile(options, self._visible(), self._profiles().default)
+        profiles = self._profiles()
+        visible = self._visible()
+        hidden = set(profiles.names()) - {p.name for p in visible}
+        return choose_profile(options, visible, profiles.default, hidden)
 
     def resolve(self, options: Any) -> Choice:
         """Everything ``options`` choose (profile, a dashboard's script), checked by name."""
-        return choose(options, self._visible(), self._profiles().default, self._home())
+        profiles = self._profiles()
+        visible = self._visible()
+        hidden = set(profiles.names()) - {p.name for p in visible}
+        caps = profiles.caps.for_user(self.user.name, self._user_groups())
+        return choose(options, visible, profiles.default, self._home(), caps, hidden)
 
     def _launch(self, choice: Choice) -> Launch:
         try:
@@ -498,7 +521,7 @@ class HPCSpawner(Spawner):
             choice = self.resolve(self.user_options)
             if choice.profile.name != profile.name:
                 choice = Choice(profile)
-            return profile, self._builder(self._launch(choice))
+            return choice.profile, self._builder(self._launch(choice))
         except SpawnException as exc:
             self.log.warning("%s: waiting for job %s without its profile's limits: %s",
                              self._log_name, job.job_id, exc.message)

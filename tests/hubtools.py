@@ -264,11 +264,12 @@ class Hub:
         target = self.routes()[f"/user/{user}"]["target"]
         return int(target.rsplit(":", 1)[1])
 
-    def login(self, user: str) -> requests.Session:
+    def login(self, user: str, password: str = "") -> requests.Session:
         session = requests.Session()
         session.get(f"{self.url}/hub/login", timeout=10)
         r = session.post(f"{self.url}/hub/login", timeout=10, data={
-            "username": user, "password": self.password, "_xsrf": session.cookies.get("_xsrf"),
+            "username": user, "password": password or self.password,
+            "_xsrf": session.cookies.get("_xsrf"),
         })
         assert r.status_code == 200, r.text[:500]
         return session

@@ -19,10 +19,12 @@ def test_check_example_profiles_prints_one_line_each() -> None:
     lines = out.stdout.splitlines()
     assert lines[0].startswith("small: Small — 1 core, 12 GiB, 12 h — slurm, partition jupyter")
     assert lines[1].startswith("medium: ") and lines[2].startswith("large: ")
-    assert lines[3].startswith("desktop: Remote desktop — 2 cores, 8 GiB, 4 h — slurm, "
+    assert lines[3].startswith("gpu: GPU — 4 cores, 28 GiB, 1 GPU, 1 day — slurm, "
+                               "partition jupyter")
+    assert lines[4].startswith("desktop: Remote desktop — 2 cores, 8 GiB, 4 h — slurm, "
                                "partition jupyter, app desktop")
-    assert lines[5].endswith("app streamlit (the user names the script)")
-    assert lines[-1].endswith("6 profiles OK")
+    assert lines[6].endswith("app streamlit (the user names the script)")
+    assert lines[-1].endswith("7 profiles OK")
 
 
 def test_check_with_a_typod_unit_exits_1_with_file_and_line(tmp_path: Path) -> None:
@@ -38,7 +40,7 @@ def test_check_with_a_typod_unit_exits_1_with_file_and_line(tmp_path: Path) -> N
 def test_check_defaults_to_profiles_yaml_in_the_working_directory(tmp_path: Path) -> None:
     (tmp_path / "profiles.yaml").write_text(EXAMPLE_PROFILES)
     out = subprocess.run([*CLI, "check"], capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 0 and "6 profiles OK" in out.stdout
+    assert out.returncode == 0 and "7 profiles OK" in out.stdout
 
 
 def test_render_unknown_profile_lists_the_valid_ones() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from hpcspawner.compat import SpawnException
 from hpcspawner.options import choose, choose_profile
-from hpcspawner.profiles import parse_profiles
+from hpcspawner.profiles import ProfileError, parse_profiles
 
 PROFILES = parse_profiles("""\
 profiles:
@@ -37,7 +37,7 @@ def test_a_visible_profile_is_taken() -> None:
     ({"profile": "gpu"}, "Unknown profile 'gpu'; choose one of: small, medium."),
     ({"profile": ["small"]}, "Unknown profile '(invalid)'"),
     ({"profile": "x" * 200}, "Unknown profile '(invalid)'"),
-    ({"profile": "small", "cores": 64}, "Unknown server option 'cores'"),
+    ({"profile": "small", "nodes": 64}, "Unknown server option 'nodes'"),
     (["small"], "must be a JSON object"),
 ])
 def test_anything_else_is_a_400_saying_what_is_allowed(options: Any, words: str) -> None:
@@ -78,3 +78,69 @@ def test_a_bad_script_is_a_400_with_a_sentence(options: dict[str, str], words: s
         choose(options, list(DASH.profiles), DASH.default, "/home/alice")
     assert info.value.status_code == 400
     assert words in info.value.message
+
+
+CHOICES = parse_profiles("""\
+caps:
+  default: {memory: 32GiB, gpus: 1}
+  groups: {heavy: {memory: 64GiB}}
+  users: {carol: {gpus: 2}}
+profiles:
+  - {name: small, default: true, resources: {memory: 1GiB, runtime: 1h}}
+  - name: gpu
+    groups: [gpu]
+    resources: {cores: 4, memory: 28GiB, runtime: 1d, gpus: 1}
+    choices:
+      memory: {min: 16GiB, max: 64GiB}
+      gpus: {choices: [1, 2]}
+      runtime: {min: 1h, max: 2d}
+""")
+
+
+def choose_as(user: str, groups: tuple[str, ...], options: dict[str, Any]) -> Any:
+    visible = CHOICES.for_user(user, groups)
+    hidden = set(CHOICES.names()) - {p.name for p in visible}
+    return choose(options, visible, CHOICES.default, f"/home/{user}",
+                  CHOICES.caps.for_user(user, groups), hidden).profile
+
+
+def test_a_choice_inside_the_profile_and_the_users_cap_sets_the_resources() -> None:
+    profile = choose_as("alice", ("gpu",), {"profile": "gpu", "memory": "16GiB",
+                                             "runtime": "12h"})
+    assert (profile.resources.memory, profile.resources.runtime) == (16 * 1024**3, 12 * 3600)
+    assert profile.resources.cores == 4  # untouched: the profile's own
+    assert choose_as("alice", ("gpu",), {"profile": "gpu"}).resources.memory == 28 * 1024**3
+    heavy = choose_as("dave", ("gpu", "heavy"), {"profile": "gpu", "memory": "64GiB"})
+    assert heavy.resources.memory == 64 * 1024**3  # the heavy group's cap is higher
+    assert choose_as("carol", ("gpu",), {"profile": "gpu", "gpus": "2"}).resources.gpus == 2
+
+
+@pytest.mark.parametrize(("user", "options", "status", "words"), [
+    ("alice", {"profile": "gpu", "memory": "64GiB"}, 400,
+     "Memory 64 GiB is outside what you may ask for 'gpu': 16 GiB to 32 GiB."),
+    ("alice", {"profile": "gpu", "memory": "8GiB"}, 400, "16 GiB to 32 GiB"),
+    ("alice", {"profile": "gpu", "gpus": "2"}, 400, "Gpus 2 is not offered for 'gpu'; "
+     "choose one of: 1."),
+    ("alice", {"profile": "gpu", "memory": "lots"}, 400, "is not a size"),
+    ("alice", {"profile": "gpu", "runtime": "3d"}, 400, "1 h to 2 d"),
+    ("alice", {"profile": "gpu", "cores": "8"}, 400, "does not let you choose cores"),
+    ("alice", {"profile": "small", "memory": "2GiB"}, 400, "does not let you choose memory"),
+    ("bob", {"profile": "gpu"}, 403, "The profile 'gpu' is not available to you; choose one "
+     "of: small."),
+])
+def test_a_choice_outside_is_refused_with_what_is_allowed(user: str, options: dict[str, str],
+                                                          status: int, words: str) -> None:
+    groups = ("gpu",) if user == "alice" else ()
+    with pytest.raises(SpawnException) as info:
+        choose_as(user, groups, options)
+    assert info.value.status_code == status
+    assert words in info.value.message, info.value.message
+
+
+def test_choices_must_hold_the_profiles_own_resources() -> None:
+    with pytest.raises(ProfileError, match="must lie between min and max"):
+        parse_profiles("profiles:\n  - name: a\n    resources: {memory: 8GiB, runtime: 1h}\n"
+                       "    choices: {memory: {min: 16GiB, max: 64GiB}}\n")
+    with pytest.raises(ProfileError, match=r"profiles.yaml:2: caps: field 'default.memory'"):
+        parse_profiles("caps:\n  default: {memory: 12 GB}\n"
+                       "profiles:\n  - {name: a, resources: {memory: 1GiB, runtime: 1h}}\n")

@@ -34,11 +34,18 @@ def test_example_file_holds_desys_three_classes_a_desktop_and_dashboards() -> No
     assert got == {"small": (1, 12, 12, "jupyter", "slurm", "notebook"),
                    "medium": (2, 20, 6, "jupyter", "slurm", "notebook"),
                    "large": (2, 48, 3, "jupyter", "slurm", "notebook"),
+                   "gpu": (4, 28, 24, "jupyter", "slurm", "notebook"),
                    "desktop": (2, 8, 4, "jupyter", "slurm", "desktop"),
                    "dashboard": (1, 4, 8, "jupyter", "slurm", "streamlit"),
                    "my-dashboard": (1, 4, 8, "jupyter", "slurm", "streamlit")}
     assert profiles.by_name["dashboard"].app.script == "/opt/hpcspawner/examples/dashboard.py"
     assert profiles.by_name["my-dashboard"].app.user_script
+    gpu = profiles.by_name["gpu"]
+    assert (gpu.resources.gpus, gpu.groups) == (1, ["gpu"])
+    assert (gpu.choices.memory.min, gpu.choices.memory.max) == (16 * 1024**3, 64 * 1024**3)
+    assert [p.name for p in profiles.for_user("bob", [])] == [
+        "small", "medium", "large", "desktop", "dashboard", "my-dashboard"]
+    assert profiles.caps.for_user("alice", ["gpu-heavy"]).memory == 64 * 1024**3
     assert profiles.default.name == "small"
 
 
@@ -168,7 +175,7 @@ def test_store_keeps_last_good_profiles_after_a_broken_edit(tmp_path: Path) -> N
     path = tmp_path / "profiles.yaml"
     path.write_text(EXAMPLE_PROFILES)
     store = ProfileStore(path)
-    names = ["small", "medium", "large", "desktop", "dashboard", "my-dashboard"]
+    names = ["small", "medium", "large", "gpu", "desktop", "dashboard", "my-dashboard"]
     assert store.get().names() == names
     path.write_text(EXAMPLE_PROFILES.replace("20GiB", "20 GB") + "\n# edit\n")
     assert store.get().names() == names

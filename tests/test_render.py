@@ -201,3 +201,25 @@ def test_the_form_escapes_profile_texts_and_the_last_end_message() -> None:
     assert "<script>alert" not in page and "<img" not in page and "<b>X</b>" not in page
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in page
     assert "&lt;b&gt;X&lt;/b&gt;" in page
+
+
+def test_the_form_offers_each_choice_inside_the_users_cap_with_a_label_and_the_range() -> None:
+    from hpcspawner.options import form_fields
+    from hpcspawner.profiles import parse_profiles
+    from hpcspawner.render import render_template
+
+    ps = parse_profiles(
+        "caps: {default: {memory: 32GiB}}\n"
+        "profiles:\n  - {name: small, resources: {memory: 1GiB, runtime: 1h}}\n"
+        "  - name: gpu\n    resources: {cores: 4, memory: 28GiB, runtime: 1d}\n"
+        "    choices: {memory: {min: 16GiB, max: 64GiB}, cores: {choices: [2, 4, 8]}}\n")
+    caps = ps.caps.for_user("alice", [])
+    page = render_template("form.html.j2", {
+        "profiles": ps.profiles, "chosen": "gpu", "last_end": "",
+        "fields": {p.name: form_fields(p, caps) for p in ps.profiles},
+        "last": {"memory": "20GiB", "cores": "", "gpus": "", "runtime": ""}})
+    assert '<label for="hpcspawner-gpu-memory" class="form-label">Memory</label>' in page
+    assert 'name="gpu.memory" id="hpcspawner-gpu-memory" value="20GiB"' in page
+    assert '>16 GiB to 32 GiB<' in page  # the cap, not the profile's 64 GiB
+    assert '<option value="4" selected>4</option>' in page
+    assert 'name="small.' not in page  # a profile without choices shows no fields

@@ -147,6 +147,10 @@ def test_a_desktop_beside_a_notebook_shows_a_live_screen_and_stops_alone(
             try:
                 png = wait_for("a window on the remote screen", window_shown, timeout=60,
                                interval=0.5)
+            except AssertionError as exc:  # say what ran on the desktop
+                ps = subprocess.run(["ps", "-u", "alice", "-o", "pid,args"], text=True,
+                                    capture_output=True, check=False).stdout
+                raise AssertionError(f"{exc}\nalice's processes:\n{ps}") from None
             finally:
                 if shots:
                     shot.write_bytes(shots[0])

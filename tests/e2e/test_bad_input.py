@@ -35,27 +35,40 @@ def test_forged_form_value_shows_the_form_again_with_the_reason(
     assert hub.server_model("alice") is None
 
 
+ADMIN_PASSWORD = "an-admin-password-of-at-least-32-characters"
+ADMIN_CAROL = ('c.Authenticator.admin_users = {"carol"}\n'
+               f'c.SharedPasswordAuthenticator.admin_password = "{ADMIN_PASSWORD}"\n')
+
+
 def test_hub_started_with_a_broken_profiles_file_refuses_spawns_and_says_so(
         make_hub: Callable[..., Hub]) -> None:
     broken = EXAMPLE_PROFILES.replace("memory: 20GiB", "memory: 20 GB")
-    hub = make_hub(broken).start()
+    hub = make_hub(broken, extra_config=ADMIN_CAROL).start()
     r = hub.spawn("alice", {"profile": "small"})
     assert r.status_code == 500
-    assert "profile list is broken" in r.json()["message"]
+    assert r.json()["message"] == ("The hub's profile list is broken, so no server can start. "
+                                   "Please tell the hub's administrators.")
     line = broken.splitlines().index("      memory: 20 GB") + 1
+    r = hub.spawn("carol", {"profile": "small"})  # an admin reads file, line and field
+    assert f"profiles.yaml:{line}: profile 'medium': field 'resources.memory'" in \
+        r.json()["message"]
     assert f"profiles.yaml:{line}: profile 'medium': field 'resources.memory'" in hub.log()
     assert squeue(hub.hub_id) == []
 
 
 def test_a_broken_edit_keeps_the_last_good_profiles_and_a_good_one_is_picked_up(
         make_hub: Callable[..., Hub]) -> None:
-    hub = make_hub().start()
+    hub = make_hub(extra_config=ADMIN_CAROL).start()
     session = hub.login("bob")
     assert "Medium — 2 cores, 20 GiB, 6 h" in hub.spawn_page(session)
     path: Path = hub.dir / "profiles.yaml"
     path.write_text(EXAMPLE_PROFILES.replace("runtime: 6h", "runtime: 6 hours"))
     page = hub.spawn_page(session)
     assert "Medium — 2 cores, 20 GiB, 6 h" in page  # still served
+    assert "hpcspawner-broken" not in page  # users see the last good profiles, no errors
+    admin_page = html.unescape(hub.spawn_page(hub.login("carol", ADMIN_PASSWORD)))
+    assert 'id="hpcspawner-broken"' in admin_page and "profiles.yaml:" in admin_page
+    assert "'6 hours'" in admin_page
     r = hub.spawn("bob", {"profile": "nope"})
     assert r.status_code == 400 and "small, medium, large" in r.json()["message"]
     assert "is broken, keeping the last good profiles" in hub.log()

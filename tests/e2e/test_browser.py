@@ -19,7 +19,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-quic"]
 
 
-def test_chooser_shows_three_profiles_and_large_ends_in_jupyterlab(
+def test_chooser_shows_the_profiles_and_large_ends_in_jupyterlab(
         make_hub: Callable[..., Hub]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -40,7 +40,10 @@ def test_chooser_shows_three_profiles_and_large_ends_in_jupyterlab(
             expect(select).to_be_visible()
             labels = select.locator("option").all_inner_texts()
             assert labels == ["Small — 1 core, 12 GiB, 12 h", "Medium — 2 cores, 20 GiB, 6 h",
-                              "Large — 2 cores, 48 GiB, 3 h"]
+                              "Large — 2 cores, 48 GiB, 3 h",
+                              "Remote desktop — 2 cores, 8 GiB, 4 h",
+                              "Dashboard — 1 core, 4 GiB, 8 h",
+                              "My dashboard — 1 core, 4 GiB, 8 h"]  # no GPU: not in group gpu
             expect(page.locator(".hpcspawner-description:visible")).to_contain_text(
                 "Editing, plotting and small analyses")
             select.select_option("large")

@@ -1,0 +1,98 @@
+"""User choices inside a profile's bounds and the user's caps, on the real hub and SLURM:
+the REST body, a spawn URL and a forged form are checked alike; the job gets what was chosen
+and the server sees its limits (MEM_LIMIT, CPU_LIMIT)."""
+
+from __future__ import annotations
+
+import html
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.hubtools import Hub, scontrol_job, squeue
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+
+# "gpu" without a GPU: the local cluster has none; what is tested is who sees it and the
+# memory choice inside the caps (CC-IN2P3's scheme).
+CHOICE_PROFILES = """
+defaults: {backend: slurm, partition: jupyter}
+caps:
+  default: {memory: 32GiB}
+  groups: {gpu-heavy: {memory: 64GiB}}
+profiles:
+  - name: small
+    default: true
+    resources: {cores: 1, memory: 2GiB, runtime: 1h}
+  - name: gpu
+    display_name: "GPU — 1 core, 28 GiB, 1 day"
+    groups: [gpu]
+    resources: {cores: 1, memory: 28GiB, runtime: 1d}
+    choices:
+      memory: {min: 16GiB, max: 64GiB}
+"""
+GROUPS = 'c.JupyterHub.load_groups = {"gpu": {"users": ["alice", "carol"]}}\n'
+
+
+def server_environ(port: int) -> dict[str, str]:
+    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout
+    pid = out.split("pid=", 1)[1].split(",", 1)[0]
+    items = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(i.decode().split("=", 1) for i in items if b"=" in i)
+
+
+def test_bob_outside_the_group_cannot_reach_the_profile_by_any_door(
+        make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub(CHOICE_PROFILES, extra_config=GROUPS).start()
+    r = hub.spawn("bob", {"profile": "gpu"})
+    assert r.status_code == 403, r.text
+    assert r.json()["message"] == ("The profile 'gpu' is not available to you; choose one of: "
+                                   "small.")
+    session = hub.login("bob")
+    assert "gpu" not in html.unescape(hub.spawn_page(session)).split("<select", 1)[1].split(
+        "</select>", 1)[0]
+    by_url = session.get(f"{hub.url}/hub/spawn?profile=gpu", timeout=30)
+    assert by_url.status_code == 403
+    assert "is not available to you" in html.unescape(by_url.content.decode())
+    forged = session.post(f"{hub.url}/hub/spawn", timeout=30, data={
+        "profile": "gpu", "_xsrf": session.cookies.get("_xsrf")})
+    assert "is not available to you" in html.unescape(forged.content.decode())
+    assert squeue(hub.hub_id) == []
+    assert hub.server_model("bob") is None
+
+
+def test_alice_gets_the_memory_she_chose_inside_her_cap_and_the_server_sees_the_limit(
+        make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub(CHOICE_PROFILES, extra_config=GROUPS).start()
+    r = hub.spawn("alice", {"profile": "gpu", "memory": "64GiB"})
+    assert r.status_code == 400, r.text
+    assert r.json()["message"] == ("Memory 64 GiB is outside what you may ask for 'gpu': "
+                                   "16 GiB to 32 GiB.")
+    session = hub.login("alice")
+    by_url = session.get(f"{hub.url}/hub/spawn?profile=gpu&memory=64GiB", timeout=30)
+    assert by_url.status_code == 400
+    assert "16 GiB to 32 GiB" in html.unescape(by_url.content.decode())
+    assert squeue(hub.hub_id) == []
+
+    by_url = session.get(f"{hub.url}/hub/spawn?profile=gpu&memory=16GiB", timeout=60)
+    assert by_url.status_code == 200
+    model = hub.wait_ready("alice")
+    [job] = squeue(hub.hub_id)
+    assert job["mem"] == "16G", job
+    assert scontrol_job(job["id"])["MinMemoryNode"] == "16G"
+    assert model["user_options"] == {"profile": "gpu", "memory": "16GiB"}
+    env = server_environ(hub.server_port("alice"))
+    assert (env["MEM_LIMIT"], env["CPU_LIMIT"]) == (str(16 * 1024**3), "1")
+    metrics = hub.proxied("alice", "api/metrics/v1")
+    assert metrics.status_code == 200, metrics.text
+    assert metrics.json()["limits"]["memory"]["rss"] == 16 * 1024**3  # jupyter-resource-usage
+
+    hub.stop_server("alice")
+    hub.wait_stopped("alice")
+    page = html.unescape(hub.spawn_page(session))  # her last choice is preselected
+    assert re.search(r'<option value="gpu"[^>]*selected', page), page
+    assert 'name="gpu.memory" id="hpcspawner-gpu-memory" value="16GiB"' in page
