@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from traitlets.config import Config
 
+from .availability import AvailabilityCache
 from .backends import Backend, backend_classes
 from .poller import Poller
 from .profiles import ProfileStore
@@ -20,6 +21,7 @@ _STORES: dict[str, ProfileStore] = {}
 _BACKENDS: dict[str, Backend] = {}
 _POLLERS: dict[tuple[str, str], Poller] = {}
 _HUB_IDS: dict[str, str] = {}
+_AVAILABILITY: dict[str, AvailabilityCache] = {}
 
 
 def config_dir() -> str:
@@ -64,6 +66,15 @@ def poller(backend_name: str, tag_prefix: str, factory: Callable[[], Poller]) ->
     return found
 
 
+def availability(backend_name: str, ttl: float) -> AvailabilityCache:
+    """The one availability cache per scheduler in this hub process (the spawn page's)."""
+    found = _AVAILABILITY.get(backend_name)
+    if found is None:
+        found = _AVAILABILITY[backend_name] = AvailabilityCache(
+            backend(backend_name).availability, ttl)
+    return found
+
+
 def hub_id(path: str, log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> str:
     """The hub's id kept in ``path``, made (random) the first time; the host name if the
     file cannot be written."""
@@ -100,3 +111,4 @@ def reset() -> None:
     _BACKENDS.clear()
     _STORES.clear()
     _HUB_IDS.clear()
+    _AVAILABILITY.clear()

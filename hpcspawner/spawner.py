@@ -18,6 +18,7 @@ from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, def
 
 from . import messages, registry
 from .apps import Launch, ScriptError, launch_for
+from .availability import outlook
 from .backends import BackendError, JobInfo, JobState
 from .compat import SpawnException
 from .job import BatchJob, JobContext, JobFailed
@@ -50,6 +51,12 @@ class HPCSpawner(Spawner):
         help="""Python that runs the launcher inside the job (must have hpcspawner installed
         and be readable by every user: a venv under /opt, not under /root).
         Default: the hub's own Python.""",
+    ).tag(config=True)
+
+    availability_interval = Float(
+        10.0,
+        help="""Seconds the spawn page reuses the scheduler's answer on what can start now
+        (one sinfo / condor_status per backend per interval, however many users look).""",
     ).tag(config=True)
 
     hub_id = Unicode(
@@ -199,8 +206,13 @@ class HPCSpawner(Spawner):
     def _visible(self) -> list[Profile]:
         return self._profiles().for_user(self.user.name, self._user_groups())
 
-    def _render_form(self, spawner: Spawner | None = None) -> str:
+    async def _render_form(self, spawner: Spawner | None = None) -> str:
         profiles = self._visible()
+        outlooks = {}
+        for name in sorted({p.backend for p in profiles}):
+            cache = registry.availability(name, self.availability_interval)
+            slots = await cache.get()
+            outlooks.update({p.name: outlook(p, slots) for p in profiles if p.backend == name})
         last = self.user_options if isinstance(self.user_options, dict) else {}
         chosen = last.get("profile")
         names = [p.name for p in profiles]
@@ -214,6 +226,7 @@ class HPCSpawner(Spawner):
             "broken": "\n".join(broken.problems) if broken and self.user.admin else "",
             "profiles": profiles, "chosen": chosen, "last_end": self.last_end,
             "fields": {p.name: form_fields(p, caps) for p in profiles},
+            "outlooks": outlooks,
             "last": {k: str(last.get(k, "")) for k in RESOURCE_KEYS},
             "script": last.get("script", "") if isinstance(last.get("script"), str) else "",
             "script_shown": any(p.name == chosen and p.app.user_script for p in profiles),

@@ -11,7 +11,7 @@ import enum
 import os
 import sys
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from traitlets import Float, List, Unicode, default
@@ -49,11 +49,15 @@ class JobInfo:
 
 @dataclass(frozen=True)
 class Availability:
-    name: str  # partition or pool
+    """What one node (SLURM) or slot (HTCondor) could give a new job right now."""
+
+    name: str  # node or slot
+    groups: tuple[str, ...]  # its partitions (SLURM); "jupyter" or "pool" (HTCondor)
     free_cores: int
     total_cores: int
+    free_memory: int = 0  # bytes
     free_gpus: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
+    usable: bool = True  # not down, drained or claimed
 
 
 @dataclass(frozen=True)

@@ -311,17 +311,31 @@ class HTCondorBackend(Backend):
         return posixpath.dirname(rm) if posixpath.isabs(rm) else ""
 
     async def availability(self) -> list[Availability]:
-        result = await self.as_hub([self.condor_status, "-json", "-attributes",
-                                    "Name,State,Cpus,Gpus,PartitionableSlot,IsJupyterSlot"])
-        free = {"pool": 0, "jupyter": 0}
-        total = {"pool": 0, "jupyter": 0}
-        for ad in parse_json_ads(result.stdout):
-            kind = "jupyter" if ad.get("IsJupyterSlot") is True else "pool"
-            try:
-                cpus = int(str(ad.get("Cpus", 0)))
-            except ValueError:
-                continue
-            total[kind] += cpus
-            if ad.get("State") == "Unclaimed":
-                free[kind] += cpus
-        return [Availability(name=k, free_cores=free[k], total_cores=total[k]) for k in free]
+        """Per slot: what an Unclaimed slot could give (a partitionable slot's remainder);
+        reserved notebook slots (``IsJupyterSlot``) are the group "jupyter", the rest "pool".
+        ``-af`` evaluates: ``-json`` prints a slot attribute that is an expression (the
+        documented ``IsJupyterSlot = (SlotTypeID == 2)``) as ``"\\/Expr(...)\\/"``."""
+        result = await self.as_hub([self.condor_status, "-af", "Name", "State", "Cpus",
+                                    "TotalSlotCpus", "Memory", "Gpus", "IsJupyterSlot"])
+        return parse_status_af(result.stdout)
+
+
+def parse_status_af(text: str) -> list[Availability]:
+    """``condor_status -af Name State Cpus TotalSlotCpus Memory Gpus IsJupyterSlot``."""
+    out = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) != 7:
+            continue
+        name, state, cpus, total, memory, gpus, jupyter = words
+        try:
+            free = int(cpus)
+            slots = int(total) if total != "undefined" else free
+            mib = int(memory)
+            gpu = int(gpus) if gpus != "undefined" else 0
+        except ValueError:
+            continue
+        out.append(Availability(name=name, groups=("jupyter",) if jupyter == "true" else ("pool",),
+                                free_cores=free, total_cores=slots, free_memory=mib * 1024 * 1024,
+                                free_gpus=gpu, usable=state == "Unclaimed"))
+    return out

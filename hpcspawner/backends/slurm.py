@@ -262,13 +262,41 @@ class SlurmBackend(Backend):
         return parse_sacct(result.stdout)
 
     async def availability(self) -> list[Availability]:
-        result = await self.as_hub([self.sinfo, "-h", "-o", "%P|%C"])
-        out = []
-        for line in result.stdout.splitlines():
-            name, _, cpus = line.partition("|")
-            try:
-                _alloc, idle, _other, total = (int(x) for x in cpus.split("/"))
-            except ValueError:
-                continue
-            out.append(Availability(name=name.rstrip("*"), free_cores=idle, total_cores=total))
-        return out
+        """Per node: idle CPUs, memory not allocated, GPUs (from sinfo; node names and states
+        are the admins', not users')."""
+        result = await self.as_hub([self.sinfo, "-h", "-N", "-O", "NodeHost:|,Partition:|,"
+                                    "CPUsState:|,Memory:|,AllocMem:|,StateCompact:|,Gres:|,GresUsed:|"])
+        return parse_sinfo_nodes(result.stdout)
+
+UNUSABLE_STATES = ("down", "drain", "drng", "fail", "maint", "resv", "unk", "futr", "inval",
+                   "powered", "pow_dn", "boot")
+
+
+def parse_sinfo_nodes(text: str) -> list[Availability]:
+    """``sinfo -N -O NodeHost:|,Partition:|,CPUsState:|,Memory:|,AllocMem:|,StateCompact:|,
+    Gres:|,GresUsed:|`` -> one Availability per node, with all its partitions."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) < 8:
+            continue
+        name, partition, cpus, memory, alloc, state, gres, used = fields[:8]
+        try:
+            _used, idle, _other, total = (int(x) for x in cpus.split("/"))
+            free_memory = (int(memory) - int(alloc)) * 1024 * 1024
+        except ValueError:
+            continue
+        gpus = _gpus(gres) - _gpus(used)
+        node = nodes.setdefault(name, {
+            "name": name, "groups": [], "free_cores": idle, "total_cores": total,
+            "free_memory": max(0, free_memory), "free_gpus": gpus,
+            "usable": not state.rstrip("*~#!%$@^-").startswith(UNUSABLE_STATES)
+            and not state.endswith("*"),
+        })
+        node["groups"].append(partition.rstrip("*"))
+    return [Availability(**{**n, "groups": tuple(n["groups"])}) for n in nodes.values()]
+
+
+def _gpus(gres: str) -> int:
+    """GPUs in a Gres/GresUsed field: ``gpu:2``, ``gpu:a100:4(S:0-1)``, ``gpu:a100:1(IDX:0)``."""
+    return sum(int(m.group(1)) for m in re.finditer(r"gpu(?::[A-Za-z0-9_.-]+)?:(\d+)", gres))

@@ -59,3 +59,37 @@ def test_chooser_shows_the_profiles_and_large_ends_in_jupyterlab(
             assert job["user"] == "alice" and job["mem"] == "48G", job
         finally:
             browser.close()
+
+
+def test_keyboard_only_tab_to_the_dropdown_arrows_to_a_profile_enter_starts_it(
+        make_hub: Callable[..., Hub]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    hub = make_hub().start()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            page.goto(f"{hub.url}/hub/login")
+            page.locator("#username_input").focus()  # the login page's first field
+            page.keyboard.type("carol")
+            page.keyboard.press("Tab")
+            page.keyboard.type(hub.password)
+            page.keyboard.press("Enter")
+            page.wait_for_url("**/hub/spawn")
+            select = page.locator("select#hpcspawner-profile")
+            label = page.locator('label[for="hpcspawner-profile"]')
+            assert label.inner_text().strip() == "Resources for your server"  # read aloud
+            for _ in range(10):  # Tab until the dropdown has the focus
+                if page.evaluate("document.activeElement.id") == "hpcspawner-profile":
+                    break
+                page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.id") == "hpcspawner-profile"
+            page.keyboard.press("ArrowDown")  # small -> medium
+            expect(select).to_have_value("medium")
+            page.keyboard.press("Enter")
+            page.wait_for_url("**/user/carol/**", timeout=120_000)
+        finally:
+            browser.close()
+    [job] = squeue(hub.hub_id)
+    assert (job["user"], job["cpus"], job["mem"]) == ("carol", "2", "20G"), job

@@ -7,12 +7,13 @@ from __future__ import annotations
 import html
 import re
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.hubtools import Hub, scontrol_job, squeue
+from tests.hubtools import Hub, scontrol_job, squeue, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
@@ -96,3 +97,72 @@ def test_alice_gets_the_memory_she_chose_inside_her_cap_and_the_server_sees_the_
     page = html.unescape(hub.spawn_page(session))  # her last choice is preselected
     assert re.search(r'<option value="gpu"[^>]*selected', page), page
     assert 'name="gpu.memory" id="hpcspawner-gpu-memory" value="16GiB"' in page
+
+
+WIDE = CHOICE_PROFILES + """
+  - name: wide
+    display_name: "Wide — 16 cores, 8 GiB, 1 h"
+    resources: {cores: 16, memory: 8GiB, runtime: 1h}
+"""
+
+
+def sinfo_calls() -> int:
+    """sinfo runs as one REQUEST_PARTITION_INFO in slurmctld (sdiag counts them)."""
+    out = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if "REQUEST_PARTITION_INFO " in x)
+    return int(re.search(r"count:(\d+)", line).group(1))  # type: ignore[union-attr]
+
+
+def free_cores_in_jupyter() -> tuple[int, int]:
+    out = subprocess.run(["sinfo", "-h", "-N", "-p", "jupyter", "-t", "idle,mix,alloc", "-O",
+                          "CPUsState"], capture_output=True, text=True, check=True).stdout
+    idle = total = 0
+    for line in out.split():
+        _a, i, _o, t = (int(x) for x in line.split("/"))
+        idle, total = idle + i, total + t
+    return idle, total
+
+
+def outlook_of(page: str, profile: str) -> str:
+    part = page.split(f'data-profile="{profile}"', 1)[1]
+    return html.unescape(part.split('class="hpcspawner-outlook', 1)[1].split(">", 1)[1]
+                         .split("</span>", 1)[0]).strip()
+
+
+def test_the_page_says_what_can_start_now_as_sinfo_does_from_one_query_per_interval(
+        make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub(WIDE, extra_config="c.HPCSpawner.availability_interval = 3\n").start()
+    session = hub.login("bob")
+    idle, total = free_cores_in_jupyter()
+    page = hub.spawn_page(session)
+    assert outlook_of(page, "small") == (f"Can start now: {idle} cores of {total} free in "
+                                         "partition jupyter.")
+    assert outlook_of(page, "wide").startswith("Can start now")
+
+    before = sinfo_calls()
+    started = time.monotonic()
+    for _ in range(50):
+        hub.spawn_page(session)
+    elapsed = time.monotonic() - started
+    calls = sinfo_calls() - before
+    assert calls <= int(elapsed // 3) + 1, (calls, elapsed)  # one per 3 s interval at most
+
+    # carol takes 8 cores outside the hub: the page follows within the interval
+    out = subprocess.run(["sudo", "-u", "carol", "sbatch", "--parsable", "-p", "jupyter",
+                          "--cpus-per-task=8", "--mem=1G", "--output=/dev/null", "--wrap",
+                          "sleep 300"], capture_output=True, text=True, check=True)
+    job = out.stdout.strip()
+    try:
+        wait_for("carol's job to run", lambda: subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True,
+            check=False).stdout.strip() == "RUNNING", timeout=30)
+        idle_now, _ = free_cores_in_jupyter()
+        assert idle_now == idle - 8
+        wide = wait_for("the page to show fewer free cores", lambda: (
+            lambda text: text if text.startswith("Cannot start now") else None)(
+            outlook_of(hub.spawn_page(session), "wide")), timeout=15, interval=0.5)
+        assert wide.startswith("Cannot start now: no node of partition jupyter has 16 cores")
+        assert outlook_of(hub.spawn_page(session), "small") == (
+            f"Can start now: {idle_now} cores of {total} free in partition jupyter.")
+    finally:
+        subprocess.run(["scancel", job], check=False)

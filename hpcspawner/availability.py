@@ -1,0 +1,81 @@
+"""Whether each profile can start now, for the spawn page, from one scheduler query per backend
+per interval however many users look (sinfo for SLURM, condor_status for HTCondor)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .backends import Availability
+from .profiles import Profile
+from .units import format_size
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """What the spawn page says next to a profile."""
+
+    can_start: bool | None  # None: the scheduler did not answer
+    text: str
+
+
+class AvailabilityCache:
+    """The last answer of one backend, kept ``ttl`` seconds; concurrent page views wait for
+    one query instead of starting their own."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[list[Availability]]], ttl: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self._fetch, self._ttl, self._clock = fetch, ttl, clock
+        self._value: list[Availability] | None = None
+        self._at = float("-inf")
+        self._lock = asyncio.Lock()
+        self.queries = 0
+
+    async def get(self) -> list[Availability] | None:
+        async with self._lock:
+            if self._clock() - self._at >= self._ttl:
+                self.queries += 1
+                try:
+                    self._value = await self._fetch()
+                except Exception:  # the page must render anyway: say "unknown"
+                    self._value = None
+                self._at = self._clock()
+            return self._value
+
+
+def _cores(n: int) -> str:
+    return f"{n} core" + ("s" if n != 1 else "")
+
+
+def outlook(profile: Profile, slots: list[Availability] | None) -> Outlook:
+    """Can ``profile`` start now, in words (the profile's own resources or the user's)."""
+    if slots is None:
+        return Outlook(None, "Availability unknown right now (the scheduler did not answer).")
+    res = profile.resources
+    if profile.backend == "htcondor" and profile.fast_path_enabled:
+        fast = [s for s in slots if "jupyter" in s.groups and s.usable]
+        fits = [s for s in fast if s.free_cores >= res.cores and s.free_memory >= res.memory]
+        if fits:
+            return Outlook(True, f"Starts in seconds: {len(fits)} reserved notebook slot"
+                           f"{'s' if len(fits) != 1 else ''} free.")
+        return Outlook(False, "The reserved notebook slots are all taken: it will start in the "
+                       "regular pool, which can take minutes.")
+    group = profile.partition if profile.backend == "slurm" else "pool"
+    where = f"partition {group}" if profile.backend == "slurm" and group else "the pool"
+    candidates = [s for s in slots if s.usable and (group is None or group in s.groups)]
+    fits = [s for s in candidates if s.free_cores >= res.cores
+            and s.free_memory >= res.memory and s.free_gpus >= res.gpus]
+    free = sum(s.free_cores for s in candidates)
+    total = sum(s.total_cores for s in candidates)
+    if fits:
+        return Outlook(True, f"Can start now: {_cores(free)} of {total} free in {where}.")
+    if not candidates:
+        return Outlook(False, f"Cannot start now: no node of {where} is up; it will wait in "
+                       "the queue.")
+    best = max(candidates, key=lambda s: (s.free_cores, s.free_memory))
+    gpus = f", {res.gpus} GPU{'s' if res.gpus != 1 else ''}" if res.gpus else ""
+    return Outlook(False, f"Cannot start now: no node of {where} has {_cores(res.cores)} and "
+                   f"{format_size(res.memory)}{gpus} free (at most {_cores(best.free_cores)}, "
+                   f"{format_size(best.free_memory)}); it will wait in the queue.")

@@ -1,0 +1,113 @@
+"""What the spawn page says about each profile: parsed from sinfo / condor_status, in words,
+and from one query per interval however many pages are shown."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hpcspawner.availability import AvailabilityCache, outlook
+from hpcspawner.backends import Availability
+from hpcspawner.backends.slurm import parse_sinfo_nodes
+from hpcspawner.profiles import parse_profiles
+
+SINFO = """\
+bignode01|batch|0/0/128/128|1024000|0|down*|(null)|(null)|
+bignode01|jupyter*|0/0/128/128|1024000|0|down*|(null)|(null)|
+vm|batch|12/4/0/16|256000|204800|mix|(null)|(null)|
+vm|jupyter*|12/4/0/16|256000|204800|mix|(null)|(null)|
+gpu01|gpu|0/32/0/32|512000|0|idle|gpu:a100:4(S:0-1)|gpu:a100:1(IDX:0)|
+"""
+PROFILES = parse_profiles("""\
+defaults: {partition: jupyter}
+profiles:
+  - {name: small, resources: {cores: 2, memory: 12GiB, runtime: 1h}}
+  - {name: large, resources: {cores: 8, memory: 48GiB, runtime: 1h}}
+  - {name: gpu, partition: gpu, resources: {cores: 4, memory: 28GiB, gpus: 4, runtime: 1h}}
+  - name: fast
+    backend: htcondor
+    partition: null
+    resources: {cores: 1, memory: 1536MiB, runtime: 1h}
+    htcondor: {fast_path: {timeout: 8s}}
+""").by_name
+
+
+def test_sinfo_nodes_give_free_cores_unallocated_memory_and_free_gpus() -> None:
+    nodes = {n.name: n for n in parse_sinfo_nodes(SINFO)}
+    vm = nodes["vm"]
+    assert (vm.groups, vm.free_cores, vm.total_cores) == (("batch", "jupyter"), 4, 16)
+    assert vm.free_memory == (256000 - 204800) * 1024**2 and vm.usable
+    assert not nodes["bignode01"].usable
+    assert (nodes["gpu01"].free_gpus, nodes["gpu01"].groups) == (3, ("gpu",))
+
+
+def test_the_page_says_in_words_whether_a_profile_can_start_now() -> None:
+    nodes = parse_sinfo_nodes(SINFO)
+    small = outlook(PROFILES["small"], nodes)
+    assert small.can_start is True
+    assert small.text == "Can start now: 4 cores of 16 free in partition jupyter."
+    large = outlook(PROFILES["large"], nodes)
+    assert large.can_start is False
+    assert large.text == ("Cannot start now: no node of partition jupyter has 8 cores and "
+                          "48GiB free (at most 4 cores, 50GiB); it will wait in the queue.")
+    assert "4 GPUs" in outlook(PROFILES["gpu"], nodes).text  # 3 of 4 free
+    assert outlook(PROFILES["small"], None).can_start is None
+
+
+def test_the_fast_path_counts_free_reserved_notebook_slots() -> None:
+    slot = Availability(name="slot2@vm", groups=("jupyter",), free_cores=1, total_cores=1,
+                        free_memory=1536 * 1024**2)
+    taken = Availability(name="slot3@vm", groups=("jupyter",), free_cores=1, total_cores=1,
+                         free_memory=1536 * 1024**2, usable=False)
+    assert outlook(PROFILES["fast"], [slot, taken]).text == \
+        "Starts in seconds: 1 reserved notebook slot free."
+    assert outlook(PROFILES["fast"], [taken]).can_start is False
+
+
+def test_fifty_page_views_at_once_make_one_query_per_interval() -> None:
+    now = [0.0]
+
+    async def fetch() -> list[Availability]:
+        await asyncio.sleep(0.01)  # a slow scheduler: the other views wait for this answer
+        return parse_sinfo_nodes(SINFO)
+
+    cache = AvailabilityCache(fetch, ttl=10, clock=lambda: now[0])
+
+    async def views() -> None:
+        await asyncio.gather(*(cache.get() for _ in range(50)))
+        now[0] = 9.9
+        await asyncio.gather(*(cache.get() for _ in range(50)))
+        assert cache.queries == 1
+        now[0] = 10.0
+        await cache.get()
+        assert cache.queries == 2
+
+    asyncio.run(views())
+
+
+def test_a_scheduler_that_fails_makes_the_page_say_unknown() -> None:
+    async def fetch() -> list[Availability]:
+        raise OSError("sinfo: error: Unable to contact slurm controller")
+
+    cache = AvailabilityCache(fetch, ttl=10)
+    assert asyncio.run(cache.get()) is None
+
+
+# condor_status -af Name State Cpus TotalSlotCpus Memory Gpus IsJupyterSlot on the real
+# one-node HTCondor 25.13.2 pool of scripts/condor-pool (docs/htcondor.md layout), one slot busy
+REAL_POOL_AF = """\
+slot1@vm Unclaimed 6 6 12928 0 false
+slot2@vm Claimed 1 1 1536 0 true
+slot3@vm Unclaimed 1 1 1536 0 true
+"""
+
+
+def test_condor_status_slots_and_the_reserved_notebook_slots() -> None:
+    from hpcspawner.backends.htcondor import parse_status_af
+
+    slots = parse_status_af(REAL_POOL_AF + "garbage line\n")
+    assert [(s.name, s.groups, s.usable) for s in slots] == [
+        ("slot1@vm", ("pool",), True), ("slot2@vm", ("jupyter",), False),
+        ("slot3@vm", ("jupyter",), True)]
+    assert slots[0].free_memory == 12928 * 1024**2
+    assert outlook(PROFILES["fast"], slots).text == \
+        "Starts in seconds: 1 reserved notebook slot free."
