@@ -97,3 +97,10 @@ def held(job_id: str, info: JobInfo, log_file: str = "") -> str:
 
 def ended(job_id: str, info: JobInfo) -> str:
     return f"Your last server stopped: {info.reason or 'the job ended'} (job {job_id})."
+
+
+def idle_stopped(profile: Profile, idle: int) -> str:
+    limit = format_duration(profile.idle_timeout or 0)
+    return (f"Your last server was stopped after {format_duration(idle)} without activity: "
+            f"'{profile.title}' stops idle servers after {limit}. Start a new one when you "
+            "need it.")

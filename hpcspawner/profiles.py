@@ -271,6 +271,7 @@ class Profile(_Strict):
     extra_options: list[OneLine] = Field(default_factory=list)
     pending_timeout: Duration | None = None
     hold_timeout: Duration = 60
+    idle_timeout: Duration | None = None  # stop a server idle this long (its job ends)
     default: bool = False
     app: AppChoice = Field(default_factory=AppChoice)
     groups: list[str] = Field(default_factory=list)

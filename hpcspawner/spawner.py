@@ -11,6 +11,7 @@ import pwd
 import re
 import sys
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from typing import Any
 
 from jupyterhub.spawner import Spawner
@@ -193,8 +194,8 @@ class HPCSpawner(Spawner):
             return registry.profile_store(self._profiles_path()).get()
         except ProfileError as exc:
             self.log.error("%s: cannot load profiles:\n%s", self._log_name, exc)
-            message = ("The hub's profile list is broken, so no server can start. "
-                       "Please tell the hub's administrators.")
+            message = ("The hub's list of server profiles is being fixed, so no server can "
+                       "start right now. Please try again later.")
             if getattr(self.user, "admin", False):  # admins read where: file, line, field
                 message = "The hub's profile list is broken: " + "; ".join(exc.problems)
             raise SpawnException(message, reason="profiles", status_code=500,
@@ -483,7 +484,29 @@ class HPCSpawner(Spawner):
             return 1
         if job.resumed and job.address is None:
             return await self._resume(job)
+        if job.address is not None and info is not None and info.state is JobState.RUNNING:
+            return self._idle_check(job)
         return None  # alive, completing or unknown: never drop a server on doubt
+
+    def _idle_check(self, job: BatchJob) -> int | None:
+        """1 (stop it) when the server has been idle longer than its profile's idle_timeout,
+        by JupyterHub's activity data (the proxy's and the server's own reports)."""
+        try:
+            profile = self._profiles().by_name.get(job.profile_name)
+        except SpawnException:
+            return None
+        orm_spawner = getattr(self, "orm_spawner", None)
+        last = getattr(orm_spawner, "last_activity", None)
+        if profile is None or not profile.idle_timeout or last is None:
+            return None
+        idle = int((datetime.now(timezone.utc).replace(tzinfo=None) - last.replace(tzinfo=None))
+                   .total_seconds())
+        if idle <= profile.idle_timeout:
+            return None
+        self.last_end = messages.idle_stopped(profile, idle)
+        self.log.info("%s: idle for %d s (limit %d s): stopping job %s", self._log_name, idle,
+                      profile.idle_timeout, job.job_id)
+        return 1  # JupyterHub stops the server: stop() cancels the job
 
     async def _resume(self, job: BatchJob) -> int | None:
         """One background wait per spawner for a job that was starting when the hub

@@ -46,8 +46,8 @@ def test_hub_started_with_a_broken_profiles_file_refuses_spawns_and_says_so(
     hub = make_hub(broken, extra_config=ADMIN_CAROL).start()
     r = hub.spawn("alice", {"profile": "small"})
     assert r.status_code == 500
-    assert r.json()["message"] == ("The hub's profile list is broken, so no server can start. "
-                                   "Please tell the hub's administrators.")
+    assert r.json()["message"] == ("The hub's list of server profiles is being fixed, so no "
+                                   "server can start right now. Please try again later.")
     line = broken.splitlines().index("      memory: 20 GB") + 1
     r = hub.spawn("carol", {"profile": "small"})  # an admin reads file, line and field
     assert f"profiles.yaml:{line}: profile 'medium': field 'resources.memory'" in \
