@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
+from . import messages
 from .backends import Availability
 from .profiles import Profile
-from .units import format_size
+from .units import show_size
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -21,19 +25,19 @@ class Outlook:
     text: str
 
 
-class AvailabilityCache:
-    """The last answer of one backend, kept ``ttl`` seconds; concurrent page views wait for
-    one query instead of starting their own."""
+class TimedCache(Generic[T]):
+    """The last answer of one scheduler query, kept ``ttl`` seconds; concurrent page views
+    wait for one query instead of starting their own. None: the query failed."""
 
-    def __init__(self, fetch: Callable[[], Awaitable[list[Availability]]], ttl: float,
+    def __init__(self, fetch: Callable[[], Awaitable[T]], ttl: float,
                  clock: Callable[[], float] = time.monotonic):
         self._fetch, self._ttl, self._clock = fetch, ttl, clock
-        self._value: list[Availability] | None = None
+        self._value: T | None = None
         self._at = float("-inf")
         self._lock = asyncio.Lock()
         self.queries = 0
 
-    async def get(self) -> list[Availability] | None:
+    async def get(self) -> T | None:
         async with self._lock:
             if self._clock() - self._at >= self._ttl:
                 self.queries += 1
@@ -43,6 +47,17 @@ class AvailabilityCache:
                     self._value = None
                 self._at = self._clock()
             return self._value
+
+
+AvailabilityCache = TimedCache[list[Availability]]
+
+
+def with_expected_start(found: Outlook, start: float | None,
+                        now: Callable[[], float] = time.time) -> Outlook:
+    """``found`` and, when the scheduler gave one, its expected start in words."""
+    if start is None:
+        return found
+    return replace(found, text=f"{found.text} {messages.expected_start(start, now())}")
 
 
 def _cores(n: int) -> str:
@@ -77,5 +92,5 @@ def outlook(profile: Profile, slots: list[Availability] | None) -> Outlook:
     best = max(candidates, key=lambda s: (s.free_cores, s.free_memory))
     gpus = f", {res.gpus} GPU{'s' if res.gpus != 1 else ''}" if res.gpus else ""
     return Outlook(False, f"Cannot start now: no node of {where} has {_cores(res.cores)} and "
-                   f"{format_size(res.memory)}{gpus} free (at most {_cores(best.free_cores)}, "
-                   f"{format_size(best.free_memory)}); it will wait in the queue.")
+                   f"{show_size(res.memory)}{gpus} free (at most {_cores(best.free_cores)}, "
+                   f"{show_size(best.free_memory)}); it will wait in the queue.")

@@ -78,7 +78,7 @@ class BatchJob:
 
     STATE_KEYS = ("job_id", "backend", "profile", "tag", "username", "secret_file",
                   "submission", "token_sha256", "submitted_at", "fast_path", "address",
-                  "log_file")
+                  "log_file", "runtime", "ends_at")
 
     def __init__(self, ctx: JobContext, username: str) -> None:
         self.ctx = ctx
@@ -93,6 +93,8 @@ class BatchJob:
         self.fast = False  # the current submission went to the HTCondor fast path
         self.address: tuple[str, int] | None = None  # where the hub routes to
         self.log_file = ""  # the job's output, as the user finds it (~/.hpcspawner/logs/...)
+        self.runtime = 0  # the job's time limit, seconds
+        self.ends_at = 0.0  # when the time limit ends (epoch; from the launcher's report)
         self.resumed = False  # restored by a restarted hub while it was still starting
         self._stopped = False  # stop() was called; a submission still under way is undone
         self._report: asyncio.Future[tuple[str, int]] | None = None
@@ -109,7 +111,8 @@ class BatchJob:
             "profile": self.profile_name, "tag": self.tag, "username": self.username,
             "secret_file": self.secret_file, "submission": self.submission,
             "token_sha256": self.token_sha256, "submitted_at": self.submitted_at,
-            "fast_path": self.fast, "log_file": self.log_file,
+            "fast_path": self.fast, "log_file": self.log_file, "runtime": self.runtime,
+            "ends_at": self.ends_at,
         }
         if self.address:
             state["address"] = list(self.address)
@@ -128,6 +131,8 @@ class BatchJob:
         job.submitted_at = float(state.get("submitted_at") or time.time())
         job.fast = bool(state.get("fast_path", False))
         job.log_file = str(state.get("log_file", ""))
+        job.runtime = int(state.get("runtime") or 0)
+        job.ends_at = float(state.get("ends_at") or 0.0)
         address = state.get("address")
         job.address = (str(address[0]), int(address[1])) if address else None
         job.resumed = job.address is None
@@ -174,6 +179,7 @@ class BatchJob:
         self.job_id, self.profile_name, self.tag = job_id, profile.name, builder.tag
         self.submission, self.fast, self.submitted_at = submission, fast, time.time()
         self.log_file = builder.log_file(ctx.backend, job_id)
+        self.runtime, self.ends_at = profile.resources.runtime, 0.0
         if token is not None:
             self.token_sha256 = token_hash(token)
         self.address = None
@@ -284,9 +290,17 @@ class BatchJob:
             self._report = asyncio.get_running_loop().create_future()
         return self._report
 
-    def set_address(self, host: str, port: int) -> None:
-        """The launcher's report was accepted (report.py): the hub routes to host:port."""
+    def set_address(self, host: str, port: int, ends: float = 0.0) -> None:
+        """The launcher's report was accepted (report.py): the hub routes to host:port.
+
+        ``ends`` is when the launcher says the time limit ends. It is shown to the user only,
+        and believed only between now and now + the job's runtime (the job runs now, so its
+        limit cannot end later); otherwise, or without one, now + runtime."""
         self.address = (host, port)
+        now = time.time()
+        if self.runtime:
+            latest = now + self.runtime
+            self.ends_at = ends if now - 60 <= ends <= latest + 5 else latest
         report = self._future()
         if not report.done():
             report.set_result((host, port))

@@ -90,6 +90,7 @@ class JobBuilder:
     template_dirs: Sequence[str] = ()
     start_timeout: int = 3600
     launch: Launch = field(default_factory=Launch)  # the profile's app (apps.launch_for)
+    walltime_warning: int = 900  # the server log warns this long before the time limit
 
     @property
     def tag(self) -> str:
@@ -120,6 +121,9 @@ class JobBuilder:
         })
         env["MEM_LIMIT"] = str(profile.resources.memory)  # jupyter-resource-usage shows these
         env["CPU_LIMIT"] = str(profile.resources.cores)
+        # the launcher turns these into HPCSPAWNER_END_TIME and warns before the time limit
+        env["HPCSPAWNER_RUNTIME"] = str(profile.resources.runtime)
+        env["HPCSPAWNER_WALLTIME_WARNING"] = str(self.walltime_warning)
         env.update(self.launch.env)
         if self.launch.ready_path:
             env["HPCSPAWNER_APP_READY"] = self.launch.ready_path

@@ -11,6 +11,8 @@ scheduler's records. ``{port}`` in the command is replaced by the chosen port.
 With ``$HPCSPAWNER_APP_READY`` (a path below the server, e.g. ``streamlit/_stcore/health``)
 the hub hears of the server only once that path answers 2xx through the server, so "ready"
 means the app (a dashboard, a site's app) is up, not just the Jupyter server.
+From ``$HPCSPAWNER_RUNTIME`` (the job's time limit) the server gets ``$HPCSPAWNER_END_TIME``
+(epoch seconds) and the log a warning ``$HPCSPAWNER_WALLTIME_WARNING`` seconds before it.
 Only the standard library is used: this runs in whatever Python the site's jobs use.
 """
 
@@ -227,6 +229,34 @@ def wait_app(child: subprocess.Popen[bytes], url: str, token: str, deadline: flo
     return last
 
 
+def utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def end_time(env: dict[str, str], started: float) -> int:
+    """When the job's time limit ends (0: unknown): the job started at most a moment before
+    this process did, so this is the scheduler's end, give or take that moment."""
+    try:
+        runtime = int(env.get("HPCSPAWNER_RUNTIME", "0"))
+    except ValueError:
+        return 0
+    return int(started) + runtime if runtime > 0 else 0
+
+
+def wait_warning(child: subprocess.Popen[bytes], ends: int, before: int) -> int:
+    """Wait for the server to exit; say in the log ``before`` seconds ahead that the time
+    limit is about to stop it."""
+    if ends:
+        left = ends - before - time.time()
+        try:
+            return child.wait(timeout=max(0.0, left))
+        except subprocess.TimeoutExpired:
+            minutes = max(1, round((ends - time.time()) / 60))
+            say(f"WARNING: this server stops at {utc(ends)} (in {minutes} min), when the "
+                "job's time limit ends. Save your work; start the server again for more time.")
+    return child.wait()
+
+
 def stop(child: subprocess.Popen[bytes]) -> int:
     if child.poll() is None:
         child.terminate()
@@ -243,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = args[1:]
     if not args:
         raise SystemExit("usage: python -m hpcspawner.launcher -- COMMAND [ARGS...]")
+    started = time.time()
     env = dict(os.environ)
     try:
         token, private_env = read_secrets(env.pop("HPCSPAWNER_SECRET_FILE", ""))
@@ -253,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     app_environment(env)
     env["JUPYTERHUB_API_TOKEN"] = token
     env["JPY_API_TOKEN"] = token
+    ends = end_time(env, started)
+    if ends:
+        env["HPCSPAWNER_END_TIME"] = str(ends)
+        say(f"the job's time limit ends at {utc(ends)}; the server stops then")
     bind_ip = env.get("HPCSPAWNER_BIND_IP", "0.0.0.0")
     prefix = env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     timeout = float(env.get("HPCSPAWNER_START_TIMEOUT", "300"))
@@ -308,14 +343,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report(api_url, token, {
             "host": host, "port": port, "server_name": env.get("JUPYTERHUB_SERVER_NAME", ""),
-            "submission": env.get("HPCSPAWNER_SUBMISSION", ""),
+            "submission": env.get("HPCSPAWNER_SUBMISSION", ""), "ends": ends,
         }, patience=timeout)
     except SystemExit as exc:
         say(str(exc))
         stop(child)
         return 1
     say(f"listening on {host}:{port}; reported to the hub")
-    return child.wait()
+    try:
+        before = int(env.get("HPCSPAWNER_WALLTIME_WARNING", "900"))
+    except ValueError:
+        before = 900
+    return wait_warning(child, ends, before)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from .backends.base import JobInfo, JobState
 from .profiles import Profile
 from .units import format_duration
@@ -104,3 +106,32 @@ def idle_stopped(profile: Profile, idle: int) -> str:
     return (f"Your last server was stopped after {format_duration(idle)} without activity: "
             f"'{profile.title}' stops idle servers after {limit}. Start a new one when you "
             "need it.")
+
+
+def clock(epoch: float) -> str:
+    """2026-12-01 14:03 UTC (the hub's pages say UTC: users sit in many time zones)."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
+
+
+def _left(seconds: float) -> str:
+    minutes = max(1, int(seconds // 60))
+    return format_duration(minutes * 60)
+
+
+def runs_until(ends: float, left: float) -> str:
+    if left <= 0:
+        return f"Its time limit ended at {clock(ends)}."
+    return f"Runs until {clock(ends)} ({_left(left)} left)."
+
+
+def walltime_warning(server_name: str, title: str, ends: float, left: float) -> str:
+    which = f"Your server {server_name!r}" if server_name else "Your server"
+    what = f" ({title})" if title else ""
+    return (f"{which}{what} stops at {clock(ends)}, in {_left(left)}, when its job's time "
+            "limit ends. Save your work; start it again for more time.")
+
+
+def expected_start(epoch: float, now: float) -> str:
+    """The scheduler's estimate, said as one (it moves as other jobs end)."""
+    return (f"The scheduler expects it could start around {clock(epoch)} (in "
+            f"{_left(epoch - now)}).")

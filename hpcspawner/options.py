@@ -8,10 +8,11 @@ from typing import Any
 
 from .apps import ScriptError, check_script_path
 from .compat import SpawnException
-from .profiles import Caps, Profile
-from .units import format_duration, format_size, parse_duration, parse_size
+from .profiles import ANY_MODEL, Caps, Profile
+from .units import format_duration, format_size, parse_duration, parse_size, show_size
 
-RESOURCE_KEYS = ("memory", "cores", "gpus", "runtime")
+RESOURCE_KEYS = ("memory", "cores", "gpus", "gpu_model", "runtime")
+NUMBERS = ("memory", "cores", "gpus", "runtime")  # the resources caps limit
 OPTION_KEYS = {"profile", "script", *RESOURCE_KEYS}
 
 
@@ -85,8 +86,7 @@ def choose_profile(options: Any, visible: list[Profile], default: Profile,
 
 def _show(name: str, value: int) -> str:
     if name == "memory":
-        text = format_size(value)
-        return f"{text[:-3]} {text[-3:]}"
+        return show_size(value)
     if name == "runtime":
         return format_duration(value)
     return str(value)
@@ -128,14 +128,18 @@ def allowed(profile: Profile, name: str, caps: Caps) -> tuple[list[int] | None, 
 def choose_resources(profile: Profile, options: dict[str, Any], caps: Caps) -> Profile:
     """``profile`` with the resources ``options`` ask for, each inside the profile's choices
     and the user's caps; SpawnException (400) naming what is allowed otherwise."""
-    updates: dict[str, int] = {}
+    updates: dict[str, int | str | None] = {}
     for name in RESOURCE_KEYS:
         raw = options.get(name)
         if raw is None or raw == "":
             continue
         if getattr(profile.choices, name) is None:
-            raise SpawnException(f"The profile {profile.name!r} does not let you choose {name}.",
+            what = "a GPU model" if name == "gpu_model" else name
+            raise SpawnException(f"The profile {profile.name!r} does not let you choose {what}.",
                                  reason="options")
+        if name == "gpu_model":
+            updates[name] = choose_model(profile, raw)
+            continue
         try:
             value = _parse(name, raw)
         except ValueError as exc:
@@ -156,6 +160,22 @@ def choose_resources(profile: Profile, options: dict[str, Any], caps: Caps) -> P
     return profile.model_copy(update={"resources": profile.resources.model_copy(update=updates)})
 
 
+def models(profile: Profile) -> list[str]:
+    """The GPU models a profile offers, "any" first when the profile names none."""
+    offered = profile.choices.gpu_model.choices if profile.choices.gpu_model else []
+    return ([] if profile.resources.gpu_model else [ANY_MODEL]) + list(offered)
+
+
+def choose_model(profile: Profile, raw: object) -> str | None:
+    """The GPU model ``raw`` names among the profile's (None: any); SpawnException else."""
+    offered = models(profile)
+    if not isinstance(raw, str) or raw not in offered:
+        shown = raw if isinstance(raw, str) and len(raw) < 40 else "(invalid)"
+        raise SpawnException(f"GPU model {shown!r} is not offered for {profile.name!r}; "
+                             f"choose one of: {', '.join(offered)}.", reason="options")
+    return None if raw == ANY_MODEL else raw
+
+
 @dataclass(frozen=True)
 class FormField:
     """One resource a profile lets this user choose, as the spawn form shows it."""
@@ -164,8 +184,7 @@ class FormField:
     label: str
     default: str  # as typed: 28GiB, 4, 1d
     values: list[tuple[str, str]] | None  # (as typed, as shown) when the profile lists them
-    low: str
-    high: str
+    hint: str  # the range, read by screen readers with the field
 
 
 def _typed(name: str, value: int) -> str:
@@ -176,16 +195,24 @@ def _typed(name: str, value: int) -> str:
     return str(value)
 
 
-LABELS = {"memory": "Memory", "cores": "CPU cores", "gpus": "GPUs", "runtime": "Runtime"}
+LABELS = {"memory": "Memory", "cores": "CPU cores", "gpus": "GPUs", "gpu_model": "GPU model",
+          "runtime": "Runtime"}
 
 
 def form_fields(profile: Profile, caps: Caps) -> list[FormField]:
     fields = []
     for name in profile.choices.fields():
+        if name == "gpu_model":
+            offered = models(profile)
+            fields.append(FormField(
+                name=name, label=LABELS[name], default=profile.resources.gpu_model or ANY_MODEL,
+                values=[(m, "Any model" if m == ANY_MODEL else m) for m in offered],
+                hint="The GPU model the job asks the scheduler for."))
+            continue
         values, low, high = allowed(profile, name, caps)
         fields.append(FormField(
             name=name, label=LABELS[name], default=_typed(name, getattr(profile.resources, name)),
             values=None if values is None else [(_typed(name, v), _show(name, v))
                                                 for v in values],
-            low=_show(name, low), high=_show(name, high)))
+            hint=f"{_show(name, low)} to {_show(name, high)}"))
     return fields

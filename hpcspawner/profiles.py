@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from .units import format_duration, format_size, parse_duration, parse_size
+from .units import format_duration, format_size, parse_duration, parse_size, show_size
 
 log = logging.getLogger("hpcspawner.profiles")
 
@@ -35,6 +35,8 @@ SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 BUILTIN_APPS = ("notebook", "desktop", "streamlit")
 URL_PATH_RE = re.compile(r"^/[A-Za-z0-9_.~/%+=&?-]*$")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:@+%=/-]+$")
+GPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+ANY_MODEL = "any"  # the form's value for "any GPU model" when the profile names none
 
 
 def _size(value: Any) -> int:
@@ -53,9 +55,17 @@ def _one_line(value: Any) -> Any:
     return value
 
 
+def _gpu_model(value: Any) -> Any:
+    if isinstance(value, str) and (not GPU_MODEL_RE.match(value) or value == ANY_MODEL):
+        raise ValueError(f"'{value}' is not a GPU model name; use the name the scheduler "
+                         "knows (a SLURM gres type such as a100): letters, digits, _.-")
+    return value
+
+
 Size = Annotated[int, BeforeValidator(_size)]
 Duration = Annotated[int, BeforeValidator(_duration)]
 OneLine = Annotated[str, BeforeValidator(_one_line)]
+GpuModel = Annotated[str, BeforeValidator(_gpu_model)]
 
 
 class _Strict(BaseModel):
@@ -67,13 +77,15 @@ class Resources(_Strict):
     memory: Size = Field(description="memory with a unit, e.g. 12GiB")
     runtime: Duration = Field(description="wall time, e.g. 6h or 1d12h")
     gpus: NonNegativeInt = 0
+    gpu_model: GpuModel | None = None  # SLURM gres type / HTCondor DeviceName; None: any
 
     def summary(self) -> str:
         cores = f"{self.cores} core" + ("s" if self.cores != 1 else "")
-        memory = format_size(self.memory).replace("GiB", " GiB")
+        memory = show_size(self.memory)
         parts = [cores, memory, format_duration(self.runtime)]
         if self.gpus:
-            parts.insert(1, f"{self.gpus} GPU" + ("s" if self.gpus != 1 else ""))
+            model = f" {self.gpu_model}" if self.gpu_model else ""
+            parts.insert(1, f"{self.gpus}{model} GPU" + ("s" if self.gpus != 1 else ""))
         return ", ".join(parts)
 
 
@@ -101,6 +113,13 @@ class DurationChoice(_Strict):
     choices: list[Duration] | None = None
 
 
+class ModelChoice(_Strict):
+    """Which GPU model a user may ask for: ``{choices: [a100, h100]}``. Without a model in
+    the profile's resources, "any" model is offered too (and is the default)."""
+
+    choices: list[GpuModel] = Field(min_length=1)
+
+
 class Choices(_Strict):
     """The resources a profile lets its users set (docs/profiles.md#choices); the profile's
     ``resources`` are the defaults and must lie inside."""
@@ -109,9 +128,10 @@ class Choices(_Strict):
     cores: CountChoice | None = None
     gpus: CountChoice | None = None
     runtime: DurationChoice | None = None
+    gpu_model: ModelChoice | None = None
 
     def fields(self) -> list[str]:
-        return [name for name in ("memory", "cores", "gpus", "runtime")
+        return [name for name in ("memory", "cores", "gpus", "gpu_model", "runtime")
                 if getattr(self, name) is not None]
 
 
@@ -298,7 +318,18 @@ class Profile(_Strict):
 
     @model_validator(mode="after")
     def _defaults_inside_the_choices(self) -> Profile:
+        model = self.choices.gpu_model
+        if model is not None:
+            if self.resources.gpus == 0 and self.choices.gpus is None:
+                raise ValueError("choices.gpu_model: the profile asks for no GPU; set "
+                                 "resources.gpus (or a gpus choice)")
+            if self.resources.gpu_model is not None and (
+                    self.resources.gpu_model not in model.choices):
+                raise ValueError("choices.gpu_model: the profile's own resources.gpu_model "
+                                 "must be one of the choices (it is the default)")
         for name in self.choices.fields():
+            if name == "gpu_model":
+                continue
             choice = getattr(self.choices, name)
             value = getattr(self.resources, name)
             if choice.choices is not None and (choice.min is not None or choice.max is not None):

@@ -12,16 +12,17 @@ from collections.abc import Callable
 
 from traitlets.config import Config
 
-from .availability import AvailabilityCache
+from .availability import AvailabilityCache, TimedCache
 from .backends import Backend, backend_classes
 from .poller import Poller
-from .profiles import ProfileStore
+from .profiles import Profile, ProfileStore
 
 _STORES: dict[str, ProfileStore] = {}
 _BACKENDS: dict[str, Backend] = {}
 _POLLERS: dict[tuple[str, str], Poller] = {}
 _HUB_IDS: dict[str, str] = {}
 _AVAILABILITY: dict[str, AvailabilityCache] = {}
+_STARTS: dict[tuple[object, ...], TimedCache[float | None]] = {}
 
 
 def config_dir() -> str:
@@ -72,6 +73,17 @@ def availability(backend_name: str, ttl: float) -> AvailabilityCache:
     if found is None:
         found = _AVAILABILITY[backend_name] = AvailabilityCache(
             backend(backend_name).availability, ttl)
+    return found
+
+
+def expected_start(profile: Profile, ttl: float) -> TimedCache[float | None]:
+    """One cache per distinct request (backend, partition, resources) for the scheduler's
+    expected start of a profile that cannot start now (``sbatch --test-only``)."""
+    key = (profile.backend, profile.partition, profile.resources)
+    found = _STARTS.get(key)
+    if found is None:
+        found = _STARTS[key] = TimedCache(
+            lambda: backend(profile.backend).expected_start(profile), ttl)
     return found
 
 

@@ -2,11 +2,13 @@
 ``POST /hub/api/hpcspawner/report``, its body, the token and nonce checks, and where the hub
 routes to.
 
-The body is exactly ``{"host": str, "port": int, "server_name": str, "submission": str}``
-(``host`` and ``submission`` may be empty or absent), authenticated with the token of that
+The body is ``{"host": str, "port": int, "server_name": str, "submission": str, "ends": int}``
+(all but ``port`` may be empty or absent; ``ends`` is when the job's time limit ends, shown to
+the user only, and bounded by the job's runtime), authenticated with the token of that
 very server. The hub routes to the node the SCHEDULER runs the job on and the reported port;
 the reported host is only compared with that node, never used. A job that is not running, or
-whose node the scheduler does not name, cannot report. Nothing but the route changes. (A
+whose node the scheduler does not name, cannot report. Nothing but the route (and the end
+time the user is shown) changes. (A
 handler that sets any attribute a job posts would let a job rewrite the hub's commands.)
 """
 
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 ROUTE = r"/api/hpcspawner/report"
 HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$")
-ALLOWED_KEYS = {"host", "port", "server_name", "submission"}
+ALLOWED_KEYS = {"host", "port", "server_name", "submission", "ends"}
 
 
 class Forbidden(Exception):
@@ -55,6 +57,7 @@ class Report:
     host: str = ""
     server_name: str = ""
     submission: str = ""
+    ends: int = 0  # epoch seconds; 0: not said
 
 
 def parse_report(body: Any) -> Report:
@@ -74,7 +77,10 @@ def parse_report(body: Any) -> Report:
     submission = body.get("submission", "")
     if not isinstance(submission, str) or len(submission) > 64:
         raise web.HTTPError(400, "submission must be a short string")
-    return Report(port=port, host=host, server_name=name, submission=submission)
+    ends = body.get("ends", 0)
+    if not isinstance(ends, int) or isinstance(ends, bool) or not 0 <= ends < 2**40:
+        raise web.HTTPError(400, "ends must be a time in seconds since 1970")
+    return Report(port=port, host=host, server_name=name, submission=submission, ends=ends)
 
 
 def token_matches(api_token: str, token_sha256: str, token: str) -> bool:
@@ -138,7 +144,7 @@ async def accept(job: BatchJob | None, api_token: str, token: str, report: Repor
         raise Refused(f"job {job_id} runs on {node}, not on {report.host}")
     if job.job_id != job_id or job.address is not None:  # changed while we asked
         raise Refused("this server is not waiting for that job any more")
-    job.set_address(node, report.port)
+    job.set_address(node, report.port, float(report.ends))
     return node, report.port
 
 

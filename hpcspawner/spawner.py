@@ -10,7 +10,9 @@ import posixpath
 import pwd
 import re
 import sys
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,18 +21,28 @@ from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, def
 
 from . import messages, registry
 from .apps import Launch, ScriptError, launch_for
-from .availability import outlook
+from .availability import Outlook, outlook, with_expected_start
 from .backends import BackendError, JobInfo, JobState
 from .compat import SpawnException
 from .job import BatchJob, JobContext, JobFailed
 from .jobspec import JobBuilder
 from .options import RESOURCE_KEYS, Choice, choose, choose_profile, form_fields
 from .poller import Poller
-from .profiles import Profile, ProfileError, ProfileSet
+from .profiles import Caps, Profile, ProfileError, ProfileSet
 from .render import render_template
 from .report import Report, accept, register_report_handler
 
 HUB_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Menu:
+    """The profiles, those this user may see (and those hidden from them), and their caps."""
+
+    profiles: ProfileSet
+    visible: list[Profile]
+    hidden: set[str]
+    caps: Caps
 
 
 class HPCSpawner(Spawner):
@@ -58,6 +70,12 @@ class HPCSpawner(Spawner):
         10.0,
         help="""Seconds the spawn page reuses the scheduler's answer on what can start now
         (one sinfo / condor_status per backend per interval, however many users look).""",
+    ).tag(config=True)
+
+    walltime_warning = Integer(
+        900,
+        help="""Seconds before a server's time limit ends that its user is warned: on the
+        hub's home page and in the server's log (the job's output).""",
     ).tag(config=True)
 
     hub_id = Unicode(
@@ -204,30 +222,47 @@ class HPCSpawner(Spawner):
     def _user_groups(self) -> list[str]:
         return [g.name for g in getattr(self.user, "groups", [])]
 
-    def _visible(self) -> list[Profile]:
-        return self._profiles().for_user(self.user.name, self._user_groups())
+    def _menu(self) -> Menu:
+        """What this user may choose from: one read of the profiles for a page or a spawn."""
+        profiles = self._profiles()
+        groups = self._user_groups()
+        visible = profiles.for_user(self.user.name, groups)
+        return Menu(profiles=profiles, visible=visible,
+                    hidden=set(profiles.names()) - {p.name for p in visible},
+                    caps=profiles.caps.for_user(self.user.name, groups))
 
-    async def _render_form(self, spawner: Spawner | None = None) -> str:
-        profiles = self._visible()
+    async def _outlooks(self, profiles: list[Profile]) -> dict[str, Outlook]:
+        """What the page says about starting each profile now: one scheduler query per
+        backend per interval, and the scheduler's expected start where it cannot."""
         outlooks = {}
         for name in sorted({p.backend for p in profiles}):
             cache = registry.availability(name, self.availability_interval)
             slots = await cache.get()
-            outlooks.update({p.name: outlook(p, slots) for p in profiles if p.backend == name})
+            for profile in (p for p in profiles if p.backend == name):
+                found = outlook(profile, slots)
+                if found.can_start is False:
+                    start = await registry.expected_start(
+                        profile, self.availability_interval).get()
+                    found = with_expected_start(found, start)
+                outlooks[profile.name] = found
+        return outlooks
+
+    async def _render_form(self, spawner: Spawner | None = None) -> str:
+        menu = self._menu()
+        profiles = menu.visible
         last = self.user_options if isinstance(self.user_options, dict) else {}
         chosen = last.get("profile")
         names = [p.name for p in profiles]
         if chosen not in names:
-            default = self._profiles().default
+            default = menu.profiles.default
             chosen = default.name if default.name in names else (names[0] if names else "")
-        caps = self._profiles().caps.for_user(self.user.name, self._user_groups())
         # a broken edit keeps the last good profiles in service; admins see why on this page
         broken = registry.profile_store(self._profiles_path()).last_error
         return render_template("form.html.j2", {
             "broken": "\n".join(broken.problems) if broken and self.user.admin else "",
             "profiles": profiles, "chosen": chosen, "last_end": self.last_end,
-            "fields": {p.name: form_fields(p, caps) for p in profiles},
-            "outlooks": outlooks,
+            "fields": {p.name: form_fields(p, menu.caps) for p in profiles},
+            "outlooks": await self._outlooks(profiles),
             "last": {k: str(last.get(k, "")) for k in RESOURCE_KEYS},
             "script": last.get("script", "") if isinstance(last.get("script"), str) else "",
             "script_shown": any(p.name == chosen and p.app.user_script for p in profiles),
@@ -243,6 +278,27 @@ class HPCSpawner(Spawner):
         except SpawnException:
             profile = None
         return profile.title if profile is not None else str(name or "")
+
+    @property
+    def ends_at(self) -> float:
+        """When the running server's time limit ends (epoch seconds; 0 when not running)."""
+        job = self.job
+        return job.ends_at if job is not None and job.address is not None else 0.0
+
+    @property
+    def end_note(self) -> str:
+        """"Runs until 2026-12-01 14:03 UTC (2 h 5 min left)" for the hub's home page."""
+        ends = self.ends_at
+        return messages.runs_until(ends, ends - time.time()) if ends else ""
+
+    @property
+    def end_warning(self) -> str:
+        """The warning the home page shows once the time limit is walltime_warning away."""
+        ends = self.ends_at
+        left = ends - time.time()
+        if not ends or left > self.walltime_warning:
+            return ""
+        return messages.walltime_warning(self.name, self.profile_title, ends, left)
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
         """The form's fields (and a spawn URL's query): ``profile``; ``script`` for a dashboard
@@ -265,18 +321,15 @@ class HPCSpawner(Spawner):
 
         Used for the form, the REST API (``user_options``) and URL spawns alike.
         """
-        profiles = self._profiles()
-        visible = self._visible()
-        hidden = set(profiles.names()) - {p.name for p in visible}
-        return choose_profile(options, visible, profiles.default, hidden)
+        menu = self._menu()
+        return choose_profile(options, menu.visible, menu.profiles.default, menu.hidden)
 
     def resolve(self, options: Any) -> Choice:
-        """Everything ``options`` choose (profile, a dashboard's script), checked by name."""
-        profiles = self._profiles()
-        visible = self._visible()
-        hidden = set(profiles.names()) - {p.name for p in visible}
-        caps = profiles.caps.for_user(self.user.name, self._user_groups())
-        return choose(options, visible, profiles.default, self._home(), caps, hidden)
+        """Everything ``options`` choose (profile, resources, a dashboard's script), checked
+        by name."""
+        menu = self._menu()
+        return choose(options, menu.visible, menu.profiles.default, self._home(), menu.caps,
+                      menu.hidden)
 
     def _launch(self, choice: Choice) -> Launch:
         try:
@@ -352,6 +405,7 @@ class HPCSpawner(Spawner):
             hub_id=self.hub_id, python=self.job_python, cmd=self.cmd, args=self.get_args(),
             env=public, private_env=private, template_dirs=tuple(self.template_paths),
             start_timeout=int(self.start_timeout), launch=launch,
+            walltime_warning=int(self.walltime_warning),
         )
 
     def _home(self) -> str:

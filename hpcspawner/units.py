@@ -67,6 +67,12 @@ def format_size(size: int) -> str:
     return f"{size}B"
 
 
+def show_size(size: int) -> str:
+    """For people to read: 17179869184 -> '16 GiB' (format_size is what one types)."""
+    text = format_size(size)
+    return f"{text[:-3]} {text[-3:]}" if text.endswith("iB") else f"{text[:-1]} B"
+
+
 def format_duration(seconds: int) -> str:
     """Human form for the form and messages: 43200 -> '12 h', 5400 -> '1 h 30 min'."""
     days, rest = divmod(seconds, 86400)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from hpcspawner.availability import AvailabilityCache, outlook
+from hpcspawner.availability import AvailabilityCache, outlook, with_expected_start
 from hpcspawner.backends import Availability
-from hpcspawner.backends.slurm import parse_sinfo_nodes
+from hpcspawner.backends.slurm import _epoch, parse_sinfo_nodes, parse_test_only
 from hpcspawner.profiles import parse_profiles
 
 SINFO = """\
@@ -48,7 +48,7 @@ def test_the_page_says_in_words_whether_a_profile_can_start_now() -> None:
     large = outlook(PROFILES["large"], nodes)
     assert large.can_start is False
     assert large.text == ("Cannot start now: no node of partition jupyter has 8 cores and "
-                          "48GiB free (at most 4 cores, 50GiB); it will wait in the queue.")
+                          "48 GiB free (at most 4 cores, 50 GiB); it will wait in the queue.")
     assert "4 GPUs" in outlook(PROFILES["gpu"], nodes).text  # 3 of 4 free
     assert outlook(PROFILES["small"], None).can_start is None
 
@@ -111,3 +111,20 @@ def test_condor_status_slots_and_the_reserved_notebook_slots() -> None:
     assert slots[0].free_memory == 12928 * 1024**2
     assert outlook(PROFILES["fast"], slots).text == \
         "Starts in seconds: 1 reserved notebook slot free."
+
+
+def test_the_schedulers_expected_start_is_said_as_an_estimate() -> None:
+    found = outlook(PROFILES["large"], parse_sinfo_nodes(SINFO))
+    assert found.can_start is False
+    later = with_expected_start(found, 1_800_003_600.0, now=lambda: 1_800_000_000.0)
+    assert later.text == (found.text + " The scheduler expects it could start around "
+                          "2027-01-15 09:00 UTC (in 1 h).")
+    assert with_expected_start(found, None) == found  # no estimate: nothing is made up
+
+
+def test_sbatch_test_only_gives_the_expected_start() -> None:
+    text = ("sbatch: Job 1005 to start at 2026-12-01T00:22:59 using 4 processors on nodes vm "
+            "in partition jupyter\n")
+    assert parse_test_only(text) == _epoch("2026-12-01T00:22:59")
+    assert parse_test_only("allocation failure: Requested node configuration is not "
+                           "available\n") is None

@@ -466,3 +466,32 @@ def make_spawner(profiles_file: Path) -> Any:
                           api_url="http://127.0.0.1:8081/hub/api", base_url="/hub/")
     user = SimpleNamespace(name=ME, url=f"/user/{ME}/", groups=[], escaped_name=ME)
     return HPCSpawner(user=user, hub=hub, config=c)
+
+
+@pytest.mark.parametrize(("said", "believed"), [
+    (lambda now, runtime: now + runtime - 2, True),  # the launcher's own, a moment earlier
+    (lambda now, runtime: now + 10 * runtime, False),  # later than the job may run: not so
+    (lambda now, runtime: now - 3600, False),  # already over, yet reporting: not so
+    (lambda now, runtime: 0, False),  # an older launcher says nothing
+])
+def test_the_end_time_comes_from_the_report_only_within_the_jobs_runtime(
+        tmp_path: Path, said: Any, believed: bool) -> None:
+    world = World(tmp_path)
+    runtime = profile("small").resources.runtime
+
+    async def scenario() -> tuple[float, float]:
+        job = world.job()
+        await job.submit(world.builder, profile("small"), TOKEN)
+        world.backends["slurm"].set(job.job_id, JobState.RUNNING, host="node1")
+        await job.ctx.poller.refresh()
+        now = time.time()
+        ends = int(said(now, runtime))
+        await accept(job, "", TOKEN, Report(port=5000, host="node1",
+                                            submission=job.submission, ends=ends))
+        restored = BatchJob.from_state(job.to_state(), job.ctx, ME)
+        world.close()
+        assert restored.ends_at == job.ends_at  # a restarted hub still knows it
+        return job.ends_at, float(ends) if believed else now + runtime
+
+    got, expected = run(scenario())
+    assert abs(got - expected) < 2

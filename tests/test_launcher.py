@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -104,7 +105,7 @@ def test_reports_the_port_of_its_own_server_with_the_token(tmp_path: Path,
         (tmp_path / f"go-{port}").touch()
         wait_for("the report", lambda: hub.reports, timeout=20)
         assert hub.reports == [{"host": "node1", "port": port, "server_name": "",
-                                "submission": ""}]
+                                "submission": "", "ends": 0}]
         assert hub.tokens == ["token s3cret"]
         assert not (tmp_path / "token").exists(), "the token file must be deleted once read"
     finally:
@@ -238,3 +239,36 @@ def test_an_apps_server_is_reported_only_once_its_ready_path_answers(tmp_path: P
         assert "HPCSPAWNER_SERVER_PROXY" in config.read_text()
     finally:
         finish(proc)
+
+
+def test_the_server_knows_when_its_time_limit_ends_and_the_log_warns_before(
+        tmp_path: Path, hub: FakeHub) -> None:
+    """HPCSPAWNER_RUNTIME 120 s and a warning 600 s ahead: the server's environment has the
+    end time, the report carries it, and the log warns at once (the limit is that near)."""
+    record = ("import os, pathlib, sys\npathlib.Path(sys.argv[2], 'end').write_text("
+              "os.environ.get('HPCSPAWNER_END_TIME', ''))\n")
+    before = time.time()
+    proc = start_launcher(tmp_path, hub, [sys.executable, "-c", record + SERVER, "{port}",
+                                          str(tmp_path)],
+                          HPCSPAWNER_RUNTIME="120", HPCSPAWNER_WALLTIME_WARNING="600")
+    try:
+        [port] = wait_for("the server's port", lambda: ports_seen(tmp_path), timeout=20)
+        (tmp_path / f"go-{port}").touch()
+        [report] = wait_for("the report", lambda: hub.reports, timeout=20)
+        ends = int((tmp_path / "end").read_text())
+        assert int(before) + 120 <= ends <= int(time.time()) + 120
+        assert report["ends"] == ends
+        out = proc.stdout
+        assert out is not None
+        line = wait_for("the warning", lambda: next(
+            (x for x in iter(out.readline, "") if "WARNING" in x), None), timeout=20)
+        assert f"this server stops at {launcher.utc(ends)} (in 2 min), when the job's time " \
+               "limit ends. Save your work" in line
+    finally:
+        finish(proc)
+
+
+def test_without_a_runtime_there_is_no_end_time_and_no_warning() -> None:
+    assert launcher.end_time({}, 1000.0) == 0
+    assert launcher.end_time({"HPCSPAWNER_RUNTIME": "x"}, 1000.0) == 0
+    assert launcher.end_time({"HPCSPAWNER_RUNTIME": "3600"}, 1000.5) == 4600

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from hpcspawner.compat import SpawnException
-from hpcspawner.options import choose, choose_profile
-from hpcspawner.profiles import ProfileError, parse_profiles
+from hpcspawner.options import choose, choose_profile, form_fields
+from hpcspawner.profiles import Caps, ProfileError, parse_profiles
 
 PROFILES = parse_profiles("""\
 profiles:
@@ -94,6 +94,7 @@ profiles:
       memory: {min: 16GiB, max: 64GiB}
       gpus: {choices: [1, 2]}
       runtime: {min: 1h, max: 2d}
+      gpu_model: {choices: [a100, h100]}
 """)
 
 
@@ -125,6 +126,11 @@ def test_a_choice_inside_the_profile_and_the_users_cap_sets_the_resources() -> N
     ("alice", {"profile": "gpu", "runtime": "3d"}, 400, "1 h to 2 d"),
     ("alice", {"profile": "gpu", "cores": "8"}, 400, "does not let you choose cores"),
     ("alice", {"profile": "small", "memory": "2GiB"}, 400, "does not let you choose memory"),
+    ("alice", {"profile": "gpu", "gpu_model": "v100"}, 400, "GPU model 'v100' is not offered "
+     "for 'gpu'; choose one of: any, a100, h100."),
+    ("alice", {"profile": "gpu", "gpu_model": "a100:8"}, 400, "is not offered"),
+    ("alice", {"profile": "small", "gpu_model": "a100"}, 400, "does not let you choose a GPU "
+     "model"),
     ("bob", {"profile": "gpu"}, 403, "The profile 'gpu' is not available to you; choose one "
      "of: small."),
 ])
@@ -144,3 +150,30 @@ def test_choices_must_hold_the_profiles_own_resources() -> None:
     with pytest.raises(ProfileError, match=r"profiles.yaml:2: caps: field 'default.memory'"):
         parse_profiles("caps:\n  default: {memory: 12 GB}\n"
                        "profiles:\n  - {name: a, resources: {memory: 1GiB, runtime: 1h}}\n")
+
+
+def test_a_gpu_model_is_chosen_among_the_profiles_or_any() -> None:
+    assert choose_as("alice", ("gpu",), {"profile": "gpu"}).resources.gpu_model is None
+    chosen = choose_as("alice", ("gpu",), {"profile": "gpu", "gpu_model": "h100"})
+    assert chosen.resources.gpu_model == "h100"
+    assert "1 h100 GPU" in chosen.resources.summary()
+    assert choose_as("alice", ("gpu",), {"profile": "gpu", "gpu_model": "any"}).resources \
+        .gpu_model is None
+    [model] = [f for f in form_fields(CHOICES.by_name["gpu"], Caps()) if f.name == "gpu_model"]
+    assert (model.default, model.values) == ("any", [("any", "Any model"), ("a100", "a100"),
+                                                     ("h100", "h100")])
+
+
+@pytest.mark.parametrize(("yaml_text", "words"), [
+    ("resources: {memory: 1GiB, runtime: 1h}\n    choices: {gpu_model: {choices: [a100]}}",
+     "the profile asks for no GPU"),
+    ("resources: {memory: 1GiB, runtime: 1h, gpus: 1, gpu_model: v100}\n"
+     "    choices: {gpu_model: {choices: [a100]}}", "must be one of the choices"),
+    ("resources: {memory: 1GiB, runtime: 1h, gpus: 1, gpu_model: 'a100;x'}",
+     "is not a GPU model name"),
+    ("resources: {memory: 1GiB, runtime: 1h, gpus: 1}\n    choices: {gpu_model: {choices: []}}",
+     "gpu_model"),
+])
+def test_a_gpu_model_choice_must_make_sense(yaml_text: str, words: str) -> None:
+    with pytest.raises(ProfileError, match=words):
+        parse_profiles(f"profiles:\n  - name: a\n    {yaml_text}\n")

@@ -223,3 +223,19 @@ def test_the_form_offers_each_choice_inside_the_users_cap_with_a_label_and_the_r
     assert '>16 GiB to 32 GiB<' in page  # the cap, not the profile's 64 GiB
     assert '<option value="4" selected>4</option>' in page
     assert 'name="small.' not in page  # a profile without choices shows no fields
+
+
+def test_a_chosen_gpu_model_is_a_gres_type_for_slurm_and_a_device_name_for_htcondor() -> None:
+    base = load_profiles(REPO / "profiles.yaml").by_name["gpu"]
+    chosen = base.model_copy(update={"resources": base.resources.model_copy(
+        update={"gpu_model": "a100"})})
+    assert "#SBATCH --gpus=a100:1" in slurm_script(chosen).splitlines()
+    assert "#SBATCH --gpus=1" in slurm_script(base).splitlines()  # any model
+    condor = chosen.model_copy(update={"backend": "htcondor", "partition": None})
+    builder = JobBuilder(username="alice", server_name="", home="/home/alice",
+                         job_dir="/home/alice/.hpcspawner", hub_id="hub", python=PYTHON,
+                         cmd=["/bin/true"])
+    sub = builder.render(condor, registry.backend("htcondor"), secret_file="/home/alice/t",
+                         submission="0123", fast=False)[1].splitlines()
+    assert "request_gpus = 1" in sub
+    assert 'require_gpus = regexp("a100", DeviceName, "i")' in sub

@@ -15,6 +15,7 @@ def test_a_valid_report() -> None:
                          "submission": "ab12"}) == Report(8888, "node042.desy.de", "", "ab12")
     assert parse_report({"host": "10.1.2.3", "port": 1}) == Report(1, "10.1.2.3")
     assert parse_report({"port": 8888}) == Report(8888)  # the hub routes to the scheduler's node
+    assert parse_report({"port": 8888, "ends": 1_800_000_000}).ends == 1_800_000_000
 
 
 @pytest.mark.parametrize(("body", "why"), [
@@ -29,6 +30,8 @@ def test_a_valid_report() -> None:
     ({"host": 42, "port": 8888}, "host must be"),
     ({"host": "h", "port": 8888, "server_name": 3}, "server_name must be"),
     ({"host": "h", "port": 8888, "submission": ["x"]}, "submission must be"),
+    ({"port": 8888, "ends": "tomorrow"}, "ends must be"),
+    ({"port": 8888, "ends": -1}, "ends must be"),
     ([1, 2], "JSON object"),
 ])
 def test_anything_else_is_a_400(body: Any, why: str) -> None:

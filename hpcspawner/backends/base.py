@@ -218,6 +218,11 @@ class Backend(LoggingConfigurable):
     async def availability(self) -> list[Availability]:
         return []
 
+    async def expected_start(self, profile: Profile) -> float | None:
+        """When the scheduler expects a job of ``profile`` could start (epoch); None when
+        it gives no estimate."""
+        return None
+
 
 __all__ = [
     "Availability",

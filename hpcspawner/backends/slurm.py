@@ -23,6 +23,7 @@ from traitlets import Bool, Unicode
 from ..commands import CommandError
 from ..profiles import Profile
 from ..render import RenderError
+from ..units import mebibytes, slurm_time
 from .base import Availability, Backend, BackendError, JobInfo, JobState, SubmitRequest
 
 log = logging.getLogger("hpcspawner.slurm")
@@ -267,6 +268,29 @@ class SlurmBackend(Backend):
         result = await self.as_hub([self.sinfo, "-h", "-N", "-O", "NodeHost:|,Partition:|,"
                                     "CPUsState:|,Memory:|,AllocMem:|,StateCompact:|,Gres:|,GresUsed:|"])
         return parse_sinfo_nodes(result.stdout)
+
+    async def expected_start(self, profile: Profile) -> float | None:
+        """``sbatch --test-only`` (as the hub's account: nothing is queued) for the profile's
+        request: SLURM's estimate of when it could start."""
+        res = profile.resources
+        gpus = f"{res.gpu_model}:{res.gpus}" if res.gpu_model else str(res.gpus)
+        argv = [self.sbatch, "--test-only", f"--cpus-per-task={res.cores}",
+                f"--mem={mebibytes(res.memory)}M", f"--time={slurm_time(res.runtime)}",
+                "--nodes=1", "--ntasks=1", "--output=/dev/null", "--wrap=true"]
+        if profile.partition:
+            argv.append(f"--partition={profile.partition}")
+        if res.gpus:
+            argv.append(f"--gpus={gpus}")
+        result = await self.as_hub(argv, check=False)
+        return parse_test_only(result.stderr + result.stdout)
+
+
+def parse_test_only(text: str) -> float | None:
+    """``sbatch: Job 1005 to start at 2026-12-01T00:22:59 using 4 processors ...`` -> epoch
+    (SLURM prints the controller's local time)."""
+    found = re.search(r"\bto start at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)", text)
+    return _epoch(found.group(1)) if found else None
+
 
 UNUSABLE_STATES = ("down", "drain", "drng", "fail", "maint", "resv", "unk", "futr", "inval",
                    "powered", "pow_dn", "boot")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hubtools import Hub, squeue
+from tests.hubtools import Hub, scontrol_job, squeue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.browser]
 
@@ -93,3 +93,41 @@ def test_keyboard_only_tab_to_the_dropdown_arrows_to_a_profile_enter_starts_it(
             browser.close()
     [job] = squeue(hub.hub_id)
     assert (job["user"], job["cpus"], job["mem"]) == ("carol", "2", "20G"), job
+
+
+def test_without_javascript_every_profiles_choices_show_and_the_form_still_submits(
+        make_hub: Callable[..., Hub]) -> None:
+    """JavaScript off: nothing reveals the chosen profile's fields, so all show (each named
+    by its profile); alice picks the GPU profile, types her memory, picks the model, submits."""
+    from playwright.sync_api import expect, sync_playwright
+
+    hub = make_hub(extra_config='c.JupyterHub.load_groups = {"gpu": {"users": ["alice"]}}\n')
+    hub.start()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(java_script_enabled=False,
+                                          viewport={"width": 1100, "height": 900})
+            page = context.new_page()
+            page.goto(f"{hub.url}/hub/login")
+            page.fill("#username_input", "alice")
+            page.fill("#password_input", hub.password)
+            page.click("#login_submit")
+            page.wait_for_url("**/hub/spawn")
+            assert page.locator("select#hpcspawner-profile").input_value() == "small"
+            memory = page.locator("#hpcspawner-gpu-memory")
+            expect(memory).to_be_visible()  # another profile's field, shown without JS
+            expect(page.get_by_label("GPU model")).to_be_visible()
+            expect(page.locator("#hpcspawner-script")).to_be_visible()
+            page.locator("select#hpcspawner-profile").select_option("gpu")
+            memory.fill("20GiB")
+            page.get_by_label("GPU model").select_option("a100")
+            page.click("form button[type=submit]")
+            page.wait_for_url("**/spawn-pending/alice**", timeout=60_000)
+        finally:
+            browser.close()
+    model = hub.wait_ready("alice")
+    assert model["user_options"] == {"profile": "gpu", "memory": "20GiB", "gpu_model": "a100"}
+    [job] = squeue(hub.hub_id)
+    assert job["mem"] == "20G", job
+    assert scontrol_job(job["id"])["TresPerJob"] == "gres:gpu:a100:1"

@@ -446,3 +446,49 @@ def test_the_docs_example_fast_profile_starts_on_the_fast_path_not_by_fall_back(
     finally:
         hub.stop_server("alice")
         hub.stop()
+
+
+def free_slots(condor: Condor) -> tuple[int, int, int]:
+    """(unclaimed reserved notebook slots, free cores and all cores of the regular pool), as
+    condor_status says (read here on its own, not by the code under test)."""
+    out = condor.run("condor_status", "-af", "Name", "State", "Cpus", "TotalSlotCpus",
+                     "IsJupyterSlot")
+    assert out.returncode == 0, out.stderr
+    notebook = free = total = 0
+    for line in out.stdout.splitlines():
+        _name, state, cpus, slot_cpus, jupyter = line.split()
+        if jupyter == "true":
+            notebook += state == "Unclaimed"
+        else:
+            free += int(cpus) if state == "Unclaimed" else 0
+            total += int(slot_cpus)
+    return notebook, free, total
+
+
+def test_the_spawn_page_says_what_condor_status_says_and_follows_a_claimed_slot(
+        make_hub: Callable[..., Hub], condor: Condor) -> None:
+    from tests.e2e.test_choices_e2e import outlook_of
+
+    hub = make_hub(PROFILES, extra_config=condor.hub_config()
+                   + "c.HPCSpawner.availability_interval = 1\n").start()
+    session = hub.login("bob")
+    notebook, free, total = free_slots(condor)
+    assert notebook >= 1, "the pool needs reserved notebook slots (docs/htcondor.md)"
+
+    def says(n: int) -> str:
+        return (f"Starts in seconds: {n} reserved notebook slot{'s' if n != 1 else ''} free."
+                if n else "The reserved notebook slots are all taken: it will start in the "
+                "regular pool, which can take minutes.")
+
+    page = hub.spawn_page(session)
+    assert outlook_of(page, "condor-fast") == says(notebook)
+    assert outlook_of(page, "condor-small") == f"Can start now: {free} cores of {total} free " \
+                                               "in the pool."
+    # alice's notebook claims a reserved slot: bob's page follows within the interval
+    assert hub.spawn("alice", {"profile": "condor-fast"}).status_code in (201, 202)
+    hub.wait_ready("alice", timeout=60)
+    assert free_slots(condor)[0] == notebook - 1
+    wait_for("the page to show one slot fewer", lambda: outlook_of(
+        hub.spawn_page(session), "condor-fast") == says(notebook - 1), timeout=15)
+    hub.stop_server("alice")
+    hub.wait_stopped("alice")

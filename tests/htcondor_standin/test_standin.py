@@ -85,7 +85,7 @@ def normalize(text: str) -> str:
     """Replace what differs between two runs of the same scenario."""
     text = re.sub(r"\b1[5-9]\d{8}\b", "<TIME>", text)
     text = re.sub(r"\d{2}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}", "<DATETIME>", text)
-    text = re.sub(r"[ \d]\d/[\d ]\d \d{2}:\d{2}", "<DATE>", text)
+    text = re.sub(r"[ \d]\d/\d[\d ] \d{2}:\d{2}", "<DATE>", text)  # HTCondor: "%2d/%-2d"
     text = re.sub(r"127\.0\.0\.1([:-])\d+", r"127.0.0.1\1<PORT>", text)
     text = re.sub(r"(InitialWaitDuration|AutoClusterId) = \d+", r"\1 = <N>", text)
     text = re.sub(r"#<TIME>#\d+#", "#<TIME>#<CLAIM>#", text)   # the startd's claim counter
