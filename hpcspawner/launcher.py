@@ -37,7 +37,11 @@ PORT_ATTEMPTS = 3
 
 
 def say(message: str) -> None:
-    print(f"[hpcspawner-launcher] {message}", flush=True)
+    """One line of the job's log, stamped in UTC to the millisecond (benchmarks/spawn_latency.py
+    reads where a start's time goes from these stamps and the hub's log)."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    print(f"[hpcspawner-launcher {stamp}] {message}", flush=True)
 
 
 def read_secrets(path: str) -> tuple[str, dict[str, str]]:
@@ -274,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args:
         raise SystemExit("usage: python -m hpcspawner.launcher -- COMMAND [ARGS...]")
     started = time.time()
+    say(f"started (Python {sys.version.split()[0]})")
     env = dict(os.environ)
     try:
         token, private_env = read_secrets(env.pop("HPCSPAWNER_SECRET_FILE", ""))
@@ -314,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         current.append(child)
         owner = wait_listening(child, port, deadline)
         if owner == "ours":
+            say(f"the server listens on port {port}")
             break
         code = stop(child)
         if owner == "foreign":

@@ -124,3 +124,4 @@ def reset() -> None:
     _STORES.clear()
     _HUB_IDS.clear()
     _AVAILABILITY.clear()
+    _STARTS.clear()

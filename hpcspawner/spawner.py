@@ -490,8 +490,10 @@ class HPCSpawner(Spawner):
     async def receive_report(self, token: str, report: Report) -> None:
         """The one entry point of the report route: check the report and route the server
         to the node the scheduler runs its job on (Forbidden, Refused or NotYet otherwise)."""
-        await accept(self.job, self.api_token or "", token, report,
-                     check_host=self.check_reported_host)
+        host, port = await accept(self.job, self.api_token or "", token, report,
+                                  check_host=self.check_reported_host)
+        self.log.info("%s: the launcher reported port %d; routing to %s:%d", self._log_name,
+                      port, host, port)
         self._save_state()
 
     def _job_gone(self, info: JobInfo) -> None:

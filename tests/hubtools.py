@@ -92,7 +92,8 @@ class Hub:
     """One hub in its own directory, ports and hub_id, so tests never meet the demo hub."""
 
     def __init__(self, workdir: Path, *, profiles: str, hub_id: str, port: int = 18000,
-                 extra_config: str = "", users: tuple[str, ...] = ("alice", "bob", "carol")):
+                 extra_config: str = "", users: tuple[str, ...] = ("alice", "bob", "carol"),
+                 as_root: bool = False):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.hub_id = hub_id
@@ -105,6 +106,7 @@ class Hub:
         self.log_path = self.dir / "hub.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.extra_config = extra_config
+        self.as_root = as_root  # only batchspawner, the benchmarks' peer: it sudoes from root
         (self.dir / "profiles.yaml").write_text(profiles)
         self.config_path = self.dir / "jupyterhub_config.py"
         self.config_path.write_text(self._config(extra_config))
@@ -155,7 +157,7 @@ class Hub:
         """Start the hub as the unprivileged hub account, as sites run it: it reaches the
         users only through the sudoers file scripts/setup-machine installed."""
         log = self.log_path.open("ab")
-        account = hub_account()
+        account = pwd.getpwnam("root") if self.as_root else hub_account()
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "jupyterhub"), "-f", str(self.config_path)],
             cwd=self.dir, stdout=log, stderr=subprocess.STDOUT,

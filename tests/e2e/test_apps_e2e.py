@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -160,10 +161,16 @@ def test_a_desktop_beside_a_notebook_shows_a_live_screen_and_stops_alone(
                    f"{usable:.1f} s (screenshot {shot})")
             # the hub's home page lists both servers, each with its profile
             page.goto(f"{hub.url}/hub/home")
-            expect(page.locator('td.hpcspawner-profile[data-server-name="desk"]')).to_have_text(
+            expect(page.locator('td.hpcspawner-profile[data-server-name="desk"] '
+                                '.hpcspawner-title')).to_have_text(
                 "Remote desktop — 1 core, 2 GiB, 1 h")
             expect(page.locator('.hpcspawner-profile[data-server-name=""]')).to_have_text(
                 "Default server: Small — 1 core, 2 GiB, 1 h")
+            # and when each one's time limit ends (1 h jobs, started a minute ago at most)
+            for server in ("desk", ""):
+                expect(page.locator(f'.hpcspawner-ends[data-server-name="{server}"]')) \
+                    .to_have_text(re.compile(r"^Runs until \d{4}-\d\d-\d\d \d\d:\d\d UTC "
+                                             r"\(5\d min left\)\.$"))
             page.screenshot(path=str(ARTIFACTS / "home-two-servers.png"))
         finally:
             browser.close()
