@@ -57,6 +57,16 @@ profiles:
     resources: {{cores: 1, memory: 1GiB, runtime: 1h}}
 """
 
+CONDOR_PROFILES = """
+profiles:
+  - name: bench
+    default: true
+    backend: htcondor
+    resources: {cores: 1, memory: 1536MiB, runtime: 1h}
+    htcondor:
+      fast_path: {timeout: 8s, fallback: true, slot: {cores: 1, memory: 1536MiB}}
+"""
+
 HPC_CONFIG = """
 c.SlurmBackend.squeue = {squeue!r}
 """
@@ -173,7 +183,7 @@ class HubContender:
             raise SystemExit(f"{self.name}: spawn refused ({r.status_code}): {r.text[:300]}")
         answered = wait_200(f"{hub.url}/user/{user}/api/status",
                             {"Authorization": f"token {hub.token}"}, posted + 300)
-        if self.name == "hpcspawner":
+        if self.name.startswith("hpcspawner"):
             self.phases.append(self._phases(posted, answered))
         hub.stop_server(user)
         hub.wait_stopped(user, timeout=120)
@@ -255,8 +265,34 @@ def measure(n: int, warmup: int, user: str, partition: str,
         for c in contenders:
             c.close()
     ours: list[dict[str, float]] = next(
-        (c.phases for c in contenders if c.name == "hpcspawner"), [])
+        (c.phases for c in contenders if c.name.startswith("hpcspawner")), [])
     return results, ours
+
+
+def measure_htcondor(kind: str, n: int, warmup: int,
+                     user: str) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
+    """The HTCondor fast path (reserved notebook slots, docs/htcondor.md) on the stand-in or
+    a real pool: time to the first answer and its phases, as for SLURM."""
+    from tests.e2e.condor import find_condor
+
+    condor, why = find_condor(kind)
+    if condor is None:
+        raise SystemExit(why)
+    hub = Hub(new_hub_dir(f"bench-htcondor-{kind}"), profiles=CONDOR_PROFILES,
+              hub_id=f"bench{secrets.token_hex(2)}", port=19200, users=(user,),
+              extra_config=condor.hub_config()).start()
+    contender = HubContender(f"hpcspawner-htcondor-{kind}", hub, user)
+    try:
+        for _ in range(warmup):
+            contender.spawn_once()
+        contender.phases.clear()
+        times = []
+        for i in range(n):
+            times.append(contender.spawn_once())
+            print(f"  {contender.name} #{i + 1}: {times[-1]:.2f} s", flush=True)
+    finally:
+        contender.close()
+    return {contender.name: times}, contender.phases
 
 
 def burst(n: int, partition: str, interval: float) -> dict[str, Any]:
@@ -325,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition", default="jupyter")
     parser.add_argument("--only", default="floor,bare,hpcspawner,batchspawner",
                         help="contenders, comma-separated")
+    parser.add_argument("--htcondor", choices=("standin", "real"),
+                        help="instead: hpcspawner on the HTCondor fast path (stand-in or pool)")
     parser.add_argument("--burst", type=int, default=0,
                         help="also: this many users press Start within one second")
     parser.add_argument("--burst-partition", default="bench",
@@ -336,8 +374,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     n = 3 if args.quick else args.n
     which = tuple(args.only.split(","))
-    results, ours = measure(n, args.warmup, args.user, args.partition, which) if which != (
-        "",) else ({}, [])
+    if args.htcondor:
+        results, ours = measure_htcondor(args.htcondor, n, args.warmup, args.user)
+    elif which != ("",):
+        results, ours = measure(n, args.warmup, args.user, args.partition, which)
+    else:
+        results, ours = {}, []
     report: dict[str, Any] = {"n": n, "user": args.user, "partition": args.partition,
                               "machine": machine()}
     if results:
@@ -351,9 +393,10 @@ def main(argv: list[str] | None = None) -> int:
         report[f"{name}_max"] = round(max(values), 3)
         report[f"{name}_all"] = [round(v, 3) for v in values]
     if ours:
+        ours_name = next(k for k in results if k.startswith("hpcspawner"))
         medians = phases.medians(ours)
-        report["hpcspawner_phases_p50"] = {k: round(v, 3) for k, v in medians.items()}
-        print("\nhpcspawner: where the time goes (median seconds after the POST; step)")
+        report[f"{ours_name}_phases_p50"] = {k: round(v, 3) for k, v in medians.items()}
+        print(f"\n{ours_name}: where the time goes (median seconds after the POST; step)")
         previous = 0.0
         for name, at in medians.items():
             print(f"  {name:<32} {at:>6.2f} s   (+{at - previous:.2f} s)")
@@ -378,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         for failure in found["failures"]:
             print(f"  failed: {failure}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "spawn_latency.json"
+    out = RESULTS / ("spawn_latency.json" if not args.htcondor
+                     else f"spawn_latency_htcondor_{args.htcondor}.json")
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(f"\nwritten: {out.relative_to(REPO)}")
     return 0
