@@ -16,7 +16,7 @@ import calendar
 import re
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 HUB_LINE = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{3}) [^\]]*\] (.*)$")
 LAUNCHER_LINE = re.compile(r"^\[hpcspawner-launcher (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z\] "
@@ -34,24 +34,24 @@ PHASES = (
 )
 
 
-def hub_lines(text: str) -> list[tuple[float, str]]:
+def _stamped(text: str, pattern: re.Pattern[str], stamp_format: str,
+             to_epoch: Callable[[time.struct_time], float]) -> list[tuple[float, str]]:
+    """(epoch, message) of every line ``pattern`` matches: (stamp, milliseconds, message)."""
     out = []
     for line in text.splitlines():
-        found = HUB_LINE.match(line)
+        found = pattern.match(line)
         if found:
-            stamp = time.mktime(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S"))
+            stamp = to_epoch(time.strptime(found.group(1), stamp_format))
             out.append((stamp + int(found.group(2)) / 1000, found.group(3)))
     return out
+
+
+def hub_lines(text: str) -> list[tuple[float, str]]:
+    return _stamped(text, HUB_LINE, "%Y-%m-%d %H:%M:%S", time.mktime)  # local time
 
 
 def launcher_lines(text: str) -> list[tuple[float, str]]:
-    out = []
-    for line in text.splitlines():
-        found = LAUNCHER_LINE.match(line)
-        if found:
-            stamp = calendar.timegm(time.strptime(found.group(1), "%Y-%m-%dT%H:%M:%S"))
-            out.append((stamp + int(found.group(2)) / 1000, found.group(3)))
-    return out
+    return _stamped(text, LAUNCHER_LINE, "%Y-%m-%dT%H:%M:%S", calendar.timegm)  # UTC
 
 
 def phases(hub_log: str, launcher_log: str, user: str, posted: float,
