@@ -13,7 +13,7 @@ from .apps import Launch, server_command
 from .backends.base import Backend
 from .profiles import Profile
 from .render import render_template
-from .units import mebibytes, slurm_time
+from .units import mebibytes, slurm_gpus, slurm_time
 
 TAG_ROOT = "hpcspawner:"  # what every tag starts with
 
@@ -58,6 +58,7 @@ class JobSpec:
             "memory_mib": mebibytes(res.memory),
             "runtime_seconds": res.runtime,
             "slurm_time": slurm_time(res.runtime),
+            "slurm_gpus": slurm_gpus(res.gpus, res.gpu_model),
             "job_name": self.job_name,
             "tag": self.tag,
             "workdir": self.workdir,

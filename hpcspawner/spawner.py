@@ -22,7 +22,7 @@ from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, def
 from . import messages, registry
 from .apps import Launch, ScriptError, launch_for
 from .availability import Outlook, outlook, with_expected_start
-from .backends import BackendError, JobInfo, JobState
+from .backends import HelperRefused, JobInfo, JobState
 from .compat import SpawnException
 from .job import BatchJob, JobContext, JobFailed
 from .jobspec import JobBuilder
@@ -233,18 +233,18 @@ class HPCSpawner(Spawner):
 
     async def _outlooks(self, profiles: list[Profile]) -> dict[str, Outlook]:
         """What the page says about starting each profile now: one scheduler query per
-        backend per interval, and the scheduler's expected start where it cannot."""
+        backend per interval, and the scheduler's expected start where it cannot (asked for
+        all such profiles at once, not one after another)."""
         outlooks = {}
         for name in sorted({p.backend for p in profiles}):
-            cache = registry.availability(name, self.availability_interval)
-            slots = await cache.get()
+            slots = await registry.availability(name, self.availability_interval).get()
             for profile in (p for p in profiles if p.backend == name):
-                found = outlook(profile, slots)
-                if found.can_start is False:
-                    start = await registry.expected_start(
-                        profile, self.availability_interval).get()
-                    found = with_expected_start(found, start)
-                outlooks[profile.name] = found
+                outlooks[profile.name] = outlook(profile, slots)
+        waiting = [p for p in profiles if outlooks[p.name].can_start is False]
+        starts = await asyncio.gather(*(
+            registry.expected_start(p, self.availability_interval).get() for p in waiting))
+        for profile, start in zip(waiting, starts, strict=True):
+            outlooks[profile.name] = with_expected_start(outlooks[profile.name], start)
         return outlooks
 
     async def _render_form(self, spawner: Spawner | None = None) -> str:
@@ -346,9 +346,8 @@ class HPCSpawner(Spawner):
         backend = registry.backend(choice.profile.backend, self.config)
         try:
             await backend.helper_as_user(self.user.name, ["check-script", choice.script])
-        except BackendError as exc:
-            why = str(exc).split("refused: ", 1)[-1].split(" — ", 1)[0].strip()
-            raise SpawnException(why, reason="options", status_code=400,
+        except HelperRefused as exc:
+            raise SpawnException(exc.why, reason="options", status_code=400,
                                  log_message=str(exc)) from None
 
     # -- the job, its scheduler and the poller ------------------------------------------------

@@ -102,3 +102,8 @@ def slurm_time(seconds: int) -> str:
 def mebibytes(size: int) -> int:
     """Bytes -> MiB rounded up (SLURM ``--mem=...M`` and HTCondor ``request_memory``)."""
     return -(-size // 1024**2)
+
+
+def slurm_gpus(count: int, model: str | None) -> str:
+    """SLURM ``--gpus`` value: ``2``, or ``a100:2`` for a model (the node's gres type)."""
+    return f"{model}:{count}" if model else str(count)

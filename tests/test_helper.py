@@ -3,6 +3,7 @@ run as a user. Each refusal is a test; the happy paths write and remove exactly 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from hpcspawner import helper
-from hpcspawner.backends.slurm import SQUEUE_FIELDS
+from hpcspawner.backends import HelperRefused
+from hpcspawner.backends.slurm import SQUEUE_FIELDS, SlurmBackend
 
 TOKEN = "a1b2c3d4e5f6a7b8c9d0"
 SECRETS = json.dumps({"token": TOKEN, "env": {"DB_PASSWORD": "s3cret"}})
@@ -192,3 +194,18 @@ def test_check_script_takes_a_file_in_the_home_and_says_why_not_otherwise(
     for path, words in refusals.items():
         with pytest.raises(helper.Refused, match=words):
             helper.check_script(path)
+
+
+def test_a_refusal_reaches_the_hub_as_the_helpers_own_sentence(tmp_path: Path) -> None:
+    """The hub shows the person the helper's sentence (HelperRefused.why), not the command
+    line or the sudoers hint that its log gets."""
+    wrapper = tmp_path / "hpcspawner-helper"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m hpcspawner.helper "$@"\n')
+    wrapper.chmod(0o755)
+    backend = SlurmBackend(run_as_prefix=[], helper=str(wrapper))
+    with pytest.raises(HelperRefused) as caught:
+        asyncio.run(backend.helper_as_user("anyone", ["check-script", "/etc/passwd"]))
+    first = "hpcspawner-helper runs as" if os.getuid() == 0 else "/etc/passwd is not in your"
+    assert caught.value.why.startswith(first)
+    assert "sudoers" not in caught.value.why and "check-script" not in caught.value.why
+    assert "sudoers" in str(caught.value)

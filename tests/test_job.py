@@ -495,3 +495,37 @@ def test_the_end_time_comes_from_the_report_only_within_the_jobs_runtime(
 
     got, expected = run(scenario())
     assert abs(got - expected) < 2
+
+
+def test_the_spawn_page_asks_the_expected_start_of_every_waiting_profile_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page with several profiles that cannot start waits for one `sbatch --test-only`
+    round, not one per profile after another: each answer here waits until all were asked."""
+    from hpcspawner.availability import TimedCache
+
+    text = "profiles:\n" + "".join(
+        f"  - name: p{i}\n    resources: {{cores: {i}, memory: 1GiB, runtime: 1h}}\n"
+        for i in (1, 2, 3))
+    (tmp_path / "profiles.yaml").write_text(text)
+    spawner = make_spawner(tmp_path / "profiles.yaml")
+    profiles = parse_profiles(text).profiles
+    asked: list[str] = []
+    everyone = asyncio.Event()
+
+    async def no_slots() -> list[Any]:
+        return []  # nothing is up: no profile can start now
+
+    def start_of(profile: Profile, ttl: float) -> TimedCache[float | None]:
+        async def ask() -> float:
+            asked.append(profile.name)
+            if len(asked) == len(profiles):
+                everyone.set()
+            await asyncio.wait_for(everyone.wait(), 5)
+            return time.time() + 1800
+        return TimedCache(ask, ttl)
+
+    monkeypatch.setattr(registry, "availability", lambda name, ttl: TimedCache(no_slots, ttl))
+    monkeypatch.setattr(registry, "expected_start", start_of)
+    found = run(spawner._outlooks(profiles))
+    assert sorted(asked) == ["p1", "p2", "p3"]
+    assert all("expects it could start around" in found[p.name].text for p in profiles)

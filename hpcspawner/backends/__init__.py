@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .base import Availability, Backend, BackendError, JobInfo, JobState, SubmitRequest
+from .base import (
+    Availability,
+    Backend,
+    BackendError,
+    HelperRefused,
+    JobInfo,
+    JobState,
+    SubmitRequest,
+)
 from .slurm import SlurmBackend
 
 
@@ -16,6 +24,7 @@ __all__ = [
     "Availability",
     "Backend",
     "BackendError",
+    "HelperRefused",
     "JobInfo",
     "JobState",
     "SlurmBackend",

@@ -75,6 +75,18 @@ class BackendError(Exception):
     """A backend could not do what was asked; the message says what to do."""
 
 
+class HelperRefused(BackendError):
+    """hpcspawner-helper refused (exit 2): ``why`` is its own sentence, for the person who
+    asked; the message adds the command, for the hub's log."""
+
+    def __init__(self, message: str, why: str):
+        super().__init__(message)
+        self.why = why
+
+
+REFUSED = "hpcspawner-helper: refused: "  # how the helper starts a refusal (helper.main)
+
+
 class Backend(LoggingConfigurable):
     """One per scheduler per hub process; shared by all spawners through the poller."""
 
@@ -198,14 +210,15 @@ class Backend(LoggingConfigurable):
     async def helper_as_user(self, username: str, args: list[str], *,
                              input: str | None = None) -> Result:
         """Run ``hpcspawner-helper ARGS`` as the user. Its refusals (exit 2) become a
-        BackendError: asking again cannot help."""
+        HelperRefused (a BackendError): asking again cannot help."""
         try:
             return await self.as_user(username, [self.helper, *args], input=input,
                                       hint="the hub may run hpcspawner-helper as the user "
                                       "(sudoers, docs/install.md)", timeout=self.helper_timeout)
         except CommandError as exc:
-            if exc.returncode == 2 and "refused" in exc.stderr:
-                raise BackendError(str(exc)) from None
+            if exc.returncode == 2 and REFUSED in exc.stderr:
+                why = exc.stderr.split(REFUSED, 1)[1].strip()
+                raise HelperRefused(str(exc), why) from None
             raise
 
     async def cancel(self, job_id: str, username: str, tag: str) -> None:
@@ -229,6 +242,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "CommandError",
+    "HelperRefused",
     "JobInfo",
     "JobState",
     "SubmitRequest",

@@ -23,7 +23,7 @@ from traitlets import Bool, Unicode
 from ..commands import CommandError
 from ..profiles import Profile
 from ..render import RenderError
-from ..units import mebibytes, slurm_time
+from ..units import mebibytes, slurm_gpus, slurm_time
 from .base import Availability, Backend, BackendError, JobInfo, JobState, SubmitRequest
 
 log = logging.getLogger("hpcspawner.slurm")
@@ -273,14 +273,13 @@ class SlurmBackend(Backend):
         """``sbatch --test-only`` (as the hub's account: nothing is queued) for the profile's
         request: SLURM's estimate of when it could start."""
         res = profile.resources
-        gpus = f"{res.gpu_model}:{res.gpus}" if res.gpu_model else str(res.gpus)
         argv = [self.sbatch, "--test-only", f"--cpus-per-task={res.cores}",
                 f"--mem={mebibytes(res.memory)}M", f"--time={slurm_time(res.runtime)}",
                 "--nodes=1", "--ntasks=1", "--output=/dev/null", "--wrap=true"]
         if profile.partition:
             argv.append(f"--partition={profile.partition}")
         if res.gpus:
-            argv.append(f"--gpus={gpus}")
+            argv.append(f"--gpus={slurm_gpus(res.gpus, res.gpu_model)}")
         result = await self.as_hub(argv, check=False)
         return parse_test_only(result.stderr + result.stdout)
 
