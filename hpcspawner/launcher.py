@@ -25,10 +25,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+
+# urllib.request (with http.client and email) takes ~25 ms to import: it is imported where it
+# is used, and main() first imports it while the server starts, off the path to "ready".
 
 REPORT_PATH = "/hpcspawner/report"
 SHARE = Path(__file__).with_name("share")
@@ -174,13 +175,16 @@ def wait_listening(child: subprocess.Popen[bytes], port: int, deadline: float) -
             return owner
         if exited:
             return "died"
-        time.sleep(0.05)
+        time.sleep(0.02)  # a few reads of /proc/net/tcp: cheap next to the server's start
     return "timeout"
 
 
 def report(api_url: str, token: str, payload: dict[str, object], patience: float) -> None:
     """POST the address to the hub; retry for ``patience`` seconds while the hub is away
     (a hub restart must not kill a job that is about to be re-attached)."""
+    import urllib.error
+    import urllib.request
+
     data = json.dumps(payload).encode()
     url = api_url.rstrip("/") + REPORT_PATH
     deadline = time.monotonic() + patience
@@ -208,15 +212,17 @@ def report(api_url: str, token: str, payload: dict[str, object], patience: float
         time.sleep(min(0.2 * attempt, 2.0))
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None  # a redirect (e.g. to the hub's login) is not an answer from the app
-
-
 def wait_app(child: subprocess.Popen[bytes], url: str, token: str, deadline: float) -> str:
     """Ask ``url`` (through the server, as the server's owner) until it answers 2xx: "" then,
     else why not. The server starts the app on the first request (jupyter-server-proxy)."""
-    opener = urllib.request.build_opener(_NoRedirect)
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None  # a redirect (e.g. to the hub's login) is not an answer from the app
+
+    opener = urllib.request.build_opener(NoRedirect)
     last = "no answer"
     while time.monotonic() < deadline:
         if child.poll() is not None:
@@ -317,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"starting {command[0]} on port {port}")
         child = subprocess.Popen(command, env=env)
         current.append(child)
+        import urllib.request  # noqa: F401  (here: while the server starts)
         owner = wait_listening(child, port, deadline)
         if owner == "ours":
             say(f"the server listens on port {port}")

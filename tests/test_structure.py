@@ -101,3 +101,15 @@ def test_every_module_imports_alone() -> None:
     out = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True,
                          cwd=REPO, check=False)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_launcher_starts_the_server_before_loading_anything_heavy() -> None:
+    """Every server's start waits for the launcher's imports: the package's __init__ and the
+    launcher load neither `typing` nor `urllib.request` (~35 ms together); the launcher
+    imports urllib while the server starts (launcher.main)."""
+    code = ("import sys, hpcspawner.launcher\n"
+            "print(' '.join(m for m in ('typing', 'urllib.request', 'jinja2', 'jupyterhub')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True)
+    assert out.stdout.strip() == ""
