@@ -314,6 +314,17 @@ class TestReferenceScenario:
         r = standin.run("condor_status", *notebook, "-total")
         assert_matches(r, "status_total.txt")
 
+    def test_notebook_slots(self, standin: Standin) -> None:
+        """The notebook slots as the real test pool names and types them (scripts/condor-pool):
+        slot2@host, slot3@host of slot type 2, and IsJupyterSlot an expression in every ad."""
+        where = ("-constraint", "DynamicSlot =!= true")
+        r = standin.run("condor_status", *where, "-json", "-attributes",
+                        "Name,SlotID,SlotType,SlotTypeID,IsJupyterSlot")
+        assert_matches(r, "status_json_notebook_slots.txt")
+        r = standin.run("condor_status", *where, "-af", "Name", "SlotID", "SlotType",
+                        "SlotTypeID", "IsJupyterSlot")
+        assert_matches(r, "status_af_notebook_slots.txt")
+
     def test_hold(self, standin: Standin) -> None:
         r = standin.run("condor_hold", "32", user="alice")
         assert_matches(r, "hold.txt")
@@ -400,7 +411,7 @@ def test_fast_negotiator_starts_notebook_while_regular_job_waits(standin: Standi
     assert standin.run("condor_reschedule", user="alice").rc == 0
     standin.wait_status(notebook, 2, 2.0)
     assert standin.status(regular) == 1
-    assert standin.af(notebook, "RemoteHost")[0].startswith("slot2_")
+    assert standin.af(notebook, "RemoteHost")[0] in (f"slot2@{HOST}", f"slot3@{HOST}")
     standin.wait_status(regular, 2, MAIN_CYCLE + 2)
     assert standin.af(regular, "RemoteHost")[0].startswith("slot1_")
     assert standin.run("condor_rm", regular, notebook, user="alice").rc == 0
@@ -418,7 +429,7 @@ def test_notebook_slots_full(standin: Standin) -> None:
     assert standin.af(idle, "LastRejMatchNegotiator") == [f"jupyter@{HOST}"]
     r = standin.run("condor_status", "-af", "Name", "State", "IsJupyterSlot",
                     "-constraint", "IsJupyterSlot")
-    assert r.out == f"slot2_1@{HOST} Claimed true\nslot2_2@{HOST} Claimed true\n"
+    assert r.out == f"slot2@{HOST} Claimed true\nslot3@{HOST} Claimed true\n"
     assert standin.run("condor_rm", *jobs, user="alice").rc == 0
 
 
@@ -508,7 +519,7 @@ def test_hold_reason_for_an_executable_that_cannot_run(
     r = standin.run("condor_q", job, "-json", "-attributes",
                     "JobStatus,HoldReason,HoldReasonCode,HoldReasonSubCode", user="alice")
     ad = json.loads(r.out)[0]
-    assert ad["HoldReason"] == (f"Error from slot2_1@{HOST}: Failed to execute "
+    assert ad["HoldReason"] == (f"Error from slot2@{HOST}: Failed to execute "
                                 f"'{program}': (errno=13: 'Permission denied')")
     assert (ad["HoldReasonCode"], ad["HoldReasonSubCode"], ad["JobStatus"]) == (6, 13, 5)
     assert standin.run("condor_rm", job, user="alice").rc == 0
@@ -519,7 +530,7 @@ def test_hold_when_output_is_not_writable_by_the_user(standin: Standin) -> None:
     standin.wait_status(job, 5, FAST_CYCLE + 3)
     r = standin.run("condor_q", job, "-af:j", "HoldReason", "HoldReasonCode",
                     "HoldReasonSubCode")
-    assert r.out == (f"{job}.0 Error from slot2_1@{HOST}: Failed to open '/root/denied.out' as "
+    assert r.out == (f"{job}.0 Error from slot2@{HOST}: Failed to open '/root/denied.out' as "
                      "standard output: Permission denied (errno 13) 7 13\n")
     assert not Path("/root/denied.out").exists()
     assert standin.run("condor_rm", job, user="alice").rc == 0

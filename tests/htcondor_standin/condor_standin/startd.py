@@ -2,8 +2,9 @@
 the "starter" that runs a job as its owner.
 
 Pool model (a simplification, see README): slot1@host is partitionable (8 CPUs, 64000 MB,
-0 GPUs) and is carved into dynamic slots slot1_N@host; slot2_1@host ... slot2_K@host are
-static 2-CPU / 49152 MB slots advertising IsJupyterSlot = true.
+0 GPUs) and is carved into dynamic slots slot1_N@host; slot2@host ... slot<K+1>@host are the
+static notebook slots of slot type 2 (1 CPU / 1536 MB), named, numbered and typed as the real
+test pool names them (scripts/condor-pool), IsJupyterSlot true there and false elsewhere.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from .classad import ClassAd, ListExpr, Literal
+from .classad_parse import parse
 from .constants import ARCH, CONDOR_VERSION, OPSYS, STARTD_PORT, sinful
 
 PSLOT_CPUS = 8
@@ -29,14 +31,18 @@ PSLOT_DISK = 77383536
 # the reserved notebook slots of docs/htcondor.md (the real test pool's layout, scripts/condor-pool)
 JUPYTER_CPUS = 1
 JUPYTER_MEMORY = 1536
+JUPYTER_SLOT_TYPE = 2
+# an expression in every slot's ad, as STARTD_ATTRS puts it there: `-af` and constraints
+# evaluate it (true on the notebook slots), `-json` prints it as "\/Expr((SlotTypeID == 2))\/"
+IS_JUPYTER_SLOT = parse("(SlotTypeID == 2)")
 LAUNCH_TIMEOUT = 30.0   # seconds the launcher may take to copy inputs and exec
 
 
 @dataclass
 class Slot:
     name: str
-    slot_id: int          # 1 for slot1 and its children, 2 for the notebook slots
-    sub_id: int           # N of slot1_N / slot2_N, 0 for the partitionable slot
+    slot_id: int          # 1 for slot1 and its children, N for the notebook slot slotN
+    sub_id: int           # N of slot1_N, 0 for the partitionable and the static slots
     cpus: int
     memory: int
     gpus: int
@@ -54,8 +60,8 @@ class Startd:
         self.birth = int(time.time())
         self.claims = 0
         self.dynamic: dict[str, Slot] = {}
-        self.reserved = [Slot(f"slot2_{k}@{host}", 2, k, JUPYTER_CPUS, JUPYTER_MEMORY, 0,
-                              PSLOT_DISK // 8, jupyter=True) for k in range(1, jupyter_slots + 1)]
+        self.reserved = [Slot(f"slot{n}@{host}", n, 0, JUPYTER_CPUS, JUPYTER_MEMORY, 0,
+                              PSLOT_DISK // 8, jupyter=True) for n in range(2, jupyter_slots + 2)]
         self.pslot_entered = self.birth
 
     @property
@@ -132,7 +138,9 @@ class Startd:
         ad["Name"] = slot.name
         ad["SlotID"] = slot.slot_id
         ad["SlotType"] = kind
-        ad["SlotTypeID"] = slot.slot_id if kind == "Static" else -slot.slot_id
+        # a static slot's type is its SLOT_TYPE_<n> (2: the notebook slots); a dynamic one's
+        # is minus its partitionable parent's type
+        ad["SlotTypeID"] = JUPYTER_SLOT_TYPE if kind == "Static" else -slot.slot_id
         ad["Cpus"] = slot.cpus
         ad["Memory"] = slot.memory
         ad["Gpus"] = slot.gpus
@@ -149,8 +157,7 @@ class Startd:
         if kind == "Dynamic":
             ad["DynamicSlot"] = True
             ad["DSlotID"] = slot.sub_id
-        if slot.jupyter:
-            ad["IsJupyterSlot"] = True
+        ad["IsJupyterSlot"] = IS_JUPYTER_SLOT
         if claimed:
             ad["JobId"] = slot.job or ""
             ad["RemoteOwner"] = f"{slot.owner}@{self.host}"
@@ -169,6 +176,7 @@ class Startd:
         p["SlotType"] = "Partitionable"
         p["SlotTypeID"] = 1
         p["PartitionableSlot"] = True
+        p["IsJupyterSlot"] = IS_JUPYTER_SLOT
         p["Cpus"] = fc
         p["Memory"] = fm
         p["Gpus"] = fg
