@@ -35,6 +35,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+REFUSED = "hpcspawner-helper: refused: "  # a refusal's first line on stderr (exit 2)
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\.token$")
 SUBMISSION_RE = re.compile(r"^(?P<server>.+)-[0-9a-f]{16}\.token$")  # jobspec.secret_path
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{8,4096}$")
@@ -283,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             raise Refused("usage:\n" + USAGE)
     except Refused as exc:
-        print(f"hpcspawner-helper: refused: {exc}", file=sys.stderr)
+        print(f"{REFUSED}{exc}", file=sys.stderr)
         return 2
     except (OSError, subprocess.SubprocessError) as exc:
         print(f"hpcspawner-helper: {exc}", file=sys.stderr)

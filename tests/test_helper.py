@@ -15,6 +15,7 @@ import pytest
 
 from hpcspawner import helper
 from hpcspawner.backends import HelperRefused
+from hpcspawner.backends.base import refusal
 from hpcspawner.backends.slurm import SQUEUE_FIELDS, SlurmBackend
 
 TOKEN = "a1b2c3d4e5f6a7b8c9d0"
@@ -205,7 +206,16 @@ def test_a_refusal_reaches_the_hub_as_the_helpers_own_sentence(tmp_path: Path) -
     backend = SlurmBackend(run_as_prefix=[], helper=str(wrapper))
     with pytest.raises(HelperRefused) as caught:
         asyncio.run(backend.helper_as_user("anyone", ["check-script", "/etc/passwd"]))
-    first = "hpcspawner-helper runs as" if os.getuid() == 0 else "/etc/passwd is not in your"
+    first = "hpcspawner-helper runs as" if os.getuid() == 0 else "The script /etc/passwd is not"
     assert caught.value.why.startswith(first)
     assert "sudoers" not in caught.value.why and "check-script" not in caught.value.why
     assert "sudoers" in str(caught.value)
+
+
+def test_only_the_helpers_own_lines_are_its_refusal() -> None:
+    said = f"{helper.REFUSED}The script x is not a regular file."
+    assert refusal(f"sudo: unable to resolve host vm\n{said}\n") == (
+        "The script x is not a regular file.")
+    assert refusal(f"a line that quotes {helper.REFUSED}in the middle\n") is None
+    assert refusal(f"{helper.REFUSED}usage:\n  write-token DIR NAME") == (
+        "usage:\n  write-token DIR NAME")

@@ -18,6 +18,7 @@ from traitlets import Float, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..commands import CommandError, Result, expand_prefix, run_command
+from ..helper import REFUSED
 from ..profiles import Profile
 
 
@@ -84,7 +85,14 @@ class HelperRefused(BackendError):
         self.why = why
 
 
-REFUSED = "hpcspawner-helper: refused: "  # how the helper starts a refusal (helper.main)
+def refusal(stderr: str) -> str | None:
+    """The helper's refusal in its own words: from the line that starts with its marker to
+    the end (the helper exits right after it); lines before it (e.g. sudo's) are not its."""
+    lines = stderr.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(REFUSED):
+            return "\n".join([line[len(REFUSED):], *lines[i + 1:]]).strip()
+    return None
 
 
 class Backend(LoggingConfigurable):
@@ -216,8 +224,8 @@ class Backend(LoggingConfigurable):
                                       hint="the hub may run hpcspawner-helper as the user "
                                       "(sudoers, docs/install.md)", timeout=self.helper_timeout)
         except CommandError as exc:
-            if exc.returncode == 2 and REFUSED in exc.stderr:
-                why = exc.stderr.split(REFUSED, 1)[1].strip()
+            why = refusal(exc.stderr) if exc.returncode == 2 else None
+            if why is not None:
                 raise HelperRefused(str(exc), why) from None
             raise
 

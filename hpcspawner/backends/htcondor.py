@@ -55,7 +55,7 @@ def submit_value(value: Any) -> str:
     """A value for an HTCondor submit-description line: one line, no macro (``$(X)``,
     ``$ENV(X)``, ``$$(X)``) that condor_submit would expand."""
     text = str(value)
-    plain = text.replace("$(ClusterId)", "").replace("$(ProcId)", "")  # ours, in log paths
+    plain = text.replace("$(ClusterId)", "")  # ours, in log paths (log_name)
     if any(c in text for c in "\n\r\0") or _MACRO_RE.search(plain):
         raise RenderError(f"{text!r} cannot go in a submit description (line break or "
                           "$(...) macro)")
