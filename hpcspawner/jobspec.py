@@ -154,5 +154,5 @@ class JobBuilder:
 
 
 def render_job(backend: Backend, spec: JobSpec, template_dirs: Sequence[str] = ()) -> str:
-    return render_template(backend.template_name, spec.context(), template_dirs,
-                           backend.filters())
+    return render_template(backend.template_name, {**spec.context(), **backend.template_context()},
+                           template_dirs, backend.filters())

@@ -93,7 +93,8 @@ class Hub:
 
     def __init__(self, workdir: Path, *, profiles: str, hub_id: str, port: int = 18000,
                  extra_config: str = "", users: tuple[str, ...] = ("alice", "bob", "carol"),
-                 as_root: bool = False):
+                 as_root: bool = False, env: dict[str, str] | None = None):
+        self.env = env or {}  # more of the hub process's environment
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.hub_id = hub_id
@@ -163,7 +164,7 @@ class Hub:
             cwd=self.dir, stdout=log, stderr=subprocess.STDOUT,
             user=account.pw_uid, group=account.pw_gid, extra_groups=[],
             env={"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": str(self.dir),
-                 "LANG": "C.UTF-8"},
+                 "LANG": "C.UTF-8", **self.env},
         )
         (self.dir / "hub.pid").write_text(str(self.proc.pid))
         wait_for("the hub to answer", self._ready, timeout=60)

@@ -9,7 +9,7 @@ import logging
 import os
 import pwd
 import time
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Collection, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -66,7 +66,8 @@ class Scripted(Backend):
                                     user=old.user, tag=old.tag)
 
     async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
-                      hint: str = "", timeout: float | None = None) -> Result:
+                      hint: str = "", timeout: float | None = None,
+                      env: Mapping[str, str] | None = None) -> Result:
         self.commands.append((argv, input))
         return Result(argv, 0, "", "")
 
@@ -529,3 +530,22 @@ def test_the_spawn_page_asks_the_expected_start_of_every_waiting_profile_at_once
     found = run(spawner._outlooks(profiles))
     assert sorted(asked) == ["p1", "p2", "p3"]
     assert all("expects it could start around" in found[p.name].text for p in profiles)
+
+
+def test_sbatch_gets_a_bare_environment_so_nothing_of_the_hubs_reaches_the_job(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs start from sbatch's environment (`--export=ALL`): the hub hands sbatch PATH and
+    LANG only, never its own variables (a proxy token, a database URL)."""
+    seen = tmp_path / "env"
+    sbatch = tmp_path / "sbatch"
+    sbatch.write_text(f"#!/bin/sh\nenv > {seen}\ncat > /dev/null\necho 4242\n")
+    sbatch.chmod(0o755)
+    monkeypatch.setenv("CONFIGPROXY_AUTH_TOKEN", "the-hubs-secret")
+    backend = SlurmBackend(run_as_prefix=[], sbatch=str(sbatch))
+    profile = parse_profiles(PROFILES_TEXT).by_name["small"]
+    job_id = run(backend.submit(SubmitRequest(script="#!/bin/bash\n", username=ME,
+                                              profile=profile, fast=False)))
+    assert job_id == "4242"
+    names = {line.split("=", 1)[0] for line in seen.read_text().splitlines()}
+    assert "PATH" in names and "CONFIGPROXY_AUTH_TOKEN" not in names
+    assert names <= {"PATH", "LANG", "PWD", "OLDPWD", "SHLVL", "_"}, names

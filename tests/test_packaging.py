@@ -57,4 +57,4 @@ def test_the_installed_wheel_alone_checks_and_renders(wheel: Path, tmp_path: Pat
                             capture_output=True, text=True, cwd=tmp_path)
     assert render.returncode == 0, render.stderr
     assert render.stdout.startswith("#!/bin/bash")
-    assert "#SBATCH --export=NONE" in render.stdout
+    assert "#SBATCH --export=ALL" in render.stdout

@@ -240,3 +240,20 @@ def test_a_chosen_gpu_model_is_a_gres_type_for_slurm_and_a_device_name_for_htcon
                          submission="0123", fast=False)[1].splitlines()
     assert "request_gpus = 1" in sub
     assert 'require_gpus = regexp("a100", DeviceName, "i")' in sub
+
+
+def test_the_login_environment_is_the_admins_choice() -> None:
+    """By default the job starts from sbatch's bare environment (`--export=ALL`, no `su -`
+    before every job); with login_environment, from the user's login environment."""
+    from hpcspawner.backends.slurm import SlurmBackend
+
+    profile = load_profiles(REPO / "profiles.yaml").by_name["small"]
+    builder = JobBuilder(username="alice", server_name="", home="/home/alice",
+                         job_dir="/home/alice/.hpcspawner", hub_id="hub", python=PYTHON,
+                         cmd=["/bin/true"])
+    scripts = {login: builder.render(profile, SlurmBackend(login_environment=login),
+                                     secret_file="/home/alice/t", submission="0",
+                                     fast=False)[1].splitlines()
+               for login in (False, True)}
+    assert "#SBATCH --export=ALL" in scripts[False]
+    assert "#SBATCH --export=NONE" in scripts[True]

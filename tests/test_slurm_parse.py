@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 import pytest
 
@@ -109,7 +110,8 @@ def test_sbatch_printing_no_job_id_is_a_clear_error_not_a_crash() -> None:
 
     class Quiet(SlurmBackend):
         async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
-                          hint: str = "", timeout: float | None = None) -> Result:
+                          hint: str = "", timeout: float | None = None,
+                          env: Mapping[str, str] | None = None) -> Result:
             return Result(argv, 0, "  \n\n", "")
 
     profile = parse_profiles("profiles:\n  - name: small\n    resources: {memory: 1GiB, "

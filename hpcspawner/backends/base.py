@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import os
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,9 +145,10 @@ class Backend(LoggingConfigurable):
         return os.path.join(os.path.dirname(sys.executable), "hpcspawner-helper")
 
     async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
-                      hint: str = "", timeout: float | None = None) -> Result:
+                      hint: str = "", timeout: float | None = None,
+                      env: Mapping[str, str] | None = None) -> Result:
         return await run_command([*expand_prefix(self.run_as_prefix, username), *argv],
-                                 input=input, hint=hint,
+                                 input=input, hint=hint, env=env,
                                  timeout=self.command_timeout if timeout is None else timeout)
 
     async def as_hub(self, argv: list[str], *, check: bool = True) -> Result:
@@ -155,6 +156,10 @@ class Backend(LoggingConfigurable):
                                  check=check)
 
     # -- what the job script needs from the scheduler ------------------------------------
+    def template_context(self) -> dict[str, Any]:
+        """What this scheduler's settings add to the job template's context."""
+        return {}
+
     @classmethod
     def filters(cls) -> dict[str, Callable[[Any], str]]:
         """Jinja2 filters this scheduler's template uses (its quoting rules)."""

@@ -80,12 +80,17 @@ def regular(condor: Condor) -> float:
     return 2 * condor.main_cycle() + 60
 
 
-def server_token(port: int) -> str:
-    """The API token in the environment of the server listening on ``port`` (root reads it)."""
+def server_environ(port: int) -> bytes:
+    """The environment of the server listening on ``port`` (root reads it)."""
     out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True,
                          check=True).stdout
     pid = out.split("pid=", 1)[1].split(",", 1)[0]
-    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
+def server_token(port: int) -> str:
+    """The API token in the environment of the server listening on ``port``."""
+    env = server_environ(port).split(b"\0")
     token = next(v for v in env if v.startswith(b"JUPYTERHUB_API_TOKEN="))
     return token.split(b"=", 1)[1].decode()
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_htcondor_e2e import server_token
+from tests.e2e.test_htcondor_e2e import server_environ, server_token
 from tests.hubtools import Hub, squeue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
@@ -16,11 +17,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
 def test_token_is_not_in_scontrol_squeue_the_script_ps_the_files_or_the_log(
         make_hub: Callable[..., Hub]) -> None:
-    hub = make_hub().start()
+    hub_secret = "hub-only-" + secrets.token_hex(16)  # e.g. a database password
+    hub = make_hub(env={"HUB_DB_PASSWORD": hub_secret}).start()
     assert hub.spawn("alice", {"profile": "small"}).status_code in (201, 202)
     hub.wait_ready("alice")
     token = server_token(hub.server_port("alice"))
     assert len(token) >= 32
+    # the job starts from sbatch's environment (--export=ALL): nothing of the hub's is in it
+    assert hub_secret.encode() not in server_environ(hub.server_port("alice"))
     [job] = squeue(hub.hub_id)
 
     def run(*argv: str, user: str = "bob") -> str:
