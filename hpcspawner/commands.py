@@ -92,6 +92,16 @@ def expand_prefix(prefix: Sequence[str], username: str) -> list[str]:
     return [part.replace("{username}", username) for part in prefix]
 
 
-def clean_env() -> dict[str, str]:
-    """Environment for scheduler commands: the hub's, so PATH and SLURM_CONF stay as set."""
-    return dict(os.environ)
+# What commands run as a user (sbatch, condor_submit, hpcspawner-helper) keep of the hub's
+# environment: where commands and the scheduler's configuration are, and the language.
+KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SLURM_CONF", "CONDOR_CONFIG")
+
+
+def bare_environment(keep: Sequence[str] = KEEP_ENV) -> dict[str, str]:
+    """The environment of a command run as a user: only the ``keep`` variables of the hub's.
+    Nothing else of the hub's (a proxy token, a database URL) may sit in a process the user
+    owns, or in a SLURM job, which starts from sbatch's environment (``--export=ALL``)."""
+    env = {name: os.environ[name] for name in keep if name in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.setdefault("LANG", "C.UTF-8")
+    return env

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -89,6 +90,13 @@ def app_environment(env: dict[str, str]) -> None:
     if env.get("HPCSPAWNER_APP") == "desktop" and not env.get(
             "JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP"):
         env["JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP"] = str(SHARE / "xstartup")
+
+
+def login_shell() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
+    except KeyError:
+        return "/bin/sh"
 
 
 def free_port(bind_ip: str) -> int:
@@ -292,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(str(exc))
         return 2
     env.update(private_env)
+    # the user's shell for Jupyter's terminals (a login shell of it), when the scheduler
+    # gave none (SLURM's --export=ALL from a bare environment, HTCondor's getenv = false)
+    env.setdefault("SHELL", login_shell())
     app_environment(env)
     env["JUPYTERHUB_API_TOKEN"] = token
     env["JPY_API_TOKEN"] = token

@@ -21,7 +21,7 @@ from hpcspawner import registry
 from hpcspawner.backends.base import Backend, JobInfo, JobState, SubmitRequest
 from hpcspawner.backends.htcondor import HTCondorBackend
 from hpcspawner.backends.slurm import SlurmBackend
-from hpcspawner.commands import CommandError, Result
+from hpcspawner.commands import KEEP_ENV, CommandError, Result
 from hpcspawner.job import BatchJob, JobContext, JobFailed
 from hpcspawner.jobspec import JobBuilder
 from hpcspawner.poller import Poller
@@ -534,8 +534,9 @@ def test_the_spawn_page_asks_the_expected_start_of_every_waiting_profile_at_once
 
 def test_sbatch_gets_a_bare_environment_so_nothing_of_the_hubs_reaches_the_job(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Jobs start from sbatch's environment (`--export=ALL`): the hub hands sbatch PATH and
-    LANG only, never its own variables (a proxy token, a database URL)."""
+    """Jobs start from sbatch's environment (`--export=ALL`): the hub hands sbatch (like every
+    command it runs as a user) PATH, LANG and the scheduler's configuration only, never its
+    own variables (a proxy token, a database URL)."""
     seen = tmp_path / "env"
     sbatch = tmp_path / "sbatch"
     sbatch.write_text(f"#!/bin/sh\nenv > {seen}\ncat > /dev/null\necho 4242\n")
@@ -548,4 +549,4 @@ def test_sbatch_gets_a_bare_environment_so_nothing_of_the_hubs_reaches_the_job(
     assert job_id == "4242"
     names = {line.split("=", 1)[0] for line in seen.read_text().splitlines()}
     assert "PATH" in names and "CONFIGPROXY_AUTH_TOKEN" not in names
-    assert names <= {"PATH", "LANG", "PWD", "OLDPWD", "SHLVL", "_"}, names
+    assert names <= {*KEEP_ENV, "PWD", "OLDPWD", "SHLVL", "_"}, names

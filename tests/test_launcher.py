@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -246,7 +247,8 @@ def test_the_server_knows_when_its_time_limit_ends_and_the_log_warns_before(
     """HPCSPAWNER_RUNTIME 120 s and a warning 600 s ahead: the server's environment has the
     end time, the report carries it, and the log warns at once (the limit is that near)."""
     record = ("import os, pathlib, sys\npathlib.Path(sys.argv[2], 'end').write_text("
-              "os.environ.get('HPCSPAWNER_END_TIME', ''))\n")
+              "os.environ.get('HPCSPAWNER_END_TIME', ''))\n"
+              "pathlib.Path(sys.argv[2], 'shell').write_text(os.environ.get('SHELL', ''))\n")
     before = time.time()
     proc = start_launcher(tmp_path, hub, [sys.executable, "-c", record + SERVER, "{port}",
                                           str(tmp_path)],
@@ -258,6 +260,9 @@ def test_the_server_knows_when_its_time_limit_ends_and_the_log_warns_before(
         ends = int((tmp_path / "end").read_text())
         assert int(before) + 120 <= ends <= int(time.time()) + 120
         assert report["ends"] == ends
+        # no SHELL was given (as from a bare environment): the user's login shell, for
+        # Jupyter's terminals
+        assert (tmp_path / "shell").read_text() == pwd.getpwuid(os.getuid()).pw_shell
         out = proc.stdout
         assert out is not None
         line = wait_for("the warning", lambda: next(

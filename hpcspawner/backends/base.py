@@ -17,7 +17,14 @@ from typing import Any
 from traitlets import Float, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from ..commands import CommandError, Result, expand_prefix, run_command
+from ..commands import (
+    KEEP_ENV,
+    CommandError,
+    Result,
+    bare_environment,
+    expand_prefix,
+    run_command,
+)
 from ..helper import REFUSED
 from ..profiles import Profile
 
@@ -108,6 +115,14 @@ class Backend(LoggingConfigurable):
         replaced. The default needs a sudoers rule for the hub's account (docs/install.md).""",
     ).tag(config=True)
 
+    user_env_keep = List(
+        Unicode(), default_value=list(KEEP_ENV),
+        help="""The hub's environment variables that commands run as the user (submit,
+        cancel, hpcspawner-helper) get; nothing else of the hub's environment reaches them,
+        nor a SLURM job, which starts from sbatch's environment. Add e.g. `SBATCH_CLUSTERS`
+        when the hub's environment carries it (sudo's env_reset may still drop it).""",
+    ).tag(config=True)
+
     query_prefix = List(
         Unicode(),
         default_value=[],
@@ -148,7 +163,8 @@ class Backend(LoggingConfigurable):
                       hint: str = "", timeout: float | None = None,
                       env: Mapping[str, str] | None = None) -> Result:
         return await run_command([*expand_prefix(self.run_as_prefix, username), *argv],
-                                 input=input, hint=hint, env=env,
+                                 input=input, hint=hint,
+                                 env=bare_environment(self.user_env_keep) if env is None else env,
                                  timeout=self.command_timeout if timeout is None else timeout)
 
     async def as_hub(self, argv: list[str], *, check: bool = True) -> Result:

@@ -108,14 +108,6 @@ def parse_squeue(text: str, tag_prefix: str, frame: tuple[str, str]) -> dict[str
     return jobs
 
 
-def submit_environment() -> dict[str, str]:
-    """sbatch's whole environment (with ``--export=ALL`` the job starts from it, after sudo
-    has added the user's HOME, USER and SHELL): where commands are and the language;
-    nothing else of the hub's."""
-    return {"PATH": os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin",
-            "LANG": os.environ.get("LANG") or "C.UTF-8"}
-
-
 def private_jobs(config: str) -> bool:
     """Whether ``scontrol show config`` output sets PrivateData to hide jobs."""
     for line in config.splitlines():
@@ -191,10 +183,13 @@ class SlurmBackend(Backend):
         help="""Start jobs from the user's login environment (`sbatch --export=NONE`: slurmd
         runs `su - USER -c env` before every job, the user's shell start-up files included;
         in SLURM 22.05 that adds a second to about one start in six, and whatever the
-        user's start-up files take to every start). Default: `--export=ALL` with the hub
-        handing sbatch a bare environment (PATH, LANG), so the job gets nothing of the hub's
-        and starts at once; the job script sets HOME, USER, PATH and the server's variables
-        itself. Jupyter's terminals run a login shell either way.""",
+        user's start-up files take to every start). Default: `--export=ALL`, sbatch run with
+        a bare environment (`user_env_keep`: PATH, LANG, ...; sudo adds the user's HOME,
+        USER, SHELL), so the job gets nothing of the hub's and starts at once. Either way the
+        job script then sets HOME, USER, PATH and the server's variables itself (PATH becomes
+        the server's Python's directory and the system's, so module paths of the login
+        environment do not survive in PATH). A site template that writes its own `--export`
+        line decides for itself.""",
     ).tag(config=True)
 
     def __init__(self, **kwargs: object) -> None:
@@ -219,7 +214,6 @@ class SlurmBackend(Backend):
     async def submit(self, request: SubmitRequest) -> str:
         result = await self.as_user(
             request.username, [self.sbatch, "--parsable"], input=request.script,
-            env=submit_environment(),
             hint="check the partition and limits in profiles.yaml, and that the hub may run "
             "sbatch as the user (docs/install.md)",
         )
