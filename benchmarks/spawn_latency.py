@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import pwd
+import random
 import secrets
 import signal
 import statistics
@@ -83,6 +84,9 @@ c.Spawner.cmd = [{singleuser!r}]
 c.Spawner.http_timeout = 120
 c.Spawner.start_timeout = 300
 """
+
+
+PHASE = random.Random()  # the pause before each measured spawn (measure)
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -259,6 +263,10 @@ def measure(n: int, warmup: int, user: str, partition: str,
         for i in range(n):
             order = contenders[i % len(contenders):] + contenders[:i % len(contenders)]
             for c in order:  # interleaved, the order rotating, so drift hits all alike
+                # a random pause first: spawns that follow each other at a steady pace would
+                # meet SLURM's one-second scheduling passes at the same moment every time,
+                # one contender always just after a pass, another always just before
+                time.sleep(PHASE.random())
                 results[c.name].append(c.spawn_once())
                 print(f"  {c.name} #{i + 1}: {results[c.name][-1]:.2f} s", flush=True)
     finally:
