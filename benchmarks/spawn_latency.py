@@ -252,6 +252,13 @@ def measure(n: int, warmup: int, user: str, partition: str,
     if "bare" in which:
         contenders.append(Floor(user, "server", port=19901))
     contenders += [HubContender(name, hub, user) for name, hub in hubs.items()]
+    return take_turns(contenders, n, warmup, pause=True)
+
+
+def take_turns(contenders: list[Any], n: int, warmup: int, *,
+               pause: bool) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
+    """``warmup`` spawns each, then ``n`` each, interleaved; the times per contender and the
+    phases of hpcspawner's. Closes the contenders."""
     results: dict[str, list[float]] = {c.name: [] for c in contenders}
     try:
         for _ in range(warmup):  # caches, the page cache, the first import of everything
@@ -263,10 +270,11 @@ def measure(n: int, warmup: int, user: str, partition: str,
         for i in range(n):
             order = contenders[i % len(contenders):] + contenders[:i % len(contenders)]
             for c in order:  # interleaved, the order rotating, so drift hits all alike
-                # a random pause first: spawns that follow each other at a steady pace would
-                # meet SLURM's one-second scheduling passes at the same moment every time,
-                # one contender always just after a pass, another always just before
-                time.sleep(PHASE.random())
+                if pause:
+                    # a random pause first: spawns that follow each other at a steady pace
+                    # would meet SLURM's one-second scheduling passes at the same moment
+                    # every time, one contender always just after a pass, another just before
+                    time.sleep(PHASE.random())
                 results[c.name].append(c.spawn_once())
                 print(f"  {c.name} #{i + 1}: {results[c.name][-1]:.2f} s", flush=True)
     finally:
@@ -289,18 +297,8 @@ def measure_htcondor(kind: str, n: int, warmup: int,
     hub = Hub(new_hub_dir(f"bench-htcondor-{kind}"), profiles=CONDOR_PROFILES,
               hub_id=f"bench{secrets.token_hex(2)}", port=19200, users=(user,),
               extra_config=condor.hub_config()).start()
-    contender = HubContender(f"hpcspawner-htcondor-{kind}", hub, user)
-    try:
-        for _ in range(warmup):
-            contender.spawn_once()
-        contender.phases.clear()
-        times = []
-        for i in range(n):
-            times.append(contender.spawn_once())
-            print(f"  {contender.name} #{i + 1}: {times[-1]:.2f} s", flush=True)
-    finally:
-        contender.close()
-    return {contender.name: times}, contender.phases
+    return take_turns([HubContender(f"hpcspawner-htcondor-{kind}", hub, user)], n, warmup,
+                      pause=False)
 
 
 def burst(n: int, partition: str, interval: float) -> dict[str, Any]:
