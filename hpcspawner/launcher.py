@@ -13,11 +13,17 @@ the hub hears of the server only once that path answers 2xx through the server, 
 means the app (a dashboard, a site's app) is up, not just the Jupyter server.
 From ``$HPCSPAWNER_RUNTIME`` (the job's time limit) the server gets ``$HPCSPAWNER_END_TIME``
 (epoch seconds) and the log a warning ``$HPCSPAWNER_WALLTIME_WARNING`` seconds before it.
+The launcher is the child subreaper of everything the server starts: a process whose parent
+exits (vncserver's X server, anything that daemonizes) stays in the launcher's tree, not
+init's, and when the server ends, the launcher ends what is left (SIGTERM, then SIGKILL after
+``$HPCSPAWNER_STOP_GRACE`` seconds, default 5). So a desktop or an app never outlives its
+job, even where the scheduler follows only the process tree (SLURM's proctrack/linuxproc).
 Only the standard library is used: this runs in whatever Python the site's jobs use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -36,6 +42,8 @@ REPORT_PATH = "/hpcspawner/report"
 SHARE = Path(__file__).with_name("share")
 PROC = Path("/proc")
 PORT_ATTEMPTS = 3
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+REAP_EVERY = 30.0  # seconds
 
 
 def say(message: str) -> None:
@@ -124,15 +132,16 @@ def listeners(port: int, proc: Path = PROC) -> dict[int, int]:
 
 
 def process_tree(root: int, proc: Path = PROC) -> set[int]:
-    """``root`` and every process descended from it."""
+    """``root`` and every living process descended from it (zombies left out)."""
     children: dict[int, list[int]] = {}
     for entry in proc.glob("[0-9]*"):
         try:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        ppid = int(stat[stat.rfind(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+        state, ppid = stat[stat.rfind(")") + 2:].split()[:2]
+        if state != "Z":
+            children.setdefault(int(ppid), []).append(int(entry.name))
     tree, todo = set(), [root]
     while todo:
         pid = todo.pop()
@@ -263,26 +272,98 @@ def end_time(env: dict[str, str], started: float) -> int:
 
 def wait_warning(child: subprocess.Popen[bytes], ends: int, before: int) -> int:
     """Wait for the server to exit; say in the log ``before`` seconds ahead that the time
-    limit is about to stop it."""
-    if ends:
-        left = ends - before - time.time()
+    limit is about to stop it. Meanwhile collect the orphans it leaves (reap)."""
+    warn_at = ends - before if ends else 0
+    while True:
+        timeout = REAP_EVERY
+        if warn_at:
+            timeout = min(timeout, max(0.0, warn_at - time.time()))
         try:
-            return child.wait(timeout=max(0.0, left))
+            return child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            pass
+        reap(child)
+        if warn_at and time.time() >= warn_at:
             minutes = max(1, round((ends - time.time()) / 60))
             say(f"WARNING: this server stops at {utc(ends)} (in {minutes} min), when the "
                 "job's time limit ends. Save your work; start the server again for more time.")
-    return child.wait()
+            warn_at = 0
 
 
-def stop(child: subprocess.Popen[bytes]) -> int:
+def adopt_orphans() -> bool:
+    """Become the child subreaper (Linux): what the server starts stays below the launcher
+    when its parent exits, so end_the_rest() finds it and the scheduler's tree-following
+    process tracking still sees it. False where the kernel does not offer it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def reap(server: subprocess.Popen[bytes]) -> None:
+    """Collect the exit status of the launcher's children other than the server (orphans it
+    adopted), so none stays a zombie. The server's own status stays for ``server.wait()``."""
+    me = os.getpid()
+    for entry in PROC.glob("[0-9]*"):
+        if int(entry.name) == server.pid:
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat[stat.rfind(")") + 2:].split()[:2]
+        if state == "Z" and int(ppid) == me:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry.name), os.WNOHANG)
+
+
+def end_the_rest(server: subprocess.Popen[bytes], grace: float) -> None:
+    """Once the server has exited: SIGTERM every process still below the launcher (what the
+    app left running), SIGKILL what is still there after ``grace`` seconds."""
+    me = os.getpid()
+    left = process_tree(me) - {me}
+    if not left:
+        return
+    say(f"ending {len(left)} process(es) the server left running")
+    told: set[int] = set()
+    deadline = time.monotonic() + grace
+    while left and time.monotonic() < deadline:
+        signal_all(left - told, signal.SIGTERM)  # and whatever they started meanwhile
+        told |= left
+        time.sleep(0.05)
+        reap(server)
+        left = process_tree(me) - {me}
+    for _ in range(40):  # a process forked between the read and the kill: next round
+        if not left:
+            return
+        signal_all(left, signal.SIGKILL)
+        time.sleep(0.05)
+        reap(server)
+        left = process_tree(me) - {me}
+    if left:
+        say(f"could not end processes {sorted(left)}; the scheduler ends them with the job")
+
+
+def signal_all(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def stop(child: subprocess.Popen[bytes], grace: float = 5.0) -> int:
+    """Stop the server (SIGTERM, SIGKILL after 10 s), then what it left running."""
     if child.poll() is None:
         child.terminate()
         try:
-            return child.wait(timeout=10)
+            child.wait(timeout=10)
         except subprocess.TimeoutExpired:
             child.kill()
-    return child.wait()
+    code = child.wait()
+    end_the_rest(child, grace)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -314,6 +395,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix = env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     timeout = float(env.get("HPCSPAWNER_START_TIMEOUT", "300"))
     deadline = time.monotonic() + timeout
+    try:
+        grace = float(env.get("HPCSPAWNER_STOP_GRACE", "5"))
+    except ValueError:
+        grace = 5.0
+    adopt_orphans()
     current: list[subprocess.Popen[bytes]] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -339,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if owner == "ours":
             say(f"the server listens on port {port}")
             break
-        code = stop(child)
+        code = stop(child, grace)
         if owner == "foreign":
             say(f"another process listens on port {port}; not reporting it "
                 f"(attempt {attempt} of {PORT_ATTEMPTS})")
@@ -360,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if why:
             say(f"the app did not answer at {url} before the start timeout ({why}); see "
                 "the messages above")
-            stop(child)
+            stop(child, grace)
             return 4
     host = env.get("HPCSPAWNER_REPORT_HOST") or socket.gethostname()
     api_url = env.get("JUPYTERHUB_API_URL", "")
@@ -371,14 +457,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         }, patience=timeout)
     except SystemExit as exc:
         say(str(exc))
-        stop(child)
+        stop(child, grace)
         return 1
     say(f"listening on {host}:{port}; reported to the hub")
     try:
         before = int(env.get("HPCSPAWNER_WALLTIME_WARNING", "900"))
     except ValueError:
         before = 900
-    return wait_warning(child, ends, before)
+    code = wait_warning(child, ends, before)
+    end_the_rest(child, grace)
+    return code
 
 
 if __name__ == "__main__":

@@ -277,3 +277,54 @@ def test_without_a_runtime_there_is_no_end_time_and_no_warning() -> None:
     assert launcher.end_time({}, 1000.0) == 0
     assert launcher.end_time({"HPCSPAWNER_RUNTIME": "x"}, 1000.0) == 0
     assert launcher.end_time({"HPCSPAWNER_RUNTIME": "3600"}, 1000.5) == 4600
+
+
+# A server that leaves a process running when it exits, the way vncserver's X server outlives
+# jupyter-server-proxy: sh starts `sleep` in the background and exits, so `sleep`'s parent is
+# gone at once. With "ignore-term", `sleep` ignores SIGTERM (as an interactive bash does).
+ORPHANING_SERVER = r"""
+import socket, subprocess, sys, time
+port, workdir, ignore = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "ignore-term"
+trap = 'trap "" TERM; ' if ignore else ''
+subprocess.run(["sh", "-c", trap + f"sleep 1000 & echo $! > {workdir}/orphan"], check=True)
+s = socket.socket()
+s.bind(("0.0.0.0", port))
+s.listen(5)
+while True:
+    time.sleep(1)
+"""
+
+
+def process_state(pid: int) -> tuple[str, int]:
+    """(state, parent) of a process; ("gone", 0) when there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "gone", 0
+    state, ppid = stat[stat.rfind(")") + 2:].split()[:2]
+    return state, int(ppid)
+
+
+@pytest.mark.parametrize("orphan_mode", ["plain", "ignore-term"])
+def test_what_the_server_leaves_running_ends_with_it(tmp_path: Path, hub: FakeHub,
+                                                      orphan_mode: str) -> None:
+    """SIGTERM to the launcher (what scancel and condor_rm send) ends the server and then the
+    processes it left behind, even one whose parent exited (adopted by the launcher, not by
+    init, so still in the job's process tree) and one that ignores SIGTERM (SIGKILL after
+    HPCSPAWNER_STOP_GRACE)."""
+    proc = start_launcher(tmp_path, hub, [sys.executable, "-c", ORPHANING_SERVER, "{port}",
+                                          str(tmp_path), orphan_mode],
+                          HPCSPAWNER_STOP_GRACE="0.5")
+    orphan = 0
+    try:
+        wait_for("the report", lambda: hub.reports, timeout=20)
+        orphan = int((tmp_path / "orphan").read_text())
+        assert process_state(orphan) == ("S", proc.pid), "adopted by the launcher"
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        assert "ending 1 process(es) the server left running" in out
+        assert process_state(orphan)[0] in ("gone", "Z")  # no longer running
+    finally:
+        finish(proc)
+        if orphan and process_state(orphan)[0] not in ("gone", "Z"):
+            os.kill(orphan, 9)
