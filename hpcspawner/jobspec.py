@@ -154,5 +154,6 @@ class JobBuilder:
 
 
 def render_job(backend: Backend, spec: JobSpec, template_dirs: Sequence[str] = ()) -> str:
-    return render_template(backend.template_name, {**spec.context(), **backend.template_context()},
+    return render_template(backend.template_name, {**spec.context(),
+                                                    **backend.template_context(spec.profile)},
                            template_dirs, backend.filters())

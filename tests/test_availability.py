@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from hpcspawner.availability import AvailabilityCache, outlook, with_expected_start
 from hpcspawner.backends import Availability
 from hpcspawner.backends.slurm import _epoch, parse_sinfo_nodes, parse_test_only
@@ -128,3 +130,46 @@ def test_sbatch_test_only_gives_the_expected_start() -> None:
     assert parse_test_only(text) == _epoch("2026-12-01T00:22:59")
     assert parse_test_only("allocation failure: Requested node configuration is not "
                            "available\n") is None
+
+
+def test_the_expected_start_is_asked_for_the_job_the_profile_submits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sbatch --test-only` carries every request option of the job script's #SBATCH lines,
+    the profile's extra_options (a QOS, an account) included: an estimate for another job
+    would be wrong."""
+    from hpcspawner import registry
+    from hpcspawner.commands import Result
+    from hpcspawner.jobspec import JobBuilder
+
+    [profile] = parse_profiles("""\
+profiles:
+  - name: gpu
+    display_name: GPU
+    backend: slurm
+    partition: gpu
+    resources: {cores: 4, memory: 32GiB, runtime: 2h, gpus: 1, gpu_model: a100}
+    extra_options: ["--qos=interactive", "--constraint=ib"]
+""").profiles
+    backend = registry.backend("slurm")
+    asked: list[list[str]] = []
+
+    async def as_hub(argv: list[str], *, check: bool = True) -> Result:
+        asked.append(argv)
+        return Result(argv, 0, "", "sbatch: Job 7 to start at 2026-12-01T00:22:59 using 4 "
+                      "processors on nodes vm in partition gpu\n")
+
+    monkeypatch.setattr(backend, "as_hub", as_hub)
+    assert asyncio.run(backend.expected_start(profile)) == _epoch("2026-12-01T00:22:59")
+    builder = JobBuilder(username="alice", server_name="", home="/home/alice",
+                         job_dir="/home/alice/.hpcspawner", hub_id="hub", python="/p",
+                         cmd=["/bin/true"], env={})
+    script = builder.render(profile, backend, secret_file="/home/alice/t", submission="1",
+                            fast=False)[1]
+    per_job = ("--job-name=", "--comment=", "--chdir=", "--output=", "--no-requeue",
+               "--export=")
+    requested = [line.split(" ", 1)[1] for line in script.splitlines()
+                 if line.startswith("#SBATCH ") and not line[8:].startswith(per_job)]
+    assert "--gpus=a100:1" in requested and "--qos=interactive" in requested
+    [argv] = asked
+    assert argv[:2] == [backend.sbatch, "--test-only"]
+    assert argv[2:] == [*requested, "--output=/dev/null", "--wrap=true"]

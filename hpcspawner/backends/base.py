@@ -172,8 +172,9 @@ class Backend(LoggingConfigurable):
                                  check=check)
 
     # -- what the job script needs from the scheduler ------------------------------------
-    def template_context(self) -> dict[str, Any]:
-        """What this scheduler's settings add to the job template's context."""
+    def template_context(self, profile: Profile) -> dict[str, Any]:
+        """What this scheduler (its settings, its spelling of ``profile``'s request) adds to
+        the job template's context."""
         return {}
 
     @classmethod

@@ -202,8 +202,9 @@ class SlurmBackend(Backend):
     def filters(cls) -> dict[str, Callable[[Any], str]]:
         return {"directive": directive}
 
-    def template_context(self) -> dict[str, Any]:
-        return {"slurm_export": "NONE" if self.login_environment else "ALL"}
+    def template_context(self, profile: Profile) -> dict[str, Any]:
+        return {"slurm_export": "NONE" if self.login_environment else "ALL",
+                "slurm_request": slurm_request(profile)}
 
     def log_name(self, server: str, job_id: str = "") -> str:
         return f"{server}-{job_id or '%j'}.log"
@@ -289,16 +290,24 @@ class SlurmBackend(Backend):
     async def expected_start(self, profile: Profile) -> float | None:
         """``sbatch --test-only`` (as the hub's account: nothing is queued) for the profile's
         request: SLURM's estimate of when it could start."""
-        res = profile.resources
-        argv = [self.sbatch, "--test-only", f"--cpus-per-task={res.cores}",
-                f"--mem={mebibytes(res.memory)}M", f"--time={slurm_time(res.runtime)}",
-                "--nodes=1", "--ntasks=1", "--output=/dev/null", "--wrap=true"]
-        if profile.partition:
-            argv.append(f"--partition={profile.partition}")
-        if res.gpus:
-            argv.append(f"--gpus={slurm_gpus(res.gpus, res.gpu_model)}")
+        argv = [self.sbatch, "--test-only", *slurm_request(profile), *profile.extra_options,
+                "--output=/dev/null", "--wrap=true"]
         result = await self.as_hub(argv, check=False)
         return parse_test_only(result.stderr + result.stdout)
+
+
+def slurm_request(profile: Profile) -> list[str]:
+    """What a job of ``profile`` asks SLURM for, as sbatch options: the job template's
+    ``#SBATCH`` lines and ``sbatch --test-only`` (the expected start) both use it, so the
+    estimate is for the job that would be submitted (the profile's ``extra_options`` follow
+    in both)."""
+    res = profile.resources
+    options = [f"--partition={profile.partition}"] if profile.partition else []
+    options += ["--nodes=1", "--ntasks=1", f"--cpus-per-task={res.cores}",
+                f"--mem={mebibytes(res.memory)}M", f"--time={slurm_time(res.runtime)}"]
+    if res.gpus:
+        options.append(f"--gpus={slurm_gpus(res.gpus, res.gpu_model)}")
+    return options
 
 
 def parse_test_only(text: str) -> float | None:
