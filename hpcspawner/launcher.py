@@ -299,7 +299,7 @@ def adopt_orphans() -> bool:
 
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):  # no _ctypes, no prctl (not Linux)
         return False
 
 
@@ -399,7 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         grace = float(env.get("HPCSPAWNER_STOP_GRACE", "5"))
     except ValueError:
         grace = 5.0
-    adopt_orphans()
+    grace = min(grace, 60.0) if grace >= 0 else 5.0  # NaN and negatives: the default
+    if not adopt_orphans():
+        say("cannot become the subreaper of the server's processes (prctl unavailable): "
+            "what the server leaves running when it stops is left to the scheduler")
     current: list[subprocess.Popen[bytes]] = []
 
     def forward(signum: int, _frame: object) -> None:

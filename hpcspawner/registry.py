@@ -77,9 +77,9 @@ def availability(backend_name: str, ttl: float) -> AvailabilityCache:
 
 
 def expected_start(profile: Profile, ttl: float) -> TimedCache[float | None]:
-    """One cache per distinct request (backend, partition, resources) for the scheduler's
-    expected start of a profile that cannot start now (``sbatch --test-only``)."""
-    key = (profile.backend, profile.partition, profile.resources)
+    """One cache per distinct request (backend, partition, resources, extra options) for the
+    scheduler's expected start of a profile that cannot start now (``sbatch --test-only``)."""
+    key = (profile.backend, profile.partition, profile.resources, tuple(profile.extra_options))
     found = _STARTS.get(key)
     if found is None:
         found = _STARTS[key] = TimedCache(

@@ -173,3 +173,20 @@ profiles:
     [argv] = asked
     assert argv[:2] == [backend.sbatch, "--test-only"]
     assert argv[2:] == [*requested, "--output=/dev/null", "--wrap=true"]
+
+
+def test_profiles_that_differ_only_in_extra_options_get_their_own_estimate() -> None:
+    """Same resources, another QOS: another job to SLURM, so another cached estimate."""
+    from hpcspawner import registry
+
+    a, b = parse_profiles("""\
+profiles:
+  - {name: a, display_name: A, backend: slurm, resources: {cores: 1, memory: 1GiB, runtime: 1h}}
+  - name: b
+    display_name: B
+    backend: slurm
+    resources: {cores: 1, memory: 1GiB, runtime: 1h}
+    extra_options: ["--qos=long"]
+""").profiles
+    assert registry.expected_start(a, 10) is not registry.expected_start(b, 10)
+    assert registry.expected_start(a, 10) is registry.expected_start(a, 10)

@@ -72,13 +72,29 @@ def user_processes(user: str, names: tuple[str, ...]) -> dict[int, str]:
     return found
 
 
-def job_of(pid: int) -> str:
-    """The SLURM job a process runs in (from its environment; root reads it)."""
+def environ_of(pid: int) -> dict[str, str]:
+    """A process's environment (root reads it)."""
     with open(f"/proc/{pid}/environ", "rb") as env:
-        for item in env.read().split(b"\0"):
-            if item.startswith(b"SLURM_JOB_ID="):
-                return item.split(b"=", 1)[1].decode()
-    return ""
+        items = [item.decode(errors="replace") for item in env.read().split(b"\0") if item]
+    return dict(item.partition("=")[::2] for item in items)
+
+
+def job_of(pid: int) -> str:
+    """The SLURM job a process runs in (from its environment)."""
+    return environ_of(pid).get("SLURM_JOB_ID", "")
+
+
+@pytest.fixture
+def site_profile_script() -> Iterator[tuple[str, str]]:
+    """A site's login set-up (/etc/profile.d, as a module system installs one): yields the
+    variable it exports and its value."""
+    value = secrets.token_hex(8)
+    script = Path("/etc/profile.d/hpcspawner-e2e-site.sh")
+    script.write_text(f"export HPCSPAWNER_E2E_SITE={value}\n")
+    try:
+        yield "HPCSPAWNER_E2E_SITE", value
+    finally:
+        script.unlink(missing_ok=True)
 
 
 def screen_shows_a_window(png: bytes) -> bool:
@@ -120,7 +136,7 @@ def login(browser: Any, hub: Hub, user: str) -> Any:
 
 @pytest.mark.browser
 def test_a_desktop_beside_a_notebook_shows_a_live_screen_and_stops_alone(
-        make_hub: Callable[..., Hub]) -> None:
+        make_hub: Callable[..., Hub], site_profile_script: tuple[str, str]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     hub = make_hub(APP_PROFILES, extra_config=NAMED).start()
@@ -183,6 +199,11 @@ def test_a_desktop_beside_a_notebook_shows_a_live_screen_and_stops_alone(
     vnc = user_processes("alice", ("Xtigervnc", "xterm"))
     assert sorted(set(vnc.values())) == ["Xtigervnc", "xterm"], vnc
     assert {job_of(pid) for pid in vnc} == {desk_job}  # inside alice's desktop job
+    # the desktop's terminal has the login environment (the site's /etc/profile.d), which
+    # the job itself does not load
+    [xterm] = [pid for pid, name in vnc.items() if name == "xterm"]
+    name, value = site_profile_script
+    assert environ_of(xterm).get(name) == value
 
     assert hub.api("DELETE", "/users/alice/servers/desk").status_code in (202, 204)
     wait_for("the desktop server to be gone", lambda: hub.server_model("alice", "desk") is None,
