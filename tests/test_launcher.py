@@ -328,3 +328,38 @@ def test_what_the_server_leaves_running_ends_with_it(tmp_path: Path, hub: FakeHu
         finish(proc)
         if orphan and process_state(orphan)[0] not in ("gone", "Z"):
             os.kill(orphan, 9)
+
+
+# In a process of its own (a subreaper collects every orphan below it): an orphan that has
+# exited is collected by reap(), while the server's own exit status stays for Popen.
+REAP_CHECK = r"""
+import json, subprocess, sys, time
+from hpcspawner import launcher
+assert launcher.adopt_orphans()
+server = subprocess.Popen(["sh", "-c", "exit 3"])
+subprocess.run(["sh", "-c", "sleep 0.05 & echo $! > " + sys.argv[1]], check=True)
+orphan = int(open(sys.argv[1]).read())
+def state(pid):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return "gone"
+    return stat[stat.rfind(")") + 2:].split()[0]
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline and (state(orphan) != "Z" or state(server.pid) != "Z"):
+    time.sleep(0.01)
+before = (state(orphan), state(server.pid))
+launcher.reap(server)
+print(json.dumps({"before": before, "after": (state(orphan), state(server.pid)),
+                  "server_code": server.wait()}))
+"""
+
+
+def test_orphans_that_exit_are_collected_but_the_servers_status_is_kept(
+        tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", REAP_CHECK, str(tmp_path / "orphan")],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    result = json.loads(out)
+    assert result["before"] == ["Z", "Z"]  # both exited, neither collected yet
+    assert result["after"] == ["gone", "Z"]  # the orphan collected, the server left alone
+    assert result["server_code"] == 3
