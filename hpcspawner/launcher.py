@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 # urllib.request (with http.client and email) takes ~25 ms to import: it is imported where it
@@ -131,17 +131,23 @@ def listeners(port: int, proc: Path = PROC) -> dict[int, int]:
     return found
 
 
-def process_tree(root: int, proc: Path = PROC) -> set[int]:
-    """``root`` and every living process descended from it (zombies left out)."""
-    children: dict[int, list[int]] = {}
+def processes(proc: Path = PROC) -> Iterator[tuple[int, str, int]]:
+    """(pid, state, parent pid) of every process, from /proc/PID/stat."""
     for entry in proc.glob("[0-9]*"):
         try:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
         state, ppid = stat[stat.rfind(")") + 2:].split()[:2]
+        yield int(entry.name), state, int(ppid)
+
+
+def process_tree(root: int, proc: Path = PROC) -> set[int]:
+    """``root`` and every living process descended from it (zombies left out)."""
+    children: dict[int, list[int]] = {}
+    for pid, state, ppid in processes(proc):
         if state != "Z":
-            children.setdefault(int(ppid), []).append(int(entry.name))
+            children.setdefault(ppid, []).append(pid)
     tree, todo = set(), [root]
     while todo:
         pid = todo.pop()
@@ -307,17 +313,10 @@ def reap(server: subprocess.Popen[bytes]) -> None:
     """Collect the exit status of the launcher's children other than the server (orphans it
     adopted), so none stays a zombie. The server's own status stays for ``server.wait()``."""
     me = os.getpid()
-    for entry in PROC.glob("[0-9]*"):
-        if int(entry.name) == server.pid:
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        state, ppid = stat[stat.rfind(")") + 2:].split()[:2]
-        if state == "Z" and int(ppid) == me:
+    for pid, state, ppid in processes():
+        if state == "Z" and ppid == me and pid != server.pid:
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(int(entry.name), os.WNOHANG)
+                os.waitpid(pid, os.WNOHANG)
 
 
 def end_the_rest(server: subprocess.Popen[bytes], grace: float) -> None:

@@ -9,7 +9,7 @@ import logging
 import os
 import pwd
 import time
-from collections.abc import Awaitable, Collection, Mapping
+from collections.abc import Awaitable, Collection
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -66,8 +66,7 @@ class Scripted(Backend):
                                     user=old.user, tag=old.tag)
 
     async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
-                      hint: str = "", timeout: float | None = None,
-                      env: Mapping[str, str] | None = None) -> Result:
+                      hint: str = "", timeout: float | None = None) -> Result:
         self.commands.append((argv, input))
         return Result(argv, 0, "", "")
 

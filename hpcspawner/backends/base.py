@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import os
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,11 +160,9 @@ class Backend(LoggingConfigurable):
         return os.path.join(os.path.dirname(sys.executable), "hpcspawner-helper")
 
     async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
-                      hint: str = "", timeout: float | None = None,
-                      env: Mapping[str, str] | None = None) -> Result:
+                      hint: str = "", timeout: float | None = None) -> Result:
         return await run_command([*expand_prefix(self.run_as_prefix, username), *argv],
-                                 input=input, hint=hint,
-                                 env=bare_environment(self.user_env_keep) if env is None else env,
+                                 input=input, hint=hint, env=bare_environment(self.user_env_keep),
                                  timeout=self.command_timeout if timeout is None else timeout)
 
     async def as_hub(self, argv: list[str], *, check: bool = True) -> Result:
