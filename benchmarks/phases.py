@@ -28,7 +28,7 @@ PHASES = (
     ("job seen running", "hub", "Running on node"),
     ("launcher started", "launcher", "started (Python"),
     ("server started", "launcher", "starting "),
-    ("server listening", "launcher", "the server listens on port"),
+    ("server listening", "launcher", "the server listens"),
     ("report received", "hub", "the launcher reported port"),
     ("proxy route added", "hub", "Adding user {user} to proxy"),
 )

@@ -10,8 +10,9 @@ jupyter-server-proxy starts inside that server and serves under ``/user/NAME/APP
   session is ``xstartup`` (the profile's, else the one shipped in ``hpcspawner/share``).
 - ``streamlit``: ``streamlit run SCRIPT`` on a private Unix socket; SCRIPT is fixed by the
   profile or named by the user (a file in their home, checked before any job is submitted).
-- an app the site defines under ``apps:`` in profiles.yaml (a command with ``{port}`` or
-  ``{unix_socket}``, the URL the user lands on, the path that answers once it is ready).
+- an app the site defines under ``apps:`` in profiles.yaml (a command with ``{unix_socket}``
+  (``{port}`` is refused: anyone on the node can take a TCP port), the URL the user lands on,
+  the path that answers once it is ready).
 
 The job learns its app from its environment (public, no secret): ``HPCSPAWNER_APP``, the
 jupyter-server-proxy entry as JSON in ``HPCSPAWNER_SERVER_PROXY`` (read by the config file in
@@ -106,7 +107,7 @@ def launch_for(profile: Profile, apps: Mapping[str, CustomApp], python: str,
     command = list(custom.command)  # found on the job's PATH (the jobs' Python's dir first)
     entry = {
         "command": command, "timeout": float(custom.timeout), "absolute_url": custom.absolute_url,
-        "unix_socket": any("{unix_socket}" in word for word in command),
+        "unix_socket": True,
         "launcher_entry": {"title": custom.title or choice.name},
     }
     url = custom.url or f"/{choice.name}/"

@@ -37,6 +37,9 @@ class Result:
     stderr: str
 
 
+MAX_OUTPUT = 64 * 1024 * 1024  # bytes a command may print before it counts as failed
+
+
 async def run_command(
     argv: Sequence[str],
     *,
@@ -45,8 +48,13 @@ async def run_command(
     timeout: float = 60.0,
     check: bool = True,
     hint: str = "",
+    max_output: int = MAX_OUTPUT,
 ) -> Result:
-    """Run ``argv``; feed ``input`` on stdin. Raise CommandError on failure when ``check``."""
+    """Run ``argv``; feed ``input`` on stdin. Raise CommandError on failure when ``check``.
+
+    A command that prints more than ``max_output`` bytes (a scheduler listing a flood of
+    other users' jobs) is ended and fails like one that does not answer: the hub never holds
+    more than that of one answer."""
     argv = [str(a) for a in argv]
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -60,19 +68,48 @@ async def run_command(
     except OSError as exc:
         raise CommandError(argv, 127, exc.strerror or str(exc), hint) from None
     try:
-        out, err = await asyncio.wait_for(
-            proc.communicate(input.encode() if input is not None else None), timeout
-        )
-    except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+        out, err = await asyncio.wait_for(_talk(proc, input, max_output), timeout)
+    except (asyncio.TimeoutError, asyncio.CancelledError, TooMuchOutput) as exc:
         await end_group(proc)
         if isinstance(exc, asyncio.CancelledError):
             raise
-        raise CommandError(argv, None, f"no answer within {timeout:.0f} s", hint) from None
+        why = str(exc) if isinstance(exc, TooMuchOutput) else f"no answer within {timeout:.0f} s"
+        raise CommandError(argv, None, why, hint) from None
     result = Result(argv, proc.returncode or 0, out.decode(errors="replace"),
                     err.decode(errors="replace"))
     if check and result.returncode != 0:
         raise CommandError(argv, result.returncode, result.stderr or result.stdout, hint)
     return result
+
+
+class TooMuchOutput(Exception):
+    """A command printed more than the hub reads of one answer."""
+
+
+async def _talk(proc: asyncio.subprocess.Process, input: str | None,
+                limit: int) -> tuple[bytes, bytes]:
+    async def feed() -> None:
+        if input is not None and proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                proc.stdin.write(input.encode())
+                await proc.stdin.drain()
+            proc.stdin.close()
+
+    async def read(stream: asyncio.StreamReader | None) -> bytes:
+        chunks, size = [], 0
+        while stream is not None:
+            chunk = await stream.read(1 << 16)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise TooMuchOutput(f"printed more than {limit} bytes; not read")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    _, out, err = await asyncio.gather(feed(), read(proc.stdout), read(proc.stderr))
+    await proc.wait()
+    return out, err
 
 
 async def end_group(proc: asyncio.subprocess.Process, grace: float = 2.0) -> None:

@@ -3,7 +3,7 @@ account may run as a user (through sudo). It does three fixed things and refuses
 
     hpcspawner-helper write-token DIR NAME           the secrets on stdin -> DIR/NAME, mode 0600;
                                                      older hand-off files of the same server
-                                                     (SERVER-<16 hex>.token) are removed
+                                                     are removed
     hpcspawner-helper remove-token DIR NAME          remove DIR/NAME
     hpcspawner-helper check-script PATH              PATH is a file in the home that the
                                                      user can read (a dashboard's script)
@@ -11,14 +11,18 @@ account may run as a user (through sudo). It does three fixed things and refuses
                                                      cancel the job, if it is this user's and
                                                      carries exactly TAG (a hub's tag)
 
-It runs AS THE USER (``sudo -u alice``), never as root: it can touch only what the user can.
-DIR must lie inside the user's home; NAME must be a ``*.token`` file name; files are opened
-with O_NOFOLLOW|O_EXCL inside a directory opened with O_NOFOLLOW. ``cancel`` asks the
+It runs AS THE USER (``sudo -u alice``), never as root: it can touch only what the user can,
+and of that only its own: DIR must be a directory named ``.hpcspawner`` inside the user's
+home (the only one it creates or makes 0700) and NAME a hand-off file name
+(``SERVER-<16 hex>.token``, the only files it writes or removes); files are opened with
+O_NOFOLLOW|O_EXCL inside a directory opened with O_NOFOLLOW. ``cancel`` asks the
 scheduler itself (squeue with a per-query frame, condor_q -json) who owns the job and what its
 tag is, so a record another user forged can never make the hub cancel a user's own batch job.
-Scheduler commands come from sudo's PATH, or from ``--bin-dir`` if that directory and the
-command in it are owned by root and writable by nobody else. Install it root-owned (it is,
-inside a root-owned venv) and name its absolute path in sudoers (docs/install.md).
+Scheduler commands come from sudo's PATH, or from ``--bin-dir``; either way the directory and
+the command in it must be owned by root and writable by nobody else, and the helper runs the
+very file it checked (opened once, executed through its descriptor: no path is looked up
+again in between). Install it root-owned (it is, inside a root-owned venv) and name its
+absolute path in sudoers (docs/install.md).
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from .wire import JOB_DIR_NAME
+
 REFUSED = "hpcspawner-helper: refused: "  # a refusal's first line on stderr (exit 2)
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\.token$")
-SUBMISSION_RE = re.compile(r"^(?P<server>.+)-[0-9a-f]{16}\.token$")  # jobspec.secret_path
+NAME_RE = re.compile(r"^(?P<server>[A-Za-z0-9_][A-Za-z0-9_.-]{0,200})-[0-9a-f]{16}\.token$")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{8,4096}$")
 ENVNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_SECRETS = 65536
@@ -59,28 +64,34 @@ def me() -> pwd.struct_passwd:
 
 
 def checked_dir(directory: str, home: str) -> str:
-    """DIR, absolute and normalised, inside the user's home."""
+    """DIR, absolute and normalised, a directory named JOB_DIR_NAME inside the user's home."""
     home = posixpath.normpath(home)
     if not directory.startswith("/") or posixpath.normpath(directory) != directory \
             or "/../" in f"{directory}/":
         raise Refused(f"{directory!r} is not an absolute, normalised path")
     if directory == home or not directory.startswith(home.rstrip("/") + "/"):
         raise Refused(f"{directory!r} is not inside the home directory {home}")
+    if posixpath.basename(directory) != JOB_DIR_NAME:
+        raise Refused(f"{directory!r} is not a directory named {JOB_DIR_NAME}: the helper "
+                      "touches no other directory")
     return directory
 
 
 def checked_name(name: str) -> str:
     if not NAME_RE.match(name):
-        raise Refused(f"{name!r} is not a token file name (letters, digits, _.- and .token)")
+        raise Refused(f"{name!r} is not a token file name (SERVER-<16 hex digits>.token)")
     return name
 
 
-def make_private_dirs(directory: str, home: str) -> None:
-    """Create ``directory`` below ``home`` (each new part mode 0700) and check every part is
-    a real directory of this user (no symbolic link)."""
-    path = posixpath.normpath(home)
-    for part in directory[len(path):].strip("/").split("/"):
-        path = posixpath.join(path, part)
+def make_private_dirs(directory: str) -> None:
+    """Create ``directory`` (JOB_DIR_NAME) and its logs/ mode 0700; what lies above must
+    exist already, and every part must be a real directory (no symbolic link), the last
+    two this user's."""
+    parent = posixpath.dirname(directory)
+    info = os.stat(parent)
+    if not stat.S_ISDIR(info.st_mode):
+        raise Refused(f"{parent} is not a directory")
+    for path in (directory, posixpath.join(directory, "logs")):
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
         info = os.lstat(path)
@@ -118,8 +129,7 @@ def write_token(directory: str, name: str, text: str) -> None:
     user = me()
     directory, name = checked_dir(directory, user.pw_dir), checked_name(name)
     content = checked_secrets(text)
-    make_private_dirs(directory, user.pw_dir)
-    make_private_dirs(posixpath.join(directory, "logs"), user.pw_dir)
+    make_private_dirs(directory)
     dfd = open_dir(directory)
     try:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
@@ -135,11 +145,11 @@ def remove_older_submissions(dfd: int, name: str) -> None:
     """A server has one job at a time and its launcher deletes the file it reads, so another
     hand-off file of the same server belongs to a submission that never ran (e.g. a hub killed
     between the scheduler taking the job and recording it): remove it."""
-    mine = SUBMISSION_RE.match(name)
+    mine = NAME_RE.match(name)
     if mine is None:
         return
     for entry in os.listdir(dfd):
-        other = SUBMISSION_RE.match(entry)
+        other = NAME_RE.match(entry)
         if entry != name and other is not None and other["server"] == mine["server"]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry, dir_fd=dfd)
@@ -183,24 +193,49 @@ def check_script(path: str) -> None:
         raise Refused(f"You cannot read the script {path}; check its permissions.")
 
 
-def tool(name: str, bin_dir: str) -> str:
-    """A scheduler command: from ``bin_dir`` when root owns it and nobody else may write it,
-    else from sudo's PATH."""
+def tool(name: str, bin_dir: str) -> int:
+    """A scheduler command, opened: from ``bin_dir``, else from sudo's PATH; the directory
+    and the file must be root's and writable by nobody else. The descriptor is what run()
+    executes, so the file checked is the file run (a directory swapped meanwhile changes
+    nothing)."""
     if not bin_dir:
         found = shutil.which(name)
         if found is None:
             raise Refused(f"{name} is not on the PATH sudo gives (secure_path)")
-        return found
-    path = posixpath.join(bin_dir, name)
-    for item in (bin_dir, path):
-        info = os.stat(item)
-        if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise Refused(f"{item} must be owned by root and writable by nobody else")
-    return path
+        bin_dir, name = posixpath.split(found)
+    # the file a link leads to (/usr/local/bin/condor_rm -> /opt/htcondor/bin/condor_rm, or a
+    # swapped bin_dir): it and its directory are what is checked, opened and run
+    bin_dir, name = posixpath.split(os.path.realpath(posixpath.join(bin_dir, name)))
+    dfd = os.open(bin_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        root_only(os.fstat(dfd), bin_dir)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+    info = os.fstat(fd)
+    try:
+        root_only(info, posixpath.join(bin_dir, name))
+        if not stat.S_ISREG(info.st_mode):
+            raise Refused(f"{posixpath.join(bin_dir, name)} is not a regular file")
+    except Refused:
+        os.close(fd)
+        raise
+    return fd
 
 
-def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+def root_only(info: os.stat_result, path: str) -> None:
+    if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise Refused(f"{path} must be owned by root and writable by nobody else")
+
+
+def run(name: str, fd: int, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Execute the opened command ``fd`` (argv[0] ``name``), through /proc/self/fd: the
+    kernel runs the file the descriptor holds, whatever its path now leads to."""
+    try:
+        return subprocess.run([name, *args], executable=f"/proc/self/fd/{fd}", pass_fds=(fd,),
+                              capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        os.close(fd)
 
 
 def cancel(backend: str, job_id: str, tag: str, bin_dir: str = "") -> str:
@@ -223,8 +258,8 @@ def _cancel_slurm(job_id: str, tag: str, user: str, bin_dir: str) -> str:
     if not SLURM_ID_RE.match(job_id):
         raise Refused(f"{job_id!r} is not a SLURM job id")
     frame = new_frame()
-    out = run([tool("squeue", bin_dir), "-h", "-a", "--states=all", "-j", job_id,
-               "-o", squeue_format(frame)])
+    out = run("squeue", tool("squeue", bin_dir),
+              ["-h", "-a", "--states=all", "-j", job_id, "-o", squeue_format(frame)])
     if out.returncode != 0:
         if "Invalid job id" in out.stderr:
             return f"job {job_id} is gone already"
@@ -236,7 +271,7 @@ def _cancel_slurm(job_id: str, tag: str, user: str, bin_dir: str) -> str:
         raise Refused(f"job {job_id} is not {user}'s job tagged {tag}")
     if not info.state.alive or info.state is JobState.UNKNOWN:
         return f"job {job_id} is {info.raw_state or info.state.value}; nothing to cancel"
-    done = run([tool("scancel", bin_dir), job_id])
+    done = run("scancel", tool("scancel", bin_dir), [job_id])
     if done.returncode != 0 and "already completing or completed" not in done.stderr:
         raise Refused(f"scancel failed: {done.stderr.strip()}")
     return f"cancelled job {job_id}"
@@ -249,8 +284,8 @@ def _cancel_condor(job_id: str, tag: str, user: str, bin_dir: str) -> str:
         raise Refused(f"{job_id!r} is not an HTCondor job id")
     cluster, schedd, pool = split_job_id(job_id)
     where = location_args(schedd, pool)
-    out = run([tool("condor_q", bin_dir), *where, cluster, "-json", "-attributes",
-               "ClusterId,Owner,HPCSpawnerTag,JobStatus"])
+    out = run("condor_q", tool("condor_q", bin_dir),
+              [*where, cluster, "-json", "-attributes", "ClusterId,Owner,HPCSpawnerTag,JobStatus"])
     if out.returncode != 0:
         raise Refused(f"condor_q failed: {out.stderr.strip()}")
     try:
@@ -261,7 +296,7 @@ def _cancel_condor(job_id: str, tag: str, user: str, bin_dir: str) -> str:
         return f"job {job_id} is gone already"
     if any(ad.get("Owner") != user or ad.get("HPCSpawnerTag") != tag for ad in ads):
         raise Refused(f"job {job_id} is not {user}'s job tagged {tag}")
-    done = run([tool("condor_rm", bin_dir), *where, cluster])
+    done = run("condor_rm", tool("condor_rm", bin_dir), [*where, cluster])
     if done.returncode != 0 and "Couldn't find/remove all jobs" not in done.stderr:
         raise Refused(f"condor_rm failed: {done.stderr.strip()}")
     return f"removed job {job_id}"

@@ -25,7 +25,7 @@ from .backends.base import Backend, BackendError, JobInfo, JobState, SubmitReque
 from .commands import CommandError
 from .jobspec import JobBuilder
 from .poller import Poller
-from .profiles import Profile
+from .profiles import Profile, Resources
 from .render import RenderError
 from .tokenfile import remove_file, write_token_file
 
@@ -76,10 +76,6 @@ def token_hash(token: str) -> str:
 class BatchJob:
     """One server's batch job (and the fall-back job that may replace it)."""
 
-    STATE_KEYS = ("job_id", "backend", "profile", "tag", "username", "secret_file",
-                  "submission", "token_sha256", "submitted_at", "fast_path", "address",
-                  "log_file", "runtime", "ends_at")
-
     def __init__(self, ctx: JobContext, username: str) -> None:
         self.ctx = ctx
         self.username = username
@@ -96,6 +92,10 @@ class BatchJob:
         self.runtime = 0  # the job's time limit, seconds
         self.ends_at = 0.0  # when the time limit ends (epoch; from the launcher's report)
         self.resumed = False  # restored by a restarted hub while it was still starting
+        self.checking = False  # a launcher's report is being checked (one at a time)
+        self.exited = False  # the launcher said the server exited: its route is gone
+        self.active_at = 0.0  # the server's own last activity (epoch; activity.py)
+        self.resources: Resources | None = None  # what the job asked for (after choices)
         self._stopped = False  # stop() was called; a submission still under way is undone
         self._report: asyncio.Future[tuple[str, int]] | None = None
 
@@ -114,6 +114,8 @@ class BatchJob:
             "fast_path": self.fast, "log_file": self.log_file, "runtime": self.runtime,
             "ends_at": self.ends_at,
         }
+        if self.resources is not None:
+            state["resources"] = self.resources.model_dump(mode="json")
         if self.address:
             state["address"] = list(self.address)
         return state
@@ -136,6 +138,12 @@ class BatchJob:
         address = state.get("address")
         job.address = (str(address[0]), int(address[1])) if address else None
         job.resumed = job.address is None
+        job.active_at = time.time()  # not kept: a restarted hub gives a full idle period
+        raw = state.get("resources")  # checked when it was chosen; older hubs saved none
+        numbers = ("cores", "memory", "runtime", "gpus")
+        if isinstance(raw, dict) and all(isinstance(raw.get(k), int) for k in numbers):
+            job.resources = Resources.model_construct(
+                **{k: raw[k] for k in numbers}, gpu_model=raw.get("gpu_model"))
         return job
 
     # -- submit -----------------------------------------------------------------------------
@@ -180,6 +188,7 @@ class BatchJob:
         self.submission, self.fast, self.submitted_at = submission, fast, time.time()
         self.log_file = builder.log_file(ctx.backend, job_id)
         self.runtime, self.ends_at = profile.resources.runtime, 0.0
+        self.resources = profile.resources
         if token is not None:
             self.token_sha256 = token_hash(token)
         self.address = None
@@ -298,6 +307,7 @@ class BatchJob:
         limit cannot end later); otherwise, or without one, now + runtime."""
         self.address = (host, port)
         now = time.time()
+        self.active_at = now
         if self.runtime:
             latest = now + self.runtime
             self.ends_at = ends if now - 60 <= ends <= latest + 5 else latest

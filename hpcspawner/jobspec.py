@@ -14,20 +14,9 @@ from .backends.base import Backend
 from .profiles import Profile
 from .render import render_template
 from .units import mebibytes, slurm_gpus, slurm_time
+from .wire import MAX_TAG, TAG_ROOT, job_tag, tag_user
 
-TAG_ROOT = "hpcspawner:"  # what every tag starts with
-
-
-def job_tag(hub_id: str, username: str, server_name: str) -> str:
-    """The tag on every job (SLURM comment, HTCondor attribute): which hub, user and server."""
-    return f"{TAG_ROOT}{hub_id}:{username}:{server_name}"
-
-
-def tag_user(tag: str) -> str:
-    """The user a tag names (``hpcspawner:HUB:USER:SERVER``); '' if it is not one."""
-    parts = tag.split(":", 3)
-    return parts[2] if len(parts) == 4 and f"{parts[0]}:" == TAG_ROOT else ""
-
+__all__ = ["MAX_TAG", "TAG_ROOT", "JobBuilder", "JobSpec", "job_tag", "tag_user"]
 
 @dataclass(frozen=True)
 class JobSpec:

@@ -1,5 +1,6 @@
-"""Runs inside the batch job: starts the app on a free port, checks that the socket listening
-on it is the app's own, reports "listening" to the hub.
+"""Runs inside the batch job: holds the job's TCP port, starts the server on a private Unix
+socket, forwards the port to it (forwarder.py), reports "listening" to the hub, and tells
+the hub when the server has ended before it lets the port go.
 
 Usage (written by the job template)::
 
@@ -7,7 +8,9 @@ Usage (written by the job template)::
 
 Reads the API token from ``$HPCSPAWNER_SECRET_FILE`` (mode 0600, owned by the user) and
 deletes that file, so the token is never on a command line, in the script or in the
-scheduler's records. ``{port}`` in the command is replaced by the chosen port.
+scheduler's records. The server gets ``--sock=PATH`` (or ``{socket}`` in its command is
+replaced): a socket in a directory only the user can enter, so nobody else on the node can
+answer in its place, before the report or after it.
 With ``$HPCSPAWNER_APP_READY`` (a path below the server, e.g. ``streamlit/_stcore/health``)
 the hub hears of the server only once that path answers 2xx through the server, so "ready"
 means the app (a dashboard, a site's app) is up, not just the Jupyter server.
@@ -35,15 +38,18 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-# urllib.request (with http.client and email) takes ~25 ms to import: it is imported where it
-# is used, and main() first imports it while the server starts, off the path to "ready".
+from .forwarder import SOCKET_NAME, Forwarder, listen, private_dir, socket_answers
+from .wire import REPORT_PATH
 
-REPORT_PATH = "/hpcspawner/report"
 SHARE = Path(__file__).with_name("share")
 PROC = Path("/proc")
-PORT_ATTEMPTS = 3
+JUPYTER_DEFAULT_PORT = 8888  # jupyter-server's: the only port it accepts beside --sock
+ENDED_PATIENCE = 20.0  # seconds the launcher keeps the port while the hub is away
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 REAP_EVERY = 30.0  # seconds
+# urllib.request (with http.client and email) takes ~25 ms to import, asyncio (the forwarder)
+# ~15 ms: they are imported where they are used, while the server starts, off the path to
+# "ready".
 
 
 def say(message: str) -> None:
@@ -100,35 +106,35 @@ def app_environment(env: dict[str, str]) -> None:
         env["JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP"] = str(SHARE / "xstartup")
 
 
+X11_DIR = "/tmp/.X11-unix"
+
+
+def x11_dir_problem(path: str = X11_DIR) -> str:
+    """Why a desktop may not start here ('' when it may): the X server's socket goes in
+    ``path``, which must be root's and sticky (1777) where it exists; a directory another
+    user owns lets that user replace the desktop's X socket and read its keystrokes. Where it
+    does not exist (a private /tmp) the X server makes it."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return ""
+    import stat
+
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or \
+            stat.S_IMODE(info.st_mode) != 0o1777:
+        return (f"{path} is not a directory owned by root with mode 1777 (it is "
+                f"{'a directory' if stat.S_ISDIR(info.st_mode) else 'not a directory'} of "
+                f"uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}): another user could "
+                "take over the desktop's display. The desktop does not start; ask the "
+                f"site's admins to fix {path} on this node (root, mode 1777).")
+    return ""
+
+
 def login_shell() -> str:
     try:
         return pwd.getpwuid(os.getuid()).pw_shell or "/bin/sh"
     except KeyError:
         return "/bin/sh"
-
-
-def free_port(bind_ip: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((bind_ip if bind_ip != "0.0.0.0" else "", 0))
-        return int(sock.getsockname()[1])
-
-
-def listeners(port: int, proc: Path = PROC) -> dict[int, int]:
-    """Socket inode -> owner uid of every TCP socket LISTENing on ``port`` (IPv4 and IPv6),
-    from the kernel's tables: a connect() cannot tell whose socket answers."""
-    found: dict[int, int] = {}
-    for table in ("net/tcp", "net/tcp6"):
-        try:
-            lines = (proc / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10 or fields[3] != "0A":  # 0A: TCP_LISTEN
-                continue
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                found[int(fields[9])] = int(fields[7])
-    return found
 
 
 def processes(proc: Path = PROC) -> Iterator[tuple[int, str, int]]:
@@ -157,54 +163,9 @@ def process_tree(root: int, proc: Path = PROC) -> set[int]:
     return tree
 
 
-def socket_inodes(pids: set[int], proc: Path = PROC) -> set[int]:
-    inodes: set[int] = set()
-    for pid in pids:
-        try:
-            fds = list((proc / str(pid) / "fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def port_owner(child: subprocess.Popen[bytes], port: int) -> str:
-    """``"ours"`` when every listener on ``port`` is a socket of ``child`` or its
-    descendants, ``"foreign"`` when any other process (another user's job on a shared node)
-    listens there, ``"none"`` while nobody does."""
-    found = listeners(port)
-    if not found:
-        return "none"
-    if any(uid != os.getuid() for uid in found.values()):
-        return "foreign"
-    ours = socket_inodes(process_tree(child.pid))
-    return "ours" if set(found) <= ours else "foreign"
-
-
-def wait_listening(child: subprocess.Popen[bytes], port: int, deadline: float) -> str:
-    """``"ours"`` once the child's own socket listens on ``port``; ``"foreign"`` if another
-    process holds it; ``"died"`` / ``"timeout"`` otherwise."""
-    while time.monotonic() < deadline:
-        exited = child.poll() is not None
-        # Another listener first: the server could not bind (or may not yet have tried).
-        owner = port_owner(child, port)
-        if owner != "none":
-            return owner
-        if exited:
-            return "died"
-        time.sleep(0.02)  # a few reads of /proc/net/tcp: cheap next to the server's start
-    return "timeout"
-
-
 def report(api_url: str, token: str, payload: dict[str, object], patience: float) -> None:
-    """POST the address to the hub; retry for ``patience`` seconds while the hub is away
-    (a hub restart must not kill a job that is about to be re-attached)."""
+    """POST to the hub's report route; retry for ``patience`` seconds while the hub is away
+    or busy (5xx, 429: a hub restart must not kill a job that is about to be re-attached)."""
     import urllib.error
     import urllib.request
 
@@ -223,7 +184,8 @@ def report(api_url: str, token: str, payload: dict[str, object], patience: float
                 return
         except urllib.error.HTTPError as exc:
             body = exc.read().decode(errors="replace")[:300]
-            if exc.code < 500 or time.monotonic() > deadline:
+            retry = exc.code >= 500 or exc.code == 429
+            if not retry or time.monotonic() > deadline:
                 raise SystemExit(f"the hub refused the report ({exc.code}): {body}") from None
             say(f"the hub answered {exc.code}; retrying")
         except OSError as exc:
@@ -235,29 +197,56 @@ def report(api_url: str, token: str, payload: dict[str, object], patience: float
         time.sleep(min(0.2 * attempt, 2.0))
 
 
-def wait_app(child: subprocess.Popen[bytes], url: str, token: str, deadline: float) -> str:
-    """Ask ``url`` (through the server, as the server's owner) until it answers 2xx: "" then,
-    else why not. The server starts the app on the first request (jupyter-server-proxy)."""
-    import urllib.error
-    import urllib.request
+def unix_get(path: str, target: str, token: str, timeout: float) -> int:
+    """GET ``target`` from the HTTP server on the Unix socket ``path``, as the server's owner
+    (its token); the status code (a redirect, e.g. to the hub's login, is not followed)."""
+    import http.client
 
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: object, **kwargs: object) -> None:
-            return None  # a redirect (e.g. to the hub's login) is not an answer from the app
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(path)
 
-    opener = urllib.request.build_opener(NoRedirect)
+    connection = UnixConnection("localhost", timeout=timeout)
+    try:
+        connection.request("GET", target, headers={"Authorization": f"token {token}"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def wait_socket(child: subprocess.Popen[bytes], path: str, deadline: float) -> str:
+    """``"listening"`` once the server accepts on its Unix socket; ``"died"`` / ``"timeout"``
+    otherwise. Nobody else can create the socket (its directory is the user's, mode 0700), so
+    there is no owner to check: a stat every 20 ms while the server starts, a connect once the
+    file is there."""
+    while time.monotonic() < deadline:
+        if socket_answers(path):
+            return "listening"
+        if child.poll() is not None:
+            return "died"
+        time.sleep(0.02)
+    return "timeout"
+
+
+def wait_app(child: subprocess.Popen[bytes], path: str, target: str, token: str,
+             deadline: float) -> str:
+    """Ask ``target`` (through the server, as the server's owner) until it answers 2xx: ""
+    then, else why not. The server starts the app on the first request (jupyter-server-proxy)."""
     last = "no answer"
     while time.monotonic() < deadline:
         if child.poll() is not None:
             return f"the server exited with code {child.returncode}"
-        request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
         try:
-            with opener.open(request, timeout=max(1.0, min(60.0, deadline - time.monotonic()))):
-                return ""
-        except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}"
+            status = unix_get(path, target, token,
+                              max(1.0, min(60.0, deadline - time.monotonic())))
         except OSError as exc:
             last = str(exc)
+        else:
+            if 200 <= status < 300:
+                return ""
+            last = f"HTTP {status}"
         time.sleep(0.25)
     return last
 
@@ -365,6 +354,23 @@ def stop(child: subprocess.Popen[bytes], grace: float = 5.0) -> int:
     return code
 
 
+def server_command(args: Sequence[str], sock: str) -> list[str]:
+    """The server's command, listening on the Unix socket ``sock``: ``{socket}`` in a word is
+    replaced, else ``--sock=PATH`` (jupyter-server's option) is added."""
+    if any("{socket}" in word for word in args):
+        return [word.replace("{socket}", sock) for word in args]
+    return [*args, f"--sock={sock}"]
+
+
+def number(env: dict[str, str], name: str, default: float, top: float) -> float:
+    """A number from the job's environment, between 0 and ``top`` (else ``default``)."""
+    try:
+        value = float(env.get(name, default))
+    except ValueError:
+        return default
+    return min(value, top) if value >= 0 else default  # NaN and negatives: the default
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "--":
@@ -390,15 +396,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ends:
         env["HPCSPAWNER_END_TIME"] = str(ends)
         say(f"the job's time limit ends at {utc(ends)}; the server stops then")
-    bind_ip = env.get("HPCSPAWNER_BIND_IP", "0.0.0.0")
     prefix = env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    timeout = float(env.get("HPCSPAWNER_START_TIMEOUT", "300"))
+    timeout = number(env, "HPCSPAWNER_START_TIMEOUT", 300.0, 86400.0)
     deadline = time.monotonic() + timeout
-    try:
-        grace = float(env.get("HPCSPAWNER_STOP_GRACE", "5"))
-    except ValueError:
-        grace = 5.0
-    grace = min(grace, 60.0) if grace >= 0 else 5.0  # NaN and negatives: the default
+    grace = number(env, "HPCSPAWNER_STOP_GRACE", 5.0, 60.0)
+    if env.get("HPCSPAWNER_APP") == "desktop" and x11_dir_problem():
+        say(x11_dir_problem())
+        return 5
     if not adopt_orphans():
         say("cannot become the subreaper of the server's processes (prctl unavailable): "
             "what the server leaves running when it stops is left to the scheduler")
@@ -411,62 +415,78 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, forward)
 
-    # The server binds the port itself; we report it only once the listening socket is
-    # provably the server's (owner and inode). Another process on a shared node that
-    # listens there first costs one more attempt on another port, never alice's traffic.
-    for attempt in range(1, PORT_ATTEMPTS + 1):
-        port = free_port(bind_ip)
-        env["JUPYTERHUB_SERVICE_URL"] = f"http://{bind_ip}:{port}{prefix}"
-        env["HPCSPAWNER_PORT"] = str(port)
-        command = [word.replace("{port}", str(port)) for word in args]
-        say(f"starting {command[0]} on port {port}")
-        child = subprocess.Popen(command, env=env)
-        current.append(child)
+    # The port is ours before the server starts, and stays ours until the hub has dropped
+    # the route (forwarder.py); the server listens on a socket only this user can reach.
+    listener = listen()
+    port = int(listener.getsockname()[1])
+    private = private_dir()
+    sock = str(private / SOCKET_NAME)
+    # jupyter-server refuses --sock beside a port other than its default (8888); the
+    # single-user server takes its port from this URL. Nothing listens on that port.
+    env["JUPYTERHUB_SERVICE_URL"] = f"http://127.0.0.1:{JUPYTER_DEFAULT_PORT}{prefix}"
+    env["HPCSPAWNER_PORT"] = str(port)
+    command = server_command(args, sock)
+    say(f"starting {command[0]} on {sock}; the hub reaches it through port {port}")
+    child = subprocess.Popen(command, env=env)
+    current.append(child)
+    forwarder = Forwarder(listener, sock)
+    try:
         import urllib.request  # noqa: F401  (here: while the server starts)
-        owner = wait_listening(child, port, deadline)
-        if owner == "ours":
-            say(f"the server listens on port {port}")
-            break
+
+        code = serve(child, forwarder, env, token, port, prefix, deadline, timeout, ends,
+                     grace)
+    finally:
+        forwarder.close()
+        with contextlib.suppress(OSError):
+            (private / SOCKET_NAME).unlink(missing_ok=True)
+            private.rmdir()
+    return code
+
+
+def serve(child: subprocess.Popen[bytes], forwarder: Forwarder, env: dict[str, str],
+          token: str, port: int, prefix: str, deadline: float, timeout: float, ends: int,
+          grace: float) -> int:
+    """From the server's start to its end: wait until it listens (and its app answers),
+    forward, report to the hub, wait; once it exits, stop forwarding and tell the hub."""
+    state = wait_socket(child, forwarder.target, deadline)
+    if state != "listening":
         code = stop(child, grace)
-        if owner == "foreign":
-            say(f"another process listens on port {port}; not reporting it "
-                f"(attempt {attempt} of {PORT_ATTEMPTS})")
-            continue
-        say(f"{command[0]} did not start listening on port {port} (exit code {code})")
+        say(f"the server did not start listening ({state}, exit code {code})")
         return code or 1
-    else:
-        say(f"every port tried ({PORT_ATTEMPTS}) was taken by another process before the "
-            "server could bind it; giving up")
-        return 3
+    say("the server listens")
+    forwarder.start()
     ready = env.get("HPCSPAWNER_APP_READY", "")
     if ready:
-        local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(bind_ip, bind_ip)
-        local = f"[{local}]" if ":" in local else local
-        url = f"http://{local}:{port}{prefix.rstrip('/')}/{ready.lstrip('/')}"
-        say(f"waiting for the app to answer at {prefix.rstrip('/')}/{ready.lstrip('/')}")
-        why = wait_app(child, url, token, deadline)
+        target = f"{prefix.rstrip('/')}/{ready.lstrip('/')}"
+        say(f"waiting for the app to answer at {target}")
+        why = wait_app(child, forwarder.target, target, token, deadline)
         if why:
-            say(f"the app did not answer at {url} before the start timeout ({why}); see "
+            say(f"the app did not answer at {target} before the start timeout ({why}); see "
                 "the messages above")
             stop(child, grace)
             return 4
     host = env.get("HPCSPAWNER_REPORT_HOST") or socket.gethostname()
     api_url = env.get("JUPYTERHUB_API_URL", "")
+    about = {"port": port, "server_name": env.get("JUPYTERHUB_SERVER_NAME", ""),
+             "submission": env.get("HPCSPAWNER_SUBMISSION", "")}
     try:
-        report(api_url, token, {
-            "host": host, "port": port, "server_name": env.get("JUPYTERHUB_SERVER_NAME", ""),
-            "submission": env.get("HPCSPAWNER_SUBMISSION", ""), "ends": ends,
-        }, patience=timeout)
+        report(api_url, token, {"host": host, **about, "ends": ends}, patience=timeout)
     except SystemExit as exc:
         say(str(exc))
         stop(child, grace)
         return 1
     say(f"listening on {host}:{port}; reported to the hub")
-    try:
-        before = int(env.get("HPCSPAWNER_WALLTIME_WARNING", "900"))
-    except ValueError:
-        before = 900
+    before = int(number(env, "HPCSPAWNER_WALLTIME_WARNING", 900, 10**9))
     code = wait_warning(child, ends, before)
+    # The server is gone: forward nothing more, and let the port go only once the hub has
+    # dropped the route (until then no other process can take the port and the traffic).
+    forwarder.refuse()
+    say(f"the server exited with code {code}; telling the hub before giving up port {port}")
+    try:
+        report(api_url, token, {**about, "ended": True}, patience=ENDED_PATIENCE)
+        say("the hub took the route down")
+    except SystemExit as exc:  # 4xx: the hub stopped the server itself (and took the route)
+        say(f"{exc}; the hub takes the route down when it stops the server")
     end_the_rest(child, grace)
     return code
 

@@ -101,6 +101,11 @@ def ended(job_id: str, info: JobInfo) -> str:
     return f"Your last server stopped: {info.reason or 'the job ended'} (job {job_id})."
 
 
+def exited(job_id: str) -> str:
+    return (f"Your server exited (job {job_id}); its address was taken down at once. Start "
+            "it again to go on.")
+
+
 def idle_stopped(profile: Profile, idle: int) -> str:
     limit = format_duration(profile.idle_timeout or 0)
     return (f"Your last server was stopped after {format_duration(idle)} without activity: "

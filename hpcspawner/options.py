@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .apps import ScriptError, check_script_path
 from .compat import SpawnException
-from .profiles import ANY_MODEL, Caps, Profile
+from .profiles import ANY_MODEL, Caps, Profile, Resources
 from .units import format_duration, format_size, parse_duration, parse_size, show_size
 
 RESOURCE_KEYS = ("memory", "cores", "gpus", "gpu_model", "runtime")
@@ -43,6 +43,26 @@ def choose(options: Any, visible: list[Profile], default: Profile, home: str,
         return Choice(profile, check_script_path(raw, home))
     except ScriptError as exc:
         raise SpawnException(str(exc), reason="options") from None
+
+
+def check_totals(profile: Profile, others: Sequence[Resources], caps: Caps) -> None:
+    """SpawnException (400) when ``profile`` with the user's other running servers
+    (``others``) would hold more memory, cores or GPUs than the user's total caps."""
+    for name, total in (("cores", caps.total_cores), ("memory", caps.total_memory),
+                        ("gpus", caps.total_gpus)):
+        if total is None:
+            continue
+        held = sum(getattr(r, name) for r in others)
+        asked = getattr(profile.resources, name)
+        if held + asked > total:
+            def show(value: int, what: str = name) -> str:
+                return format_size(value) if what == "memory" else str(value)
+
+            noun = {"cores": "cores", "memory": "memory", "gpus": "GPUs"}[name]
+            raise SpawnException(
+                f"All your servers together may use at most {show(total)} {noun}; your "
+                f"{len(others)} other server(s) use {show(held)} and {profile.name!r} asks "
+                f"for {show(asked)}. Stop another server, or choose less.", reason="options")
 
 
 def choose_profile(options: Any, visible: list[Profile], default: Profile,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 
 from .backends.base import Backend, BackendError, JobInfo, JobState
 from .commands import CommandError
-from .jobspec import TAG_ROOT, tag_user
+from .text import shown
+from .wire import TAG_ROOT, tag_user
 
 log = logging.getLogger("hpcspawner.poller")  # default; spawners pass the hub's logger
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
@@ -83,6 +85,7 @@ class Poller:
         self._refused: set[str] = set()  # cancels refused or given up: never tried again
         self._strangers: set[str] = set()  # tagged jobs of users the hub does not know: logged
         self._query_started = 0.0
+        self._extra_at = -1e9  # monotonic time of the last refresh_soon() query
         self._last_sweep = 0.0
         self._inflight: asyncio.Task[None] | None = None
         self._updated = asyncio.Event()
@@ -184,6 +187,19 @@ class Poller:
             self._inflight = asyncio.ensure_future(self._query())
         await asyncio.shield(self._inflight)
 
+    async def refresh_soon(self) -> None:
+        """A fresher answer for a caller that cannot wait for the next cycle (a launcher's
+        report): join the query under way, or start one, but never more than one such extra
+        query per fast interval, however many callers ask; otherwise wait (at most a fast
+        interval) for the next regular query."""
+        if self._inflight is not None and not self._inflight.done():
+            await asyncio.shield(self._inflight)
+        elif time.monotonic() - self._extra_at >= self.fast:
+            self._extra_at = time.monotonic()
+            await self.refresh()
+        else:
+            await self.wait_update(self.fast)
+
     async def wait_update(self, timeout: float) -> None:
         """Return after the next query finishes, or after ``timeout`` seconds."""
         event = self._updated
@@ -234,12 +250,37 @@ class Poller:
                 lasted = time.time() - (self.outage_since or time.time())
                 self.log.info("%s answers again after %.0f s", self.backend.name, lasted)
             self.error, self.outage_since = "", None
-            self.results = {k: v for k, v in results.items() if self._believable(v)}
+            self._forget_strangers(set(results))
+            results = {k: v for k, v in results.items() if self._believable(v)}
+            self.results = await self._with_routes(results)
             self._query_started = started
             await self._note_changes(started)
         finally:
             event, self._updated = self._updated, asyncio.Event()
             event.set()
+
+    async def _with_routes(self, results: dict[str, JobInfo]) -> dict[str, JobInfo]:
+        """Where the starting jobs run, from records their owners cannot write
+        (``Backend.route_hosts``: SLURM's node list, HTCondor's slot ads), asked only for the
+        running jobs that still wait for their report."""
+        wanted = [info for job_id, info in results.items() if info.state is JobState.RUNNING
+                  and job_id in self.jobs and self.jobs[job_id].starting]
+        if not wanted:
+            return results
+        try:
+            hosts = await self.backend.route_hosts(wanted)
+        except (CommandError, OSError) as exc:
+            self.log.warning("cannot tell where %d starting job(s) run: %s", len(wanted), exc)
+            hosts = {}
+        for info in wanted:
+            results[info.job_id] = dataclasses.replace(info, host=hosts.get(info.job_id, ""))
+        return results
+
+    def _forget_strangers(self, listed: set[str]) -> None:
+        """The ids of foreign records (logged once) are kept only while the scheduler lists
+        them: a flood of such jobs must not grow the hub's memory for ever."""
+        for seen in (self._disowned, self._refused, self._strangers):
+            seen.intersection_update(listed)
 
     def _believable(self, info: JobInfo) -> bool:
         """A record is this hub's only if its tag is (this hub's, or the one a followed job
@@ -256,8 +297,8 @@ class Poller:
             return False
         if info.job_id not in self._disowned:
             self._disowned.add(info.job_id)
-            self.log.warning("job %s carries the tag %r but belongs to %r; ignoring it",
-                             info.job_id, info.tag[:200], info.user)
+            self.log.warning("job %s carries the tag %s but belongs to %s; ignoring it",
+                             info.job_id, shown(info.tag), shown(info.user))
         return False
 
     async def _note_changes(self, started: float) -> None:
@@ -337,13 +378,13 @@ class Poller:
                 continue
             if not self.is_hub_user(info.user):
                 self._strangers.add(job_id)
-                self.log.warning("job %s carries this hub's tag but %r is not a user of this "
-                                 "hub; leaving it alone", job_id, info.user)
+                self.log.warning("job %s carries this hub's tag but %s is not a user of this "
+                                 "hub; leaving it alone", job_id, shown(info.user))
                 continue
             first = self._orphan_seen.setdefault(job_id, now)
             if now - first >= self.orphan_grace:
                 self.log.warning("job %s (%s) has our tag but no server owns it; cancelling it",
-                                 job_id, info.tag)
+                                 job_id, shown(info.tag))
                 self._cancels[job_id] = _Cancel(info.user, info.tag)
         for job_id in list(self._orphan_seen):
             if job_id not in self.results or job_id in self.jobs:

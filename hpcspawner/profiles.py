@@ -143,6 +143,10 @@ class Caps(_Strict):
     cores: PositiveInt | None = None
     gpus: NonNegativeInt | None = None
     runtime: Duration | None = None
+    # the most of each that all of a user's servers (named servers too) hold at once
+    total_memory: Size | None = None
+    total_cores: PositiveInt | None = None
+    total_gpus: NonNegativeInt | None = None
 
 
 class CapTable(_Strict):
@@ -275,9 +279,16 @@ class CustomApp(_Strict):
     @field_validator("command")
     @classmethod
     def _listens(cls, value: list[str]) -> list[str]:
-        if not any("{port}" in w or "{unix_socket}" in w for w in value):
-            raise ValueError("the command must contain {port} or {unix_socket}: where the app "
-                             "listens (jupyter-server-proxy fills it in)")
+        if any("{port}" in w for w in value):
+            raise ValueError(
+                "{port} is refused: the app would listen on a TCP port of the node, which "
+                "any user of the node can take first or beside it, and jupyter-server-proxy "
+                "would send the user's requests, login cookie included, to whoever answers "
+                "there; make the app listen on {unix_socket} (code-server --socket, RStudio "
+                "--www-socket, streamlit --server.address unix://...)")
+        if not any("{unix_socket}" in w for w in value):
+            raise ValueError("the command must contain {unix_socket}: where the app listens "
+                             "(jupyter-server-proxy fills it in)")
         return value
 
 

@@ -5,20 +5,28 @@ routes to.
 The body is ``{"host": str, "port": int, "server_name": str, "submission": str, "ends": int}``
 (all but ``port`` may be empty or absent; ``ends`` is when the job's time limit ends, shown to
 the user only, and bounded by the job's runtime), authenticated with the token of that
-very server. The hub routes to the node the SCHEDULER runs the job on and the reported port;
-the reported host is only compared with that node, never used. A job that is not running, or
+very server. The hub routes to the node the SCHEDULER runs the job on (from a record the job's
+owner cannot write: ``Backend.route_hosts``) and the reported port; the reported host is only
+compared with that node by name, never resolved and never used. A job that is not running, or
 whose node the scheduler does not name, cannot report. Nothing but the route (and the end
-time the user is shown) changes. (A
-handler that sets any attribute a job posts would let a job rewrite the hub's commands.)
+time the user is shown) changes. (A handler that sets any attribute a job posts would let a
+job rewrite the hub's commands.)
+
+``{"port": int, "server_name": str, "submission": str, "ended": true}`` says the server has
+exited: the hub deletes its route at once and stops it; the launcher, which holds the port
+until then, lets the port go only after this answer (forwarder.py).
+
+No user can slow the hub for others with reports: one report per server is checked at a time
+(429 for the rest), no name is looked up, and a report never makes more than one extra
+scheduler query per fast poll interval, however many arrive (``Poller.refresh_soon``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import re
-import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,14 +36,15 @@ from tornado import web
 
 from .backends.base import JobState
 from .job import token_hash
+from .wire import REPORT_PATH
 
 if TYPE_CHECKING:
     from .job import BatchJob
 
-ROUTE = r"/api/hpcspawner/report"
+ROUTE = "/api" + REPORT_PATH
 HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$")
-ALLOWED_KEYS = {"host", "port", "server_name", "submission", "ends"}
+ALLOWED_KEYS = {"host", "port", "server_name", "submission", "ends", "ended"}
 
 
 class Forbidden(Exception):
@@ -51,6 +60,10 @@ class NotYet(Exception):
     launcher retries on 503."""
 
 
+class Busy(Exception):
+    """Another report of the same server is being checked: 429, the launcher retries."""
+
+
 @dataclass(frozen=True)
 class Report:
     port: int
@@ -58,6 +71,7 @@ class Report:
     server_name: str = ""
     submission: str = ""
     ends: int = 0  # epoch seconds; 0: not said
+    ended: bool = False  # the server has exited: drop its route
 
 
 def parse_report(body: Any) -> Report:
@@ -80,7 +94,11 @@ def parse_report(body: Any) -> Report:
     ends = body.get("ends", 0)
     if not isinstance(ends, int) or isinstance(ends, bool) or not 0 <= ends < 2**40:
         raise web.HTTPError(400, "ends must be a time in seconds since 1970")
-    return Report(port=port, host=host, server_name=name, submission=submission, ends=ends)
+    ended = body.get("ended", False)
+    if not isinstance(ended, bool):
+        raise web.HTTPError(400, "ended must be true or false")
+    return Report(port=port, host=host, server_name=name, submission=submission, ends=ends,
+                  ended=ended)
 
 
 def token_matches(api_token: str, token_sha256: str, token: str) -> bool:
@@ -95,8 +113,8 @@ def token_matches(api_token: str, token_sha256: str, token: str) -> bool:
 async def scheduler_node(job: BatchJob) -> str:
     """The one node the scheduler runs ``job`` on; NotYet while that cannot be told."""
     info = job.ctx.poller.latest(job.job_id)
-    if info is None or info.state is not JobState.RUNNING:
-        await job.ctx.poller.refresh()  # the job may have started since the last query
+    if info is None or info.state is not JobState.RUNNING or not info.host:
+        await job.ctx.poller.refresh_soon()  # the job may have started since the last query
         info = job.ctx.poller.latest(job.job_id)
     if info is None or info.state is JobState.UNKNOWN:
         raise NotYet(f"cannot check job {job.job_id} now (the scheduler is not answering)")
@@ -105,47 +123,58 @@ async def scheduler_node(job: BatchJob) -> str:
     if info.state is not JobState.RUNNING:
         raise NotYet(f"job {job.job_id} is not running yet, so it cannot be listening")
     node = info.host.strip()
-    if not HOST_RE.match(node):  # none, a node list, or something no route may point at
+    if not node:
+        raise NotYet(f"the scheduler does not yet say which node runs job {job.job_id}")
+    if not HOST_RE.match(node):  # a node list, or something no route may point at
         raise Refused(f"the scheduler names no single node for job {job.job_id} ({node!r})")
     return node
 
 
-async def _addresses(host: str) -> set[str]:
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None,
-                                                             type=socket.SOCK_STREAM)
-    except OSError:
-        return set()
-    return {str(info[4][0]) for info in infos}
-
-
-async def same_host(reported: str, node: str) -> bool:
+def same_host(reported: str, node: str) -> bool:
     """Does the launcher's host name mean the scheduler's node? The same name, or the same
-    first label AND an address in common (so ``node042.attacker.tld`` is not node042)."""
-    if reported.lower() == node.lower():
-        return True
-    if reported.split(".")[0].lower() != node.split(".")[0].lower():
-        return False
-    return bool(await _addresses(reported) & await _addresses(node))
+    first label (``node042`` and ``node042.cluster.example``). Compared by name only: the
+    hub routes to ``node`` whatever the job says, so a lookup (which a name server of the
+    user's choosing could stall) would decide nothing."""
+    return reported.split(".")[0].lower() == node.split(".")[0].lower()
+
+
+def check_token(job: BatchJob | None, api_token: str, token: str, report: Report) -> BatchJob:
+    if job is None or not token_matches(api_token, job.token_sha256, token):
+        raise Forbidden("this token does not belong to that server")
+    if job.submission and report.submission != job.submission:
+        raise Refused("this report is from an earlier job of this server")
+    return job
 
 
 async def accept(job: BatchJob | None, api_token: str, token: str, report: Report, *,
                  check_host: bool = True) -> tuple[str, int]:
     """Check a report for ``job`` and route the server; returns where the hub routes to."""
-    if job is None or not token_matches(api_token, job.token_sha256, token):
-        raise Forbidden("this token does not belong to that server")
+    job = check_token(job, api_token, token, report)
     if not job.job_id or job.address is not None:
         raise Refused("this server is not waiting for an address")
-    if job.submission and report.submission != job.submission:
-        raise Refused("this report is from an earlier job of this server")
-    job_id = job.job_id
-    node = await scheduler_node(job)
-    if check_host and report.host and not await same_host(report.host, node):
-        raise Refused(f"job {job_id} runs on {node}, not on {report.host}")
-    if job.job_id != job_id or job.address is not None:  # changed while we asked
-        raise Refused("this server is not waiting for that job any more")
-    job.set_address(node, report.port, float(report.ends))
-    return node, report.port
+    if job.checking:
+        raise Busy("a report of this server is being checked; try again")
+    job.checking = True
+    try:
+        job_id = job.job_id
+        node = await scheduler_node(job)
+        if check_host and report.host and not same_host(report.host, node):
+            raise Refused(f"job {job_id} runs on {node}, not on {report.host}")
+        if job.job_id != job_id or job.address is not None:  # changed while we asked
+            raise Refused("this server is not waiting for that job any more")
+        job.set_address(node, report.port, float(report.ends))
+        return node, report.port
+    finally:
+        job.checking = False
+
+
+def ended(job: BatchJob | None, api_token: str, token: str, report: Report) -> bool:
+    """Is this the routed server saying it has exited? (Only the route it names goes.)"""
+    job = check_token(job, api_token, token, report)
+    return job.address is not None and job.address[1] == report.port
+
+
+DropRoute = Callable[[], Awaitable[None]]
 
 
 class ReportHandler(APIHandler):
@@ -163,10 +192,16 @@ class ReportHandler(APIHandler):
         receive = getattr(user.spawners[report.server_name], "receive_report", None)
         if receive is None:
             raise web.HTTPError(400, "that server is not run by hpcspawner")
+
+        async def drop_route() -> None:
+            await self.proxy.delete_user(user, report.server_name)
+
         try:
-            await receive(self.get_auth_token() or "", report)
+            await receive(self.get_auth_token() or "", report, drop_route)
         except Forbidden as exc:
             raise web.HTTPError(403, str(exc)) from None
+        except Busy as exc:
+            raise web.HTTPError(429, str(exc)) from None
         except NotYet as exc:  # the launcher retries on 5xx
             raise web.HTTPError(503, str(exc)) from None
         except Refused as exc:

@@ -13,24 +13,27 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from jupyterhub.spawner import Spawner
+from jupyterhub.utils import url_path_join
 from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, default, validate
 
 from . import messages, registry
+from .activity import register_activity_handler
 from .apps import Launch, ScriptError, launch_for
 from .availability import Outlook, outlook, with_expected_start
 from .backends import HelperRefused, JobInfo, JobState
 from .compat import SpawnException
 from .job import BatchJob, JobContext, JobFailed
 from .jobspec import JobBuilder
-from .options import RESOURCE_KEYS, Choice, choose, choose_profile, form_fields
+from .options import RESOURCE_KEYS, Choice, check_totals, choose, choose_profile, form_fields
 from .poller import Poller
-from .profiles import Caps, Profile, ProfileError, ProfileSet
+from .profiles import Caps, Profile, ProfileError, ProfileSet, Resources
 from .render import render_template
-from .report import Report, accept, register_report_handler
+from .report import DropRoute, Report, accept, ended, register_report_handler
+from .text import one_line
+from .wire import JOB_DIR_NAME
 
 HUB_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -95,7 +98,9 @@ class HPCSpawner(Spawner):
     job_dir = Unicode(
         "{home}/.hpcspawner",
         help="""Directory (on the shared home) for job logs and the token hand-off file;
-        `{home}` and `{username}` are replaced. Created mode 0700 as the user.""",
+        `{home}` and `{username}` are replaced. It must lie in the home and be named
+        `.hpcspawner` (the one directory hpcspawner-helper creates and writes); created mode
+        0700 as the user, its parent must exist.""",
     ).tag(config=True)
 
     fast_poll_interval = Float(
@@ -182,6 +187,15 @@ class HPCSpawner(Spawner):
                              "is part of every job's tag)")
         return value
 
+    @validate("job_dir")
+    def _check_job_dir(self, proposal: Any) -> str:
+        value = str(proposal["value"]).rstrip("/")
+        if posixpath.basename(value) != JOB_DIR_NAME or not value.startswith("{home}/"):
+            raise TraitError(f"job_dir {value!r}: it must be a directory named {JOB_DIR_NAME} "
+                             "in the home, e.g. '{home}/.hpcspawner' or "
+                             "'{home}/.cache/.hpcspawner' (hpcspawner-helper touches no other)")
+        return value
+
     @default("apply_user_options")
     def _apply_user_options_default(self) -> Any:
         # user_options are validated and applied in start() (resolve_profile), for the form,
@@ -201,6 +215,7 @@ class HPCSpawner(Spawner):
         self._event_added = asyncio.Event()
         self._starting = False
         self._notify: asyncio.Future[Any] | None = None
+        self._explain: asyncio.Future[Any] | None = None
         self._site_default_url: str = str(self.default_url or "")  # apps bring their own
 
     # -- profiles ---------------------------------------------------------------------------
@@ -330,6 +345,17 @@ class HPCSpawner(Spawner):
         menu = self._menu()
         return choose(options, menu.visible, menu.profiles.default, self._home(), menu.caps,
                       menu.hidden)
+
+    def _others_resources(self) -> list[Resources]:
+        """What the user's other servers (named servers too) hold now: their jobs' requests."""
+        held = []
+        for other in getattr(self.user, "spawners", {}).values():
+            job = getattr(other, "job", None)
+            if other is self or job is None or not job.job_id or job.stopping or job.exited:
+                continue
+            if job.resources is not None:
+                held.append(job.resources)
+        return held
 
     def _launch(self, choice: Choice) -> Launch:
         try:
@@ -469,7 +495,7 @@ class HPCSpawner(Spawner):
 
     # -- progress ---------------------------------------------------------------------------
     def _emit(self, progress: int, message: str) -> None:
-        self.log.info("%s: %s", self._log_name, message)
+        self.log.info("%s: %s", self._log_name, one_line(message))
         self._events.append({"progress": progress, "message": message})
         self._event_added.set()
 
@@ -486,10 +512,23 @@ class HPCSpawner(Spawner):
                 await asyncio.wait_for(self._event_added.wait(), 1.0)
 
     # -- the launcher's report (report.py checks it) ------------------------------------------
-    async def receive_report(self, token: str, report: Report) -> None:
+    async def receive_report(self, token: str, report: Report, drop_route: DropRoute) -> None:
         """The one entry point of the report route: check the report and route the server
-        to the node the scheduler runs its job on (Forbidden, Refused or NotYet otherwise)."""
-        host, port = await accept(self.job, self.api_token or "", token, report,
+        to the node the scheduler runs its job on (Forbidden, Refused, Busy or NotYet
+        otherwise); or, when its server has exited, take the route down now (the launcher
+        holds the port until this returns) and let JupyterHub stop the server."""
+        job = self.job
+        if report.ended:
+            if not ended(job, self.api_token or "", token, report) or job is None:
+                return
+            if not job.exited and not job.stopping:
+                job.exited = True
+                self.log.info("%s: the server of job %s exited; taking its route down",
+                              self._log_name, job.job_id)
+                await drop_route()
+                self._notify = asyncio.ensure_future(self.poll_and_notify())
+            return
+        host, port = await accept(job, self.api_token or "", token, report,
                                   check_host=self.check_reported_host)
         self.log.info("%s: the launcher reported port %d; routing to %s:%d", self._log_name,
                       port, host, port)
@@ -507,6 +546,7 @@ class HPCSpawner(Spawner):
         and submit, wait for the launcher's report (falling back or timing out on the way)."""
         choice = self.resolve(self.user_options)
         profile, launch = choice.profile, self._launch(choice)
+        check_totals(profile, self._others_resources(), self._menu().caps)
         await self._check_script(choice)
         builder = self._builder(launch)
         self._events, self._starting, self.last_end = [], True, ""
@@ -530,10 +570,15 @@ class HPCSpawner(Spawner):
         job = self.job
         if job is None or not job.job_id:
             return 0
+        if job.exited:  # its launcher said so (its route is gone): stopped now, explained later
+            self.last_end = messages.exited(job.job_id)
+            job.forget()
+            self._explain = asyncio.ensure_future(self._explain_end(job))
+            return 0
         info = await job.status()
         if info is not None and info.state is JobState.GONE:
             self.last_end = messages.ended(job.job_id, info)
-            self.log.warning("%s: %s", self._log_name, self.last_end)
+            self.log.warning("%s: %s", self._log_name, one_line(self.last_end))
             job.forget()
             await job.remove_secret()
             return 1
@@ -543,25 +588,62 @@ class HPCSpawner(Spawner):
             return self._idle_check(job)
         return None  # alive, completing or unknown: never drop a server on doubt
 
+    async def _explain_end(self, job: BatchJob, patience: float = 30.0) -> None:
+        """After the launcher said its server exited: once the scheduler says why the job
+        ended (cancelled, its time limit, the node), the next spawn page says that instead.
+        A few shared queries at most (Poller.refresh_soon), for ``patience`` seconds."""
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            await job.ctx.poller.refresh_soon()
+            info = job.ctx.poller.latest(job.job_id)
+            if info is not None and info.state is JobState.GONE:
+                # JupyterHub may have made a new spawner for this server since the stop: the
+                # sentence goes to the one whose page is shown, if it still shows the old one
+                current = getattr(self.user, "spawners", {}).get(self.name, self)
+                for spawner in {id(self): self, id(current): current}.values():
+                    replace = getattr(spawner, "replace_last_end", None)
+                    if replace is not None:
+                        replace(messages.exited(job.job_id), messages.ended(job.job_id, info))
+                self.log.info("%s: %s", self._log_name, one_line(messages.ended(job.job_id,
+                                                                               info)))
+                return
+            await asyncio.sleep(job.ctx.fast_poll_interval)
+
+    def replace_last_end(self, old: str, new: str) -> None:
+        """The next spawn page says ``new`` instead of ``old``, if it still would say that."""
+        if self.last_end == old:
+            self.last_end = new
+            self._save_state()
+
     def _idle_check(self, job: BatchJob) -> int | None:
         """1 (stop it) when the server has been idle longer than its profile's idle_timeout,
-        by JupyterHub's activity data (the proxy's and the server's own reports)."""
+        by the server's own activity (kernels, terminals, its user's requests; activity.py),
+        never by proxy traffic, which anyone can send."""
         try:
             profile = self._profiles().by_name.get(job.profile_name)
         except SpawnException:
             return None
-        orm_spawner = getattr(self, "orm_spawner", None)
-        last = getattr(orm_spawner, "last_activity", None)
-        if profile is None or not profile.idle_timeout or last is None:
+        if profile is None or not profile.idle_timeout or not job.active_at:
             return None
-        idle = int((datetime.now(timezone.utc).replace(tzinfo=None) - last.replace(tzinfo=None))
-                   .total_seconds())
+        idle = int(time.time() - job.active_at)
         if idle <= profile.idle_timeout:
             return None
         self.last_end = messages.idle_stopped(profile, idle)
         self.log.info("%s: idle for %d s (limit %d s): stopping job %s", self._log_name, idle,
                       profile.idle_timeout, job.job_id)
         return 1  # JupyterHub stops the server: stop() cancels the job
+
+    def note_activity(self, when: float) -> None:
+        """The server itself reported activity at ``when`` (epoch; activity.py)."""
+        if self.job is not None and when > self.job.active_at:
+            self.job.active_at = min(when, time.time())
+
+    def get_env(self) -> dict[str, str]:
+        env: dict[str, str] = super().get_env()
+        if "JUPYTERHUB_ACTIVITY_URL" in env:  # the server's own activity, apart from the proxy's
+            env["JUPYTERHUB_ACTIVITY_URL"] = url_path_join(
+                self.hub.api_url, "hpcspawner/activity", self.user.escaped_name)
+        return env
 
     async def _resume(self, job: BatchJob) -> int | None:
         """One background wait per spawner for a job that was starting when the hub
@@ -597,7 +679,7 @@ class HPCSpawner(Spawner):
             await job.wait(profile, builder, None)
         except JobFailed as exc:
             self.last_end = exc.message
-            self.log.warning("%s: %s", self._log_name, exc.message)
+            self.log.warning("%s: %s", self._log_name, one_line(exc.message))
             return 1
         finally:
             self._starting = False
@@ -633,6 +715,8 @@ class HPCSpawner(Spawner):
             self._resume_task.cancel()
 
 
-# The launcher's report route must exist before the hub builds its handlers; the hub imports
-# this module while loading its config (`spawner_class = "hpcspawner"`), which is early enough.
+# The launcher's report route (and the servers' own activity route) must exist before the hub
+# builds its handlers; the hub imports this module while loading its config
+# (`spawner_class = "hpcspawner"`), which is early enough.
 register_report_handler()
+register_activity_handler()

@@ -283,3 +283,14 @@ def listener_user(port: int) -> str:
     out = run(["ss", "-Hltnp", f"sport = :{port}"]).stdout
     pid = out.split("pid=", 1)[1].split(",", 1)[0]
     return run(["ps", "-o", "user=", "-p", pid]).stdout.strip()
+
+
+def server_environ(port: int) -> dict[str, str]:
+    """The environment of the single-user server behind ``port`` (root reads it): the port's
+    listener is the job's launcher (forwarder.py); the server is its child."""
+    out = run(["ss", "-Hltnp", f"sport = :{port}"]).stdout
+    launcher = out.split("pid=", 1)[1].split(",", 1)[0]
+    children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+    assert children, f"the launcher {launcher} on port {port} runs no server"
+    items = Path(f"/proc/{children[0]}/environ").read_bytes().split(b"\0")
+    return dict(i.decode(errors="replace").split("=", 1) for i in items if b"=" in i)

@@ -158,7 +158,7 @@ def test_anything_else_is_refused_with_a_sentence(raw: object, words: str) -> No
     ("apps:\n  desktop:\n    command: ['x {port}']\n"
      "profiles:\n  - {name: a, resources: {memory: 1GiB, runtime: 1h}}\n",
      "profiles.yaml:2: app 'desktop': not a usable app name"),
-    ("apps:\n  code:\n    command: ['x {port}']\n    url: vscode\n"
+    ("apps:\n  code:\n    command: ['x {unix_socket}']\n    url: vscode\n"
      "profiles:\n  - {name: a, resources: {memory: 1GiB, runtime: 1h}}\n",
      "profiles.yaml:4: app 'code': field 'url': 'vscode' must be a path"),
 ])
@@ -166,3 +166,17 @@ def test_app_settings_are_checked_with_file_and_line(text: str, words: str) -> N
     with pytest.raises(ProfileError) as info:
         parse_profiles(text)
     assert words.replace("Value error, ", "") in str(info.value)
+
+
+def test_site_apps_on_a_tcp_port_are_refused_saying_why_and_what_to_write() -> None:
+    """jupyter-server-proxy would hand the user's requests, cookie included, to whatever
+    answers on the node's TCP port: anyone on the node can take it first or beside it."""
+    text = ("apps:\n  rstudio:\n    command: [rserver, '--www-port={port}']\n"
+            "profiles:\n  - {name: a, app: rstudio, resources: {memory: 1GiB, runtime: 1h}}\n")
+    with pytest.raises(ProfileError) as info:
+        parse_profiles(text)
+    said = str(info.value)
+    assert "profiles.yaml:3: app 'rstudio': field 'command': {port} is refused" in said
+    assert "login cookie" in said and "{unix_socket}" in said and "--www-socket" in said
+    ok = parse_profiles(text.replace("--www-port={port}", "--www-socket={unix_socket}"))
+    assert ok.apps["rstudio"].command == ["rserver", "--www-socket={unix_socket}"]

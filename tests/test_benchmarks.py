@@ -29,9 +29,10 @@ def launcher_stamp(seconds_after_posted: float) -> str:
 
 def test_each_phase_is_the_first_line_of_this_spawn_after_the_post() -> None:
     launcher = "".join(f"[hpcspawner-launcher {launcher_stamp(t)}] {m}\n" for t, m in [
-        (0.8, "started (Python 3.11.2)"), (0.9, "starting /opt/x/jupyterhub-singleuser on "
-                                                "port 5000"),
-        (2.1, "the server listens on port 5000"), (2.4, "listening on vm:5000; reported")])
+        (0.8, "started (Python 3.11.2)"),
+        (0.9, "starting /opt/x/jupyterhub-singleuser on /tmp/hpcspawner-x/server.sock; the "
+              "hub reaches it through port 5000"),
+        (2.1, "the server listens"), (2.4, "listening on vm:5000; reported")])
     got = phases.phases(HUB_LOG, launcher, "alice", POSTED, POSTED + 2.6)
     expected = {"submit returned": 0.2, "job seen running": 0.5, "launcher started": 0.8,
                 "server started": 0.9, "server listening": 2.1, "report received": 2.3,

@@ -6,21 +6,23 @@ holds a value only as data."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
 import subprocess
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tornado import web
 
 from hpcspawner import registry
 from hpcspawner.apps import ScriptError, check_script_path
-from hpcspawner.backends.base import JobState
+from hpcspawner.backends.base import JobInfo, JobState
 from hpcspawner.compat import SpawnException
 from hpcspawner.job import BatchJob, JobContext
 from hpcspawner.jobspec import JobBuilder
@@ -105,38 +107,60 @@ def test_the_report_body(body: Any) -> None:
     assert 1 <= report.port <= 65535
 
 
+REAL_TOKEN = "f" * 32
+REPORT_OUTCOMES: Counter[str] = Counter()  # what test_the_report_checks saw, by outcome
+
+
 @MANY
-@given(token=st.text(max_size=40), port=st.integers(1, 65535),
-       host=st.sampled_from(["", "node1", "NODE1", "node1.attacker.invalid", "10.0.0.1"]),
-       submission=st.text(max_size=20), state=st.sampled_from(list(JobState)),
+@example(token=REAL_TOKEN, port=5000, host="node1", submission="n1", state=JobState.RUNNING,
+         node="node1")  # routed
+@example(token=REAL_TOKEN, port=5000, host="node2", submission="n1", state=JobState.RUNNING,
+         node="node1")  # refused: another host
+@example(token=REAL_TOKEN, port=5000, host="", submission="n1", state=JobState.PENDING,
+         node="")  # not yet
+@example(token="g" * 32, port=5000, host="node1", submission="n1", state=JobState.RUNNING,
+         node="node1")  # forbidden
+@given(token=st.sampled_from([REAL_TOKEN, "", "g" * 32]) | st.text(max_size=40),
+       port=st.integers(1, 65535),
+       host=st.sampled_from(["", "node1", "NODE1", "node1.cluster.example", "node2",
+                             "localhost", "10.0.0.1", "169.254.169.254"]),
+       submission=st.sampled_from(["n1", "", "n2"]) | st.text(max_size=20),
+       state=st.sampled_from(list(JobState)),
        node=st.sampled_from(["node1", "", "node[1-2]", "node1,node2"]))
-def test_the_report_checks(tmp_path_factory: pytest.TempPathFactory, token: str, port: int,
-                           host: str, submission: str, state: JobState, node: str) -> None:
-    """accept() routes only a running job's own report, to the scheduler's one node."""
+def test_the_report_checks(token: str, port: int, host: str, submission: str,
+                           state: JobState, node: str) -> None:
+    """accept() routes only a running job's own report (its token, its submission), to the
+    scheduler's one node, whatever host the job names; everything else is refused."""
     backend = ScriptedSlurm()
     poller = Poller(backend, "hpcspawner:hub:")
     ctx = JobContext(backend=backend, poller=poller, emit=lambda *_: None, save=lambda: None,
                      on_gone=lambda _: None, log=logging.getLogger("fuzz"), name="fuzz")
-    real = "f" * 32
     job = BatchJob.from_state({"job_id": "1", "backend": "slurm", "submission": "n1",
-                               "token_sha256": __import__("hashlib").sha256(
-                                   real.encode()).hexdigest(), "tag": "hpcspawner:hub:x:"},
-                              ctx, ME)
-    backend.jobs["1"] = backend.jobs.get("1") or __import__(
-        "hpcspawner.backends.base", fromlist=["JobInfo"]).JobInfo(
-        job_id="1", state=state, host=node, user=ME, tag=f"hpcspawner:hub:{ME}:")
+                               "token_sha256": hashlib.sha256(REAL_TOKEN.encode()).hexdigest(),
+                               "tag": f"hpcspawner:hub:{ME}:"}, ctx, ME)
+    poller.watch("1", tag=job.tag, starting=True)
+    backend.jobs["1"] = JobInfo(job_id="1", state=state, host=node, user=ME,
+                                tag=f"hpcspawner:hub:{ME}:")
 
-    async def attempt() -> tuple[str, int] | None:
+    async def attempt() -> tuple[str, int] | str:
         try:
-            return await accept(job, "", token or real, Report(port=port, host=host,
-                                                               submission=submission))
-        except (Forbidden, Refused, NotYet):
-            return None
+            return await accept(job, "", token, Report(port=port, host=host,
+                                                       submission=submission))
+        except (Forbidden, Refused, NotYet) as exc:
+            return type(exc).__name__
+        finally:
+            poller.stop()
 
     routed = asyncio.run(attempt())
-    if routed is not None:
-        assert routed == (node, port) and state is JobState.RUNNING and submission == "n1"
-        assert host in ("", "node1", "NODE1")
+    REPORT_OUTCOMES["routed" if isinstance(routed, tuple) else str(routed)] += 1
+    if isinstance(routed, tuple):
+        assert routed == (node, port) == job.address
+        assert state is JobState.RUNNING and submission == "n1" and token == REAL_TOKEN
+        assert host.split(".")[0].lower() in ("", "node1")
+    else:
+        assert job.address is None
+        if token != REAL_TOKEN:
+            assert routed == "Forbidden"
 
 
 PROFILE_NAME_YAML = "profiles:\n  - name: {name}\n    resources: {{memory: 1GiB, runtime: 1h}}\n"
@@ -221,7 +245,12 @@ def check_submit_description(text: str, server: str) -> None:
 
 
 def test_the_fuzzers_reach_both_outcomes(spawner: Any, tmp_path: Path) -> None:
-    """A fuzzer that only ever saw refusals would prove nothing."""
+    """A fuzzer that only ever saw refusals would prove nothing: the report fuzzer, run here,
+    routes some reports and refuses others for each reason."""
+    REPORT_OUTCOMES.clear()
+    test_the_report_checks()
+    assert REPORT_OUTCOMES["routed"] > 0, REPORT_OUTCOMES
+    assert {"Forbidden", "Refused", "NotYet"} <= set(REPORT_OUTCOMES), REPORT_OUTCOMES
     assert spawner.resolve_profile({"profile": "small"}).name == "small"
     with pytest.raises(SpawnException):
         spawner.resolve_profile({"profile": "nope"})

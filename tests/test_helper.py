@@ -36,17 +36,18 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_write_token_makes_a_private_dir_logs_and_a_0600_file(home: Path) -> None:
     job_dir = home / ".hpcspawner"
-    helper.write_token(str(job_dir), "default-0123.token", SECRETS)
-    token_file = job_dir / "default-0123.token"
+    name = "default-0123456789abcdef.token"
+    helper.write_token(str(job_dir), name, SECRETS)
+    token_file = job_dir / name
     assert json.loads(token_file.read_text()) == json.loads(SECRETS)
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(job_dir.stat().st_mode) == 0o700
     assert (job_dir / "logs").is_dir()
     with pytest.raises(FileExistsError):  # O_EXCL: never overwrites
-        helper.write_token(str(job_dir), "default-0123.token", SECRETS)
-    helper.remove_token(str(job_dir), "default-0123.token")
+        helper.write_token(str(job_dir), name, SECRETS)
+    helper.remove_token(str(job_dir), name)
     assert not token_file.exists()
-    helper.remove_token(str(job_dir), "default-0123.token")  # gone already: fine
+    helper.remove_token(str(job_dir), name)  # gone already: fine
 
 
 def test_a_new_hand_off_file_removes_the_same_servers_older_ones_only(home: Path) -> None:
@@ -71,6 +72,9 @@ def test_a_new_hand_off_file_removes_the_same_servers_older_ones_only(home: Path
     ("{home}/.hpcspawner", "../../.ssh/authorized_keys", "not a token file name"),
     ("{home}/.hpcspawner", "id_rsa", "not a token file name"),
     ("{home}/.hpcspawner", ".x.token", "not a token file name"),
+    ("{home}/.hpcspawner", "notes.token", "not a token file name"),
+    ("{home}/public_html", "default-0123456789abcdef.token", "not a directory named"),
+    ("{home}/.ssh", "default-0123456789abcdef.token", "not a directory named"),
 ])
 def test_anything_but_a_token_file_in_the_home_is_refused(home: Path, directory: str,
                                                            name: str, why: str) -> None:
@@ -80,18 +84,39 @@ def test_anything_but_a_token_file_in_the_home_is_refused(home: Path, directory:
         helper.remove_token(directory.format(home=home), name)
 
 
+def test_other_directories_and_files_in_the_home_keep_their_modes(home: Path) -> None:
+    """The hub's account may run the helper as the user: it must not make the user's
+    directories private, nor delete the user's own *.token files."""
+    public = home / "public_html"
+    public.mkdir(mode=0o755)
+    public.chmod(0o755)
+    (home / ".hpcspawner").mkdir()
+    mine = home / ".hpcspawner" / "notes.token"
+    mine.write_text("mine")
+    with pytest.raises(helper.Refused):
+        helper.write_token(str(public), "default-0123456789abcdef.token", SECRETS)
+    assert stat.S_IMODE(public.stat().st_mode) == 0o755
+    with pytest.raises(helper.Refused):
+        helper.remove_token(str(home / ".hpcspawner"), "notes.token")
+    assert mine.read_text() == "mine"
+    assert helper.main(["write-token", str(home / "deep" / ".hpcspawner"),
+                        "default-0123456789abcdef.token"]) == 1  # no parent: nothing made
+    assert not (home / "deep").exists()
+
+
 def test_links_are_never_followed(home: Path, tmp_path: Path) -> None:
+    name = "a-0123456789abcdef.token"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (home / ".hpcspawner").symlink_to(elsewhere)
     with pytest.raises(helper.Refused, match="not a directory of this user"):
-        helper.write_token(str(home / ".hpcspawner"), "a.token", SECRETS)
+        helper.write_token(str(home / ".hpcspawner"), name, SECRETS)
     (home / ".hpcspawner").unlink()
     (home / ".hpcspawner").mkdir()
     target = tmp_path / "victim"
-    (home / ".hpcspawner" / "a.token").symlink_to(target)
+    (home / ".hpcspawner" / name).symlink_to(target)
     with pytest.raises(FileExistsError):
-        helper.write_token(str(home / ".hpcspawner"), "a.token", SECRETS)
+        helper.write_token(str(home / ".hpcspawner"), name, SECRETS)
     assert not target.exists()
 
 
@@ -106,9 +131,10 @@ def test_links_are_never_followed(home: Path, tmp_path: Path) -> None:
 ])
 def test_the_secrets_must_be_a_token_and_an_environment(home: Path, text: str,
                                                         why: str) -> None:
+    name = "a-0123456789abcdef.token"
     with pytest.raises(helper.Refused, match=why):
-        helper.write_token(str(home / ".hpcspawner"), "a.token", text)
-    assert not (home / ".hpcspawner" / "a.token").exists()
+        helper.write_token(str(home / ".hpcspawner"), name, text)
+    assert not (home / ".hpcspawner" / name).exists()
 
 
 def fake_squeue(tmp_path: Path, user: str, comment: str, state: str = "RUNNING") -> Path:
@@ -116,12 +142,15 @@ def fake_squeue(tmp_path: Path, user: str, comment: str, state: str = "RUNNING")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     bin_dir.chmod(0o755)
-    values = {"%i": "41", "%T": state, "%r": "None", "%N": "vm", "%u": user,
-              "%V": "2026-11-22T04:43:21", "%k": comment}
+    values = {"i": "41", "T": state, "r": "None", "N": "vm", "u": user,
+              "V": "2026-11-22T04:43:21", "k": comment}
+    # %Nk as squeue prints it: cut at N characters and padded with spaces to N
     (bin_dir / "squeue").write_text(
-        f"#!{sys.executable}\nimport sys\nfmt = sys.argv[sys.argv.index('-o') + 1]\n"
+        f"#!{sys.executable}\nimport re, sys\nfmt = sys.argv[sys.argv.index('-o') + 1]\n"
         f"values = {values!r}\n"
-        "for key, value in values.items():\n    fmt = fmt.replace(key, value)\nprint(fmt)\n")
+        "def field(m):\n    v = values[m.group(2)]\n"
+        "    return v[:int(m.group(1))].ljust(int(m.group(1))) if m.group(1) else v\n"
+        "print(re.sub(r'%(\\d*)([A-Za-z])', field, fmt))\n")
     (bin_dir / "scancel").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/scancel.args\n")
     for tool in ("squeue", "scancel"):
         (bin_dir / tool).chmod(0o755)
@@ -166,6 +195,34 @@ def test_cancel_refuses_bad_arguments_and_unsafe_tool_directories(
     bin_dir.chmod(0o777)
     with pytest.raises(helper.Refused, match="owned by root and writable by nobody else"):
         helper.cancel("slurm", "41", tag, str(bin_dir))
+
+
+def test_the_file_checked_is_the_file_run_even_if_its_directory_is_swapped(
+        tmp_path: Path) -> None:
+    """A bin_dir reached through a link that is swapped between the check and the exec still
+    runs the checked file: it is executed through its descriptor."""
+    good, evil = tmp_path / "good", tmp_path / "evil"
+    for d, word in ((good, "checked"), (evil, "swapped")):
+        d.mkdir()
+        d.chmod(0o755)
+        (d / "scancel").write_text(f"#!/bin/sh\necho {word} \"$0\" \"$@\"\n")
+        (d / "scancel").chmod(0o755)
+    link = tmp_path / "bin"
+    link.symlink_to(good)
+    fd = helper.tool("scancel", str(link))
+    link.unlink()
+    link.symlink_to(evil)
+    out = helper.run("scancel", fd, ["41"])
+    assert out.stdout.split()[0] == "checked" and out.stdout.split()[-1] == "41"
+    # a command that is itself a link (/usr/local/bin/condor_rm -> /opt/htcondor/bin/...)
+    links = tmp_path / "links"
+    links.mkdir()
+    links.chmod(0o755)
+    (links / "scancel").symlink_to(good / "scancel")
+    assert helper.run("scancel", helper.tool("scancel", str(links)), []).stdout.startswith(
+        "checked")
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed after the run
 
 
 def test_the_helper_never_runs_as_root_and_prints_its_usage(

@@ -1,5 +1,6 @@
-"""The launcher (runs inside the job) against a fake hub: it reports only a port whose
-listening socket belongs to the server it started, never a port another process holds."""
+"""The launcher (runs inside the job) against a fake hub: it holds the job's port from the
+start, forwards it to the server's private Unix socket, reports, and lets the port go only
+after telling the hub that the server exited."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,20 +22,41 @@ import pytest
 from hpcspawner import launcher
 from tests.hubtools import wait_for
 
-# The "server": writes the port it was given, waits for go-<port>, binds it, serves forever.
+# The "server": an HTTP server on the Unix socket it is given (sys.argv[1]), once go exists;
+# it answers every GET with 200 (503 on the ready path until ready exists) and the request's
+# path and Authorization, logs each request in asked, exits on GET /exit.
 SERVER = r"""
-import socket, sys, time
+import json, os, socketserver, sys, time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-port, workdir = int(sys.argv[1]), Path(sys.argv[2])
-with (workdir / "ports").open("a") as f:
-    f.write(f"{port}\n")
-while not (workdir / f"go-{port}").exists():
+sock, workdir = sys.argv[1], Path(sys.argv[2])
+(workdir / "env.json").write_text(json.dumps(dict(os.environ)))
+(workdir / "socket").write_text(sock)
+while not (workdir / "go").exists():
     time.sleep(0.01)
-s = socket.socket()
-s.bind(("0.0.0.0", port))
-s.listen(5)
-while True:
-    time.sleep(1)
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        with (workdir / "asked").open("a") as f:
+            f.write(f"{self.path} {self.headers.get('Authorization')}\n")
+        if self.path == "/exit":
+            os._exit(0)
+        ok = "_stcore" not in self.path or (workdir / "ready").exists()
+        body = f"{self.path} {self.headers.get('Authorization')}".encode()
+        self.send_response(200 if ok else 503)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    def get_request(self):
+        conn, _ = super().get_request()
+        return conn, ("local", 0)
+
+Server(sock, Handler).serve_forever()
 """
 
 
@@ -42,6 +64,7 @@ class FakeHub:
     def __init__(self) -> None:
         self.reports: list[dict[str, Any]] = []
         self.tokens: list[str] = []
+        self.on_report: Callable[[dict[str, Any]], None] = lambda report: None
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,6 +72,7 @@ class FakeHub:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 hub.reports.append(json.loads(body))
                 hub.tokens.append(self.headers.get("Authorization", ""))
+                hub.on_report(hub.reports[-1])
                 self.send_response(200)
                 self.end_headers()
                 self.wfile.write(b"{}")
@@ -83,12 +107,11 @@ def start_launcher(tmp_path: Path, hub: FakeHub, command: list[str],
 
 
 def server_command(tmp_path: Path) -> list[str]:
-    return [sys.executable, "-c", SERVER, "{port}", str(tmp_path)]
+    return [sys.executable, "-c", SERVER, "{socket}", str(tmp_path)]
 
 
-def ports_seen(tmp_path: Path) -> list[int]:
-    path = tmp_path / "ports"
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
+def started(tmp_path: Path) -> bool:
+    return (tmp_path / "socket").exists()
 
 
 def finish(proc: subprocess.Popen[str]) -> str:
@@ -98,63 +121,106 @@ def finish(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-def test_reports_the_port_of_its_own_server_with_the_token(tmp_path: Path,
-                                                           hub: FakeHub) -> None:
+def get(port: int, path: str) -> tuple[int, str]:
+    """GET through the launcher's port, as the proxy does."""
+    import http.client
+
+    connection = http.client.HTTPConnection("localhost", port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Authorization": "token from-the-proxy"})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def binds(port: int) -> list[str]:
+    """Every way another process (bob) could listen on ``port`` that works now."""
+    worked = []
+    for address, family, v6only in [("::1", socket.AF_INET6, 0), ("::", socket.AF_INET6, 1),
+                                    ("127.0.0.1", socket.AF_INET, 0),
+                                    ("0.0.0.0", socket.AF_INET, 0)]:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+            try:
+                sock.bind((address, port))
+                sock.listen(1)
+            except OSError:
+                continue
+            worked.append(address)
+    return worked
+
+
+def test_reports_its_port_with_the_token_and_forwards_it_to_the_servers_socket(
+        tmp_path: Path, hub: FakeHub) -> None:
     proc = start_launcher(tmp_path, hub, server_command(tmp_path))
     try:
-        [port] = wait_for("the server's port", lambda: ports_seen(tmp_path), timeout=20)
-        (tmp_path / f"go-{port}").touch()
-        wait_for("the report", lambda: hub.reports, timeout=20)
-        assert hub.reports == [{"host": "node1", "port": port, "server_name": "",
-                                "submission": "", "ends": 0}]
+        wait_for("the server to start", lambda: started(tmp_path), timeout=20)
+        sock = Path((tmp_path / "socket").read_text())
+        assert sock.name == "server.sock"
+        assert (sock.parent.stat().st_mode & 0o777) == 0o700, "only the user may reach it"
+        (tmp_path / "go").touch()
+        [report] = wait_for("the report", lambda: hub.reports, timeout=20)
+        port = report["port"]
+        assert report == {"host": "node1", "port": port, "server_name": "",
+                          "submission": "", "ends": 0}
         assert hub.tokens == ["token s3cret"]
         assert not (tmp_path / "token").exists(), "the token file must be deleted once read"
+        # the hub's requests on the port reach the server, whole, on either address family
+        for host in ("127.0.0.1", "::1"):
+            status, body = get(port, f"/user/alice/api/status?from={host}")
+        assert (status, body) == (200, "/user/alice/api/status?from=::1 token from-the-proxy")
+        env = json.loads((tmp_path / "env.json").read_text())
+        assert env["JUPYTERHUB_SERVICE_URL"] == "http://127.0.0.1:8888/"  # jupyter's --sock
     finally:
         finish(proc)
 
 
-def test_a_port_another_process_listens_on_first_is_never_reported(tmp_path: Path,
-                                                                   hub: FakeHub) -> None:
-    """The squatter listens on the port before the server binds it (bob on a shared node):
-    the launcher must see that the listener is not its server's and move to another port."""
+def test_nobody_else_can_listen_on_the_port_from_before_the_server_starts(
+        tmp_path: Path, hub: FakeHub) -> None:
+    """The port is the launcher's before the server exists (nothing to squat while the
+    server starts), on IPv4 and IPv6 alike ([::1] and [::] v6-only beside it too)."""
     proc = start_launcher(tmp_path, hub, server_command(tmp_path))
-    squatter = socket.socket()
     try:
-        [first] = wait_for("the first port", lambda: ports_seen(tmp_path), timeout=20)
-        squatter.bind(("0.0.0.0", first))
-        squatter.listen(5)
-        (tmp_path / f"go-{first}").touch()  # the server tries to bind and cannot
-        ports = wait_for("a second attempt", lambda: ports_seen(tmp_path)[1:], timeout=20)
-        (tmp_path / f"go-{ports[0]}").touch()
+        wait_for("the server to start", lambda: started(tmp_path), timeout=20)
+        out = proc.stdout
+        assert out is not None
+        line = wait_for("the port", lambda: next(
+            (x for x in iter(out.readline, "") if "through port" in x), None), timeout=20)
+        port = int(line.rsplit(" ", 1)[1])
+        assert binds(port) == [], "the port must be held before the server listens"
+        (tmp_path / "go").touch()
         wait_for("the report", lambda: hub.reports, timeout=20)
-        assert [r["port"] for r in hub.reports] == [ports[0]]
-        assert ports[0] != first
+        assert hub.reports[0]["port"] == port
+        assert binds(port) == []
     finally:
-        squatter.close()
-        out = finish(proc)
-    assert f"another process listens on port {first}; not reporting it" in out
+        finish(proc)
 
 
-def test_gives_up_with_a_sentence_when_every_port_is_squatted(tmp_path: Path,
-                                                              hub: FakeHub) -> None:
-    proc = start_launcher(tmp_path, hub, server_command(tmp_path))
-    squatters: list[socket.socket] = []
+def test_when_the_server_exits_the_hub_hears_it_before_the_port_is_let_go(
+        tmp_path: Path, hub: FakeHub) -> None:
+    seen_at_ended: list[list[str]] = []
+    hub.on_report = lambda report: seen_at_ended.append(binds(report["port"])) \
+        if report.get("ended") else None
+    proc = start_launcher(tmp_path, hub, server_command(tmp_path),
+                          HPCSPAWNER_SUBMISSION="abc", JUPYTERHUB_SERVER_NAME="gpu")
     try:
-        for attempt in range(launcher.PORT_ATTEMPTS):
-            ports = wait_for(f"attempt {attempt + 1}",
-                             lambda n=attempt: ports_seen(tmp_path)[n:], timeout=20)
-            squatter = socket.socket()
-            squatter.bind(("0.0.0.0", ports[0]))
-            squatter.listen(5)
-            squatters.append(squatter)
-        code = proc.wait(timeout=30)
+        wait_for("the server to start", lambda: started(tmp_path), timeout=20)
+        (tmp_path / "go").touch()
+        [report] = wait_for("the report", lambda: hub.reports, timeout=20)
+        port = report["port"]
+        with pytest.raises(OSError):  # the server exits while answering (File > Shut Down)
+            get(port, "/exit")
+        assert proc.wait(timeout=30) == 0
+        assert hub.reports[1] == {"port": port, "server_name": "gpu", "submission": "abc",
+                                  "ended": True}
+        assert seen_at_ended == [[]], "the port must still be held when the hub is told"
+        assert "::1" in binds(port), "and let go after"
     finally:
-        for squatter in squatters:
-            squatter.close()
         out = finish(proc)
-    assert code == 3
-    assert "every port tried (3) was taken by another process" in out
-    assert hub.reports == []
+    assert "the hub took the route down" in out
 
 
 def test_no_token_file_is_one_sentence_and_exit_code_2(tmp_path: Path, hub: FakeHub) -> None:
@@ -165,7 +231,7 @@ def test_no_token_file_is_one_sentence_and_exit_code_2(tmp_path: Path, hub: Fake
     assert "cannot read the token file" in out
     assert "home directory is mounted" in out
     assert "Traceback" not in out
-    assert not ports_seen(tmp_path), "nothing may start without the token"
+    assert not started(tmp_path), "nothing may start without the token"
 
 
 def test_a_server_that_exits_before_listening_passes_its_exit_code(tmp_path: Path,
@@ -177,61 +243,29 @@ def test_a_server_that_exits_before_listening_passes_its_exit_code(tmp_path: Pat
     assert hub.reports == []
 
 
-def test_listeners_and_ownership_come_from_the_kernel_tables() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1)
-        port = sock.getsockname()[1]
-        inode = os.fstat(sock.fileno()).st_ino
-        assert launcher.listeners(port) == {inode: os.getuid()}
-        assert inode in launcher.socket_inodes({os.getpid()})
-    assert launcher.listeners(port) == {}
-    assert os.getpid() in launcher.process_tree(os.getppid())
-
-
-# An app's server: answers the ready path 503 until ready-<port> exists, then 200; logs the
-# Authorization header of each request and the environment the launcher gave it.
-APP_SERVER = r"""
-import json, os, sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
-port, workdir = int(sys.argv[1]), Path(sys.argv[2])
-(workdir / "env.json").write_text(json.dumps(dict(os.environ)))
-with (workdir / "ports").open("a") as f:
-    f.write(f"{port}\n")
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        with (workdir / "asked").open("a") as f:
-            f.write(f"{self.path} {self.headers.get('Authorization')}\n")
-        ok = (workdir / f"ready-{port}").exists()
-        self.send_response(200 if ok else 503)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-HTTPServer(("0.0.0.0", port), Handler).serve_forever()
-"""
+def test_the_server_is_told_its_socket_by_option_unless_its_command_names_it() -> None:
+    assert launcher.server_command(["/x/jupyterhub-singleuser", "--debug"], "/t/s") == [
+        "/x/jupyterhub-singleuser", "--debug", "--sock=/t/s"]
+    assert launcher.server_command(["sh", "-c", "serve {socket}"], "/t/s") == [
+        "sh", "-c", "serve /t/s"]
 
 
 def test_an_apps_server_is_reported_only_once_its_ready_path_answers(tmp_path: Path,
                                                                      hub: FakeHub) -> None:
     proxy = '{"streamlit": {"command": ["streamlit", "run", "x.py"]}}'
-    proc = start_launcher(tmp_path, hub, [sys.executable, "-c", APP_SERVER, "{port}",
-                                          str(tmp_path)],
+    proc = start_launcher(tmp_path, hub, server_command(tmp_path),
                           HPCSPAWNER_APP_READY="streamlit/_stcore/health",
                           JUPYTERHUB_SERVICE_PREFIX="/user/alice/",
                           HPCSPAWNER_APP="streamlit", HPCSPAWNER_SERVER_PROXY=proxy)
     asked = tmp_path / "asked"
     try:
-        [port] = wait_for("the server's port", lambda: ports_seen(tmp_path), timeout=20)
+        wait_for("the server to start", lambda: started(tmp_path), timeout=20)
+        (tmp_path / "go").touch()
         wait_for("the launcher to ask the app twice", lambda: asked.exists() and len(
             asked.read_text().splitlines()) >= 2, timeout=20)
         assert hub.reports == []  # listening is not enough: the app does not answer yet
-        (tmp_path / f"ready-{port}").touch()
+        (tmp_path / "ready").touch()
         wait_for("the report", lambda: hub.reports, timeout=20)
-        assert hub.reports[0]["port"] == port
         assert set(asked.read_text().splitlines()) == {
             "/user/alice/streamlit/_stcore/health token s3cret"}
         env = json.loads((tmp_path / "env.json").read_text())
@@ -250,12 +284,12 @@ def test_the_server_knows_when_its_time_limit_ends_and_the_log_warns_before(
               "os.environ.get('HPCSPAWNER_END_TIME', ''))\n"
               "pathlib.Path(sys.argv[2], 'shell').write_text(os.environ.get('SHELL', ''))\n")
     before = time.time()
-    proc = start_launcher(tmp_path, hub, [sys.executable, "-c", record + SERVER, "{port}",
+    proc = start_launcher(tmp_path, hub, [sys.executable, "-c", record + SERVER, "{socket}",
                                           str(tmp_path)],
                           HPCSPAWNER_RUNTIME="120", HPCSPAWNER_WALLTIME_WARNING="600")
     try:
-        [port] = wait_for("the server's port", lambda: ports_seen(tmp_path), timeout=20)
-        (tmp_path / f"go-{port}").touch()
+        wait_for("the server to start", lambda: started(tmp_path), timeout=20)
+        (tmp_path / "go").touch()
         [report] = wait_for("the report", lambda: hub.reports, timeout=20)
         ends = int((tmp_path / "end").read_text())
         assert int(before) + 120 <= ends <= int(time.time()) + 120
@@ -284,11 +318,11 @@ def test_without_a_runtime_there_is_no_end_time_and_no_warning() -> None:
 # gone at once. With "ignore-term", `sleep` ignores SIGTERM (as an interactive bash does).
 ORPHANING_SERVER = r"""
 import socket, subprocess, sys, time
-port, workdir, ignore = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "ignore-term"
+path, workdir, ignore = sys.argv[1], sys.argv[2], sys.argv[3] == "ignore-term"
 trap = 'trap "" TERM; ' if ignore else ''
 subprocess.run(["sh", "-c", trap + f"sleep 1000 & echo $! > {workdir}/orphan"], check=True)
-s = socket.socket()
-s.bind(("0.0.0.0", port))
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
 s.listen(5)
 while True:
     time.sleep(1)
@@ -312,7 +346,7 @@ def test_what_the_server_leaves_running_ends_with_it(tmp_path: Path, hub: FakeHu
     processes it left behind, even one whose parent exited (adopted by the launcher, not by
     init, so still in the job's process tree) and one that ignores SIGTERM (SIGKILL after
     HPCSPAWNER_STOP_GRACE)."""
-    proc = start_launcher(tmp_path, hub, [sys.executable, "-c", ORPHANING_SERVER, "{port}",
+    proc = start_launcher(tmp_path, hub, [sys.executable, "-c", ORPHANING_SERVER, "{socket}",
                                           str(tmp_path), orphan_mode],
                           HPCSPAWNER_STOP_GRACE="0.5")
     orphan = 0
@@ -363,3 +397,22 @@ def test_orphans_that_exit_are_collected_but_the_servers_status_is_kept(
     assert result["before"] == ["Z", "Z"]  # both exited, neither collected yet
     assert result["after"] == ["gone", "Z"]  # the orphan collected, the server left alone
     assert result["server_code"] == 3
+
+
+def test_a_desktop_does_not_start_where_another_user_owns_the_x_socket_directory(
+        tmp_path: Path) -> None:
+    x11 = tmp_path / ".X11-unix"
+    assert launcher.x11_dir_problem(str(x11)) == ""  # none: the X server makes it
+    x11.mkdir()
+    x11.chmod(0o1777)
+    os.chown(x11, 0, 0)
+    assert launcher.x11_dir_problem(str(x11)) == ""
+    os.chown(x11, 65534, 65534)  # nobody's (bob's, in the attack)
+    why = launcher.x11_dir_problem(str(x11))
+    assert "is not a directory owned by root with mode 1777" in why and "uid 65534" in why
+    os.chown(x11, 0, 0)
+    x11.chmod(0o777)
+    assert "mode 777" in launcher.x11_dir_problem(str(x11))
+    x11.rmdir()
+    x11.symlink_to(tmp_path)
+    assert "not a directory" in launcher.x11_dir_problem(str(x11))

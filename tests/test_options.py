@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from hpcspawner.compat import SpawnException
-from hpcspawner.options import choose, choose_profile, form_fields
+from hpcspawner.options import check_totals, choose, choose_profile, form_fields
 from hpcspawner.profiles import Caps, ProfileError, parse_profiles
 
 PROFILES = parse_profiles("""\
@@ -177,3 +177,22 @@ def test_a_gpu_model_is_chosen_among_the_profiles_or_any() -> None:
 def test_a_gpu_model_choice_must_make_sense(yaml_text: str, words: str) -> None:
     with pytest.raises(ProfileError, match=words):
         parse_profiles(f"profiles:\n  - name: a\n    {yaml_text}\n")
+
+
+def test_totals_bound_all_of_a_users_servers_together() -> None:
+    """Each server inside the cap, but N named servers would hold N times it: the total caps
+    refuse the one that goes over, saying what the others hold."""
+    profiles = parse_profiles(
+        "caps:\n  default: {cores: 8, total_cores: 4, total_memory: 32GiB}\n"
+        "profiles:\n  - {name: m, resources: {cores: 2, memory: 12GiB, runtime: 1h}}\n")
+    caps = profiles.caps.for_user("alice", [])
+    m = profiles.by_name["m"]
+    check_totals(m, [], caps)
+    check_totals(m, [m.resources], caps)  # 4 cores, 24 GiB: inside
+    with pytest.raises(SpawnException) as info:
+        check_totals(m, [m.resources, m.resources], caps)
+    assert "All your servers together may use at most 4 cores; your 2 other server(s) use " \
+           "4 and 'm' asks for 2. Stop another server, or choose less." in str(info.value)
+    no_totals = parse_profiles(
+        "profiles:\n  - {name: m, resources: {cores: 2, memory: 12GiB, runtime: 1h}}\n")
+    check_totals(m, [m.resources] * 10, no_totals.caps.for_user("alice", []))

@@ -208,7 +208,10 @@ def test_orphans_are_cancelled_after_grace_but_not_jobs_being_submitted() -> Non
         backend.jobs["1"] = running("1")  # ours, owned
         backend.jobs["2"] = running("2")  # ours, owned by nobody
         backend.jobs["3"] = running("3", "bob")  # ours, submission in flight
-        backend.jobs["4"] = JobInfo(job_id="4", state=JobState.RUNNING, tag="someone-else")
+        # another hub's job: the scheduler lists it (the fake's filter keeps every hpcspawner
+        # tag), the poller must leave it alone
+        backend.jobs["4"] = JobInfo(job_id="4", state=JobState.RUNNING, user="alice",
+                                    tag="hpcspawner:otherhub:alice:")
         poller.watch("1")
         done = poller.submitting(backend.jobs["3"].tag)
         await poller.refresh()
@@ -224,7 +227,7 @@ def test_orphans_are_cancelled_after_grace_but_not_jobs_being_submitted() -> Non
         await poller.refresh()
         await poller.sweep()
         assert backend.cancelled == ["2"]
-        assert "4" in backend.jobs
+        assert "4" not in poller.results  # not this hub's: not even remembered
 
     asyncio.run(scenario())
 
@@ -298,6 +301,35 @@ def test_a_tagged_job_of_someone_the_hub_does_not_know_is_left_alone_and_logged_
                     "leaving it alone"]
 
 
+def test_foreign_records_are_forgotten_once_the_scheduler_stops_listing_them(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A flood of strangers' tagged jobs (bob's, with alice's tag or his own) is logged once
+    each, and remembered only while listed: the hub's memory does not grow with every flood;
+    a name with a line break is logged on one line."""
+    async def scenario() -> Poller:
+        backend = FakeBackend()
+        poller = Poller(backend, PREFIX, orphan_grace=0, logger=logging.getLogger("t"),
+                        is_hub_user=lambda name: name == "alice")
+        for i in range(100):
+            backend.jobs[f"{i}"] = running(f"{i}", "mallory\n[W hub] forged")
+            backend.jobs[f"d{i}"] = JobInfo(job_id=f"d{i}", state=JobState.PENDING,
+                                            user="bob", tag=PREFIX + "alice:")
+        for _ in range(2):
+            await poller.refresh()
+            await poller.sweep()
+        assert len(poller._strangers) == 100 and len(poller._disowned) == 100
+        backend.jobs.clear()
+        await poller.refresh()
+        assert poller._strangers == set() and poller._disowned == set()
+        return poller
+
+    with caplog.at_level(logging.INFO, logger="t"):
+        asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("is not a user of this hub" in m for m in lines) == 100
+    assert all("\n" not in m for m in lines)
+
+
 def test_cancels_are_capped_in_attempts_and_run_a_few_at_a_time(
         caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
@@ -323,3 +355,35 @@ def test_cancels_are_capped_in_attempts_and_run_a_few_at_a_time(
         asyncio.run(scenario())
     assert any("giving up cancelling job 9 of alice after 3 attempts" in r.getMessage()
                for r in caplog.records)
+
+
+def test_where_a_job_runs_is_asked_only_for_starting_jobs_and_only_of_route_hosts() -> None:
+    """The route's host comes from Backend.route_hosts (HTCondor: the slot ads), asked once a
+    cycle for the running jobs that wait for their report, not from the query's record."""
+    class Routed(FakeBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked: list[list[str]] = []
+
+        async def route_hosts(self, infos: Collection[JobInfo]) -> dict[str, str]:
+            self.asked.append(sorted(i.job_id for i in infos))
+            return {i.job_id: f"slot-of-{i.job_id}" for i in infos}
+
+    async def scenario() -> None:
+        backend = Routed()
+        poller = Poller(backend, PREFIX)
+        for job_id in ("1", "2", "3"):
+            backend.jobs[job_id] = running(job_id)  # the record says host "vm"
+        backend.jobs["3"] = JobInfo(job_id="3", state=JobState.PENDING, user="alice",
+                                    tag=f"{PREFIX}alice:3")
+        poller.watch("1", starting=True)
+        poller.watch("2")  # running and routed long ago
+        poller.watch("3", starting=True)  # not running yet
+        await poller.refresh()
+        assert backend.asked == [["1"]]
+        assert poller.latest("1").host == "slot-of-1"  # type: ignore[union-attr]
+        poller.started("1")
+        await poller.refresh()
+        assert backend.asked == [["1"]]  # nothing waits for a route: not asked
+
+    asyncio.run(scenario())

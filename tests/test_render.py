@@ -28,8 +28,22 @@ HOSTILE = [
     "; touch {canary} #",
     "${IFS}touch${IFS}{canary}",
     "$(ProcId)",  # condor_submit's own macro: not data any more (found by test_fuzz)
+    "$$(ClusterId)",  # a match-time macro around the hub's own $(ClusterId)
+    "$ENV(HOME)",
+    "$$(Machine)",
 ]
 
+
+
+def check_golden(golden: Path, text: str) -> None:
+    """``text`` is the golden file's, byte for byte. HPCSPAWNER_UPDATE_GOLDEN=1 rewrites a
+    file that differs and fails the test (so an update is never a pass: run again without
+    it, and review the diff)."""
+    if os.environ.get("HPCSPAWNER_UPDATE_GOLDEN") and golden.read_text() != text:
+        golden.write_text(text)
+        pytest.fail(f"{golden.name} rewritten; review `git diff` and run again without "
+                    "HPCSPAWNER_UPDATE_GOLDEN")
+    assert text == golden.read_text()
 
 def render_cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     code = cli_main(["render", "--profiles", str(REPO / "profiles.yaml"), "--python", PYTHON,
@@ -45,9 +59,7 @@ def test_golden_slurm_scripts(profile: str, capsys: pytest.CaptureFixture[str]) 
     extra = ["--script", "dashboards/app.py"] if profile == "my-dashboard" else []
     script = render_cli(capsys, "--profile", profile, "--user", "alice", *extra)
     golden = GOLDEN / f"slurm-{profile}.sbatch"
-    if os.environ.get("HPCSPAWNER_UPDATE_GOLDEN"):
-        golden.write_text(script)
-    assert script == golden.read_text()
+    check_golden(golden, script)
 
 
 def test_golden_scripts_carry_the_class_resources(capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,9 +153,7 @@ def test_golden_htcondor_submit_descriptions(profile: str, fast: bool,
     out = capsys.readouterr()
     assert code == 0, out.err
     golden = GOLDEN / f"htcondor-{profile}{'-fast' if fast else ''}.sub"
-    if os.environ.get("HPCSPAWNER_UPDATE_GOLDEN"):
-        golden.write_text(out.out)
-    assert out.out == golden.read_text()
+    check_golden(golden, out.out)
     lines = out.out.splitlines()
     assert ("requirements = (TARGET.IsJupyterSlot =?= True)" in lines) is fast
     assert ("+HPCSpawnerFastPath = True" in lines) is fast
@@ -154,7 +164,8 @@ def test_golden_htcondor_submit_descriptions(profile: str, fast: bool,
 @pytest.mark.parametrize("template", HOSTILE)
 def test_hostile_values_in_a_submit_description_reach_the_job_unchanged_or_are_refused(
         template: str, tmp_path: Path) -> None:
-    """A value with a line break or a $(macro) is refused (condor_submit would act on it);
+    """A value with a line break or a macro is refused (condor_submit would expand $(X),
+    $ENV(X), $$(X), and $ before our $(ClusterId));
     any other value, read back with HTCondor's own argument/environment syntax (the
     stand-in's arglist, written from the manual), is exactly the value."""
     from hpcspawner.backends.htcondor import condor_args, condor_env
@@ -165,6 +176,7 @@ def test_hostile_values_in_a_submit_description_reach_the_job_unchanged_or_are_r
 
     value = template.replace("{canary}", str(tmp_path / "canary"))
     must_refuse = "\n" in value or re.search(r"\$[A-Za-z_]*\(|\$\$", value)
+    assert must_refuse or "$(" not in value
     if must_refuse:
         with pytest.raises(RenderError, match="line break or"):
             condor_args(["/bin/echo", value])
@@ -257,3 +269,17 @@ def test_the_login_environment_is_the_admins_choice() -> None:
                for login in (False, True)}
     assert "#SBATCH --export=ALL" in scripts[False]
     assert "#SBATCH --export=NONE" in scripts[True]
+
+
+@pytest.mark.parametrize("value", ["$$(ClusterId)", "x$$(ClusterId).log", "$ENV(HOME)",
+                                   "$$(Machine)", "$RANDOM_INTEGER(1,9)"])
+def test_no_macro_passes_the_submit_value_filter_around_the_hubs_own(value: str) -> None:
+    """Only "$(ClusterId)" (log paths) may stand in a submit line: not "$$(ClusterId)", which
+    condor_submit would leave as a match-time macro, nor $ENV(...)."""
+    from hpcspawner.backends.htcondor import classad_string, submit_value
+
+    with pytest.raises(RenderError, match="macro"):
+        submit_value(value)
+    with pytest.raises(RenderError, match="macro"):
+        classad_string(value)
+    assert submit_value("/home/a/.hpcspawner/logs/x-$(ClusterId).log").endswith("$(ClusterId).log")

@@ -39,3 +39,11 @@ def test_anything_else_is_a_400(body: Any, why: str) -> None:
         parse_report(body)
     assert info.value.status_code == 400
     assert why in str(info.value.log_message)
+
+
+def test_the_servers_own_activity_times_are_read_in_utc() -> None:
+    from hpcspawner.activity import epoch
+
+    assert epoch("1970-01-01T00:01:00Z") == 60.0
+    assert epoch("1970-01-01T00:01:00.500000") == 60.5  # no zone: UTC, as JupyterHub sends
+    assert epoch("1970-01-01T01:01:00+01:00") == 60.0

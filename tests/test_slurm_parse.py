@@ -19,6 +19,7 @@ from hpcspawner.backends.slurm import (
 )
 from hpcspawner.commands import Result
 from hpcspawner.profiles import parse_profiles
+from hpcspawner.wire import MAX_TAG
 
 FRAME = ("f00dfeed0badcafe", "0123456789abcdef")
 
@@ -41,9 +42,20 @@ def framed(text: str, frame: tuple[str, str] = FRAME) -> str:
 
 def test_every_record_is_framed_by_the_querys_own_words() -> None:
     assert squeue_format(FRAME) == f"{FRAME[0]}|{SQUEUE_FIELDS}|{FRAME[1]}"
-    assert SQUEUE_FIELDS.endswith("|%k")  # the comment (user-written) is the last field
+    assert SQUEUE_FIELDS.endswith(f"|%{MAX_TAG}k")  # the comment (user-written) comes last
     # unframed lines (what the old parser read) are not records
     assert parse_squeue(SQUEUE, "hpcspawner:hub:", FRAME) == {}
+
+
+def test_comments_are_cut_and_padded_by_squeue_and_a_cut_one_is_never_a_tag() -> None:
+    """squeue prints %512k cut to 512 characters and padded with spaces: the padding goes,
+    and a comment that long (perhaps cut) is nobody's tag."""
+    tag = "hpcspawner:hub:alice:"
+    long = ("hpcspawner:hub:bob:" + "x" * 2000)[:MAX_TAG]
+    out = framed(f"101|RUNNING|None|vm|alice|2026-11-22T04:43:21|{tag.ljust(MAX_TAG)}\n"
+                 f"102|PENDING|None||bob|2026-11-22T04:43:21|{long}")
+    jobs = parse_squeue(out, "hpcspawner:hub:", FRAME)
+    assert list(jobs) == ["101"] and jobs["101"].tag == tag
 
 
 def test_a_comment_with_a_newline_cannot_forge_a_record() -> None:

@@ -217,6 +217,13 @@ class Backend(LoggingConfigurable):
         """Ask accounting/history why jobs that left the queue ended (best effort)."""
         return {}
 
+    async def route_hosts(self, infos: Collection[JobInfo]) -> dict[str, str]:
+        """The host each running job's server is reached on, from a record that the job's
+        owner cannot write (the hub routes there); '' or absent when the scheduler names none.
+        Asked once per poll, only for jobs waiting for their launcher's report. Default: the
+        host of the query's own record (SLURM's node list, which only slurmctld writes)."""
+        return {info.job_id: info.host for info in infos}
+
     # words of a scheduler that did not answer (a refusal names what is wrong instead)
     UNREACHABLE = ("no answer within", "Unable to contact", "Socket timed out",
                    "temporarily unable", "Resource temporarily unavailable",

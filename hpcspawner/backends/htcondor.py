@@ -13,6 +13,7 @@ names a schedd or pool (the fast path), so a job found by its tag can always be 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import posixpath
@@ -25,40 +26,59 @@ from traitlets import Unicode
 from ..commands import CommandError
 from ..profiles import Profile
 from ..render import RenderError, envname
+from ..text import one_line, shown
 from .base import Availability, Backend, BackendError, JobInfo, JobState, SubmitRequest
 
 log = logging.getLogger("hpcspawner.htcondor")
 Location = tuple[str | None, str | None]  # (schedd, pool); None = the local one
 
 TERSE_RE = re.compile(r"^(\d+)\.\d+ - \d+\.\d+$")
+# RemoteHost is not asked: the job's owner may condor_qedit it (route_hosts says where a job
+# runs, from the slot ads of the startds).
 QUERY_ATTRIBUTES = [
-    "ClusterId", "ProcId", "Owner", "JobStatus", "RemoteHost", "HoldReason", "HoldReasonCode",
+    "ClusterId", "ProcId", "Owner", "JobStatus", "HoldReason", "HoldReasonCode",
     "EnteredCurrentStatus", "LastRejMatchReason", "HPCSpawnerTag", "HPCSpawnerFastPath",
 ]
+# Attributes a job's owner writes are bounded in the schedd, before they reach the hub: a
+# flood of jobs with huge tags or hold reasons costs the hub nothing (MAX_TAG: jobspec).
+MAX_TEXT = 1024
+QUERY_CONSTRAINT = (
+    f"HPCSpawner =?= true && size(HPCSpawnerTag) <= {MAX_TEXT}"
+    f" && (HoldReason =?= undefined || size(HoldReason) <= {MAX_TEXT})"
+    f" && (LastRejMatchReason =?= undefined || size(LastRejMatchReason) <= {MAX_TEXT})"
+)
+SLOT_ATTRIBUTES = ["Name", "Machine", "JobId", "RemoteUser"]
 HISTORY_ATTRIBUTES = ["ClusterId", "JobStatus", "RemoveReason", "ExitCode", "HoldReason",
                       "EnteredCurrentStatus"]
 
 
 # -- quoting for the submit description (filters of htcondor.sub.j2) ---------------------------
-_MACRO_RE = re.compile(r"\$[A-Za-z_]*\(|\$\$")
+LOG_MACRO = "$(ClusterId)"  # the one macro a value may hold: ours, in log paths (log_name)
+# what condor_submit would expand: $(X), $ENV(X), $RANDOM_CHOICE(...), $$(X), and a $ right
+# before our $(ClusterId) (which would make $$(ClusterId)); a $ before anything else ($HOME,
+# "$@" of a site's sh -c command) is left alone by condor_submit and reaches the job as is
+_MACRO_RE = re.compile(r"\$(?:[A-Za-z_]*\(|\$|\0)")
 
 
 def classad_string(value: Any) -> str:
-    """A ClassAd string literal: double quotes, backslash and quote escaped, one line."""
+    """A ClassAd string literal: double quotes, backslash and quote escaped, one line, no
+    macro (condor_submit expands ``$(X)``, ``$ENV(X)``, ``$$(X)`` in +Attr values too)."""
     text = str(value)
     if any(c in text for c in "\n\r\0") or _MACRO_RE.search(text):
-        raise RenderError(f"{text!r} cannot go in a ClassAd (line break or $(...) macro)")
+        raise RenderError(f"{text!r} cannot go in a ClassAd (line break or $(...) macro, "
+                          "which condor_submit would expand)")
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def submit_value(value: Any) -> str:
     """A value for an HTCondor submit-description line: one line, no macro (``$(X)``,
-    ``$ENV(X)``, ``$$(X)``) that condor_submit would expand."""
+    ``$ENV(X)``, ``$$(X)``) that condor_submit would expand but our ``$(ClusterId)`` (and no
+    ``$`` right before it, which would make ``$$(ClusterId)``)."""
     text = str(value)
-    plain = text.replace("$(ClusterId)", "")  # ours, in log paths (log_name)
+    plain = text.replace(LOG_MACRO, "\0")
     if any(c in text for c in "\n\r\0") or _MACRO_RE.search(plain):
         raise RenderError(f"{text!r} cannot go in a submit description (line break or "
-                          "$(...) macro)")
+                          "$(...) macro, which condor_submit would expand)")
     return text
 
 
@@ -105,45 +125,89 @@ def location_args(schedd: str | None, pool: str | None) -> list[str]:
 
 
 def parse_json_ads(text: str) -> list[dict[str, object]]:
-    """`condor_q -json` / `condor_history -json`: a JSON list, or nothing at all when empty."""
+    """``condor_q -json`` / ``condor_history -json`` / ``condor_status -json``: a JSON list
+    (nothing at all when empty), printed one ad at a time between a ``{`` and a ``}`` alone on
+    their lines (JSON strings hold no raw line break). Each ad is read on its own: one that
+    cannot be read (nested thousands deep, cut short) is logged and skipped, never a reason to
+    lose the others."""
     text = text.strip()
     if not text:
         return []
-    ads = json.loads(text)
-    if not isinstance(ads, list):
-        raise ValueError("condor_q -json did not print a list")
-    return [ad for ad in ads if isinstance(ad, dict)]
+    if not (text.startswith("[") and text.endswith("]")):
+        raise ValueError("the -json output is not a list")
+    ads: list[dict[str, object]] = []
+    record: list[str] = []
+    lines = text[1:-1].split("\n")
+    if "{" not in lines:  # not laid out one ad per block: read it whole
+        try:
+            whole = json.loads(text)
+        except RecursionError:
+            raise ValueError("the -json output is nested too deeply") from None
+        return [ad for ad in whole if isinstance(ad, dict)]
+    for line in lines:
+        if line == "{":
+            record = [line]
+        elif record:
+            record.append(line)
+            if line == "}":
+                _add_ad(ads, "\n".join(record))
+                record = []
+    return ads
+
+
+def _add_ad(ads: list[dict[str, object]], text: str) -> None:
+    try:
+        ad = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        log.warning("ignoring an unreadable ad (%d bytes): %s", len(text), shown(exc, 100))
+        return
+    if isinstance(ad, dict):
+        ads.append(ad)
+
+
+def slot_hosts(ads: list[dict[str, object]], infos: Collection[JobInfo]) -> dict[str, str]:
+    """The host of each job from the startds' slot ads (``Machine`` of the one slot whose
+    ``JobId`` is the job's and whose ``RemoteUser`` is the job's owner): none where no slot or
+    several claim it."""
+    found: dict[str, set[str]] = {}
+    for ad in ads:
+        user = str(ad.get("RemoteUser", "")).partition("@")[0]
+        found.setdefault(f"{ad.get('JobId')}|{user}", set()).add(str(ad.get("Machine", "")))
+    out = {}
+    for info in infos:
+        machines = found.get(f"{split_job_id(info.job_id)[0]}.0|{info.user}", set())
+        if len(machines) == 1:
+            out[info.job_id] = machines.pop()
+    return out
 
 
 def ad_to_info(ad: dict[str, object], schedd: str | None = None,
                pool: str | None = None) -> JobInfo:
     status = int(str(ad.get("JobStatus", 0)))
     cluster = ad.get("ClusterId", "")
-    host = str(ad.get("RemoteHost", "")).rpartition("@")[2]
     since = ad.get("EnteredCurrentStatus")
     reason = ""
     state = JobState.GONE
     if status == 1:
         state = JobState.PENDING
-        reason = str(ad.get("LastRejMatchReason", ""))
+        reason = one_line(ad.get("LastRejMatchReason", ""))
     elif status == 2:
         state = JobState.RUNNING
     elif status == 5:
         state = JobState.HELD
-        reason = str(ad.get("HoldReason", "held"))
+        reason = one_line(ad.get("HoldReason", "held"))
     elif status == 6:
         state = JobState.COMPLETING
     elif status == 7:
         state, reason = JobState.PENDING, "suspended"
     elif status == 3:
-        reason = str(ad.get("RemoveReason", "")) or "the job was removed"
+        reason = one_line(ad.get("RemoveReason", "")) or "the job was removed"
         reason = f"the job was removed ({reason})" if "removed" not in reason else reason
     elif status == 4:
         code = ad.get("ExitCode")
         reason = "the job ended" + (f" with exit code {code}" if code not in (None, 0) else "")
     return JobInfo(
-        job_id=job_id(str(cluster), schedd, pool), state=state,
-        host=host if state is JobState.RUNNING else "", reason=reason,
+        job_id=job_id(str(cluster), schedd, pool), state=state, reason=reason,
         user=str(ad.get("Owner", "")), tag=str(ad.get("HPCSpawnerTag", "")),
         since=float(str(since)) if since is not None else None, raw_state=str(status),
     )
@@ -158,8 +222,8 @@ def ads_to_infos(ads: list[dict[str, object]], schedd: str | None = None,
         try:
             infos.append(ad_to_info(ad, schedd, pool))
         except (TypeError, ValueError) as exc:
-            log.warning("ignoring an unreadable job ad (cluster %r): %s",
-                        str(ad.get("ClusterId", "?"))[:40], exc)
+            log.warning("ignoring an unreadable job ad (cluster %s): %s",
+                        shown(ad.get("ClusterId", "?"), 40), shown(exc))
     return infos
 
 
@@ -260,7 +324,7 @@ class HTCondorBackend(Backend):
                     jobs[value] = JobInfo(job_id=value, state=JobState.UNKNOWN,
                                           reason=f"schedd {schedd or 'local'} is not answering")
                 continue
-            for info in ads_to_infos(ads, schedd, pool):
+            for info in await asyncio.to_thread(ads_to_infos, ads, schedd, pool):
                 if info.tag.startswith(tag_prefix):
                     jobs[info.job_id] = info
         if failures and len(failures) == len(locations):
@@ -272,11 +336,11 @@ class HTCondorBackend(Backend):
     async def _ads(self, schedd: str | None, pool: str | None) -> list[dict[str, object]]:
         result = await self.as_hub([
             self.condor_q, *location_args(schedd, pool), "-all",
-            "-constraint", "HPCSpawner =?= true", "-json",
+            "-constraint", QUERY_CONSTRAINT, "-json",
             "-attributes", ",".join(QUERY_ATTRIBUTES),
         ])
-        try:
-            return parse_json_ads(result.stdout)
+        try:  # off the event loop: a long answer must not stall the hub's other requests
+            return await asyncio.to_thread(parse_json_ads, result.stdout)
         except ValueError as exc:
             raise CommandError(result.argv, result.returncode,
                                f"unreadable output: {exc}") from None
@@ -304,6 +368,23 @@ class HTCondorBackend(Backend):
                 continue
             for info in ads_to_infos(ads, schedd, pool):
                 out.setdefault(info.job_id, info)
+        return out
+
+    async def route_hosts(self, infos: Collection[JobInfo]) -> dict[str, str]:
+        """Where running jobs are, from the slot ads their startds advertise (one
+        condor_status per pool for the jobs that wait for their report). The job ad's
+        RemoteHost is not believed: its owner may condor_qedit it (docs/security.md)."""
+        by_pool: dict[str | None, list[JobInfo]] = {}
+        for info in infos:
+            by_pool.setdefault(split_job_id(info.job_id)[2], []).append(info)
+        out: dict[str, str] = {}
+        for pool, group in by_pool.items():
+            ids = sorted({split_job_id(info.job_id)[0] for info in group})
+            constraint = " || ".join(f'JobId == "{cluster}.0"' for cluster in ids)
+            result = await self.as_hub([
+                self.condor_status, *location_args(None, pool), "-constraint", constraint,
+                "-json", "-attributes", ",".join(SLOT_ATTRIBUTES)])
+            out.update(slot_hosts(parse_json_ads(result.stdout), group))
         return out
 
     def tools_dir(self) -> str:

@@ -8,6 +8,7 @@ So every query frames each record between two random words that only this query 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import posixpath
@@ -24,12 +25,16 @@ from ..commands import CommandError
 from ..profiles import Profile
 from ..render import RenderError
 from ..units import mebibytes, slurm_gpus, slurm_time
+from ..wire import MAX_TAG
 from .base import Availability, Backend, BackendError, JobInfo, JobState, SubmitRequest
 
 log = logging.getLogger("hpcspawner.slurm")
 
 # squeue fields, '|' separated; the comment (our tag) comes last, before the closing frame.
-SQUEUE_FIELDS = "%i|%T|%r|%N|%u|%V|%k"
+# The comment is the one field a job's owner writes: squeue cuts it (and pads it with spaces)
+# at MAX_TAG characters, so a flood of jobs with huge comments stays small; a comment that
+# long may have been cut and is never a tag.
+SQUEUE_FIELDS = f"%i|%T|%r|%N|%u|%V|%{MAX_TAG}k"
 JOB_ID_RE = re.compile(r"^(\d+)(?:;\S+)?\s*$")
 NUMERIC_ID_RE = re.compile(r"^\d+$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:@+%=/-]+$")
@@ -84,6 +89,7 @@ def parse_squeue(text: str, tag_prefix: str, frame: tuple[str, str]) -> dict[str
         if len(parts) != 7:
             continue
         job_id, raw, reason, nodes, user, submitted, comment = parts
+        comment = comment.rstrip(" ")
         if not NUMERIC_ID_RE.match(job_id):
             continue
         if job_id in seen:
@@ -92,7 +98,7 @@ def parse_squeue(text: str, tag_prefix: str, frame: tuple[str, str]) -> dict[str
                                    reason="the scheduler's answer about this job was ambiguous")
             continue
         seen.add(job_id)
-        if not comment.startswith(tag_prefix):
+        if not comment.startswith(tag_prefix) or len(comment) >= MAX_TAG:
             continue
         state = slurm_state(raw)
         if state is JobState.GONE:
@@ -265,7 +271,8 @@ class SlurmBackend(Backend):
             if "Invalid job id" in result.stderr:  # asked by id for jobs it forgot: none
                 return {}
             raise CommandError(result.argv, result.returncode, result.stderr or result.stdout)
-        return parse_squeue(result.stdout, tag_prefix, frame)
+        # off the event loop: a long answer must not stall the hub's other requests
+        return await asyncio.to_thread(parse_squeue, result.stdout, tag_prefix, frame)
 
     def tools_dir(self) -> str:
         return posixpath.dirname(self.scancel) if posixpath.isabs(self.scancel) else ""

@@ -5,17 +5,22 @@ sudoers file."""
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
+from tests.conftest import EXAMPLE_PROFILES
 from tests.e2e.test_htcondor_e2e import server_token
-from tests.hubtools import Hub, listener_user, run, squeue, wait_for
+from tests.hubtools import Hub, new_hub_dir, run, squeue, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
@@ -110,74 +115,121 @@ def test_the_token_is_in_no_argv_while_the_server_starts(make_hub: Callable[...,
     assert token not in run(["scontrol", "show", "job", "-dd", job["id"]]).stdout
 
 
-SQUATTER = r"""
-import re, socket, sys, time
-from pathlib import Path
-victim, marker, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-held, deadline = {}, time.monotonic() + 120
-while time.monotonic() < deadline:
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if proc.stat().st_uid != int(victim):
-                continue
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [w.decode(errors="replace") for w in argv]
-        marked = [i for i, w in enumerate(words) if marker in w]
-        if marked and words[marked[0] + 1:marked[0] + 2] and words[marked[0] + 1].isdigit():
-            port = int(words[marked[0] + 1])
-            if port not in held:
-                s = socket.socket()
-                try:
-                    s.bind(("0.0.0.0", port))
-                    s.listen(5)
-                except OSError:
-                    continue
-                held[port] = s
-                out.write_text(" ".join(map(str, held)))
-    time.sleep(0.01)
+LISTENER = Path(__file__).with_name("bob_listener.py")
+
+
+def bob_events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_bob_listening_beside_alices_server_or_after_it_exits_never_gets_her_cookie(
+        make_hub: Callable[..., Hub], tmp_path: Path) -> None:
+    """bob, on alice's node, tries all the time to listen on the port the hub routes her
+    traffic to: on [::1], on [::] v6-only, on 127.0.0.1 and 0.0.0.0 beside her listener, and
+    the moment her server exits (File > Shut Down). He records every request he gets. None may
+    carry her cookie; while her server runs he may not even bind the port."""
+    hub = make_hub().start()
+    alice = hub.login("alice")
+    assert hub.spawn("alice", {"profile": "small"}).status_code in (201, 202)
+    hub.wait_ready("alice")
+    port = hub.server_port("alice")
+    page = f"{hub.url}/user/alice/lab"  # a page: her browser's cookie is enough there
+    r = alice.get(page, timeout=10)
+    assert r.status_code == 200 and "JupyterLab" in r.text, r.text[:300]
+    assert any(c.name.startswith("jupyterhub-user-alice") for c in alice.cookies)
+    record = Path("/tmp") / f"bob-listener-{hub.hub_id}.jsonl"
+    record.write_text("")
+    record.chmod(0o666)
+    bob = subprocess.Popen(["sudo", "-u", "bob", sys.executable, str(LISTENER), str(port),
+                            str(record), "60"])
+    try:
+        wait_for("bob's listener", lambda: bob_events(record), timeout=20)
+        for _ in range(30):  # while her server runs: every request is hers, answered by it
+            r = alice.get(page, timeout=10)
+            assert r.status_code == 200 and "JupyterLab" in r.text, r.text[:300]
+            time.sleep(0.05)
+        bound = [e for e in bob_events(record) if e["event"] == "bound"]
+        assert bound == [], f"bob listened on alice's port {port} beside her server: {bound}"
+        # her server exits by itself; she goes on using her open tab
+        shutdown = requests.post(f"{hub.url}/user/alice/api/shutdown", timeout=10,
+                                 headers={"Authorization": f"token {hub.token}"})
+        assert shutdown.status_code in (200, 202, 204), shutdown.text[:300]
+        seen: list[int] = []
+
+        def bob_took_the_port() -> bool:
+            r = alice.get(page, timeout=10, allow_redirects=False)
+            seen.append(r.status_code)
+            return any(e["event"] == "bound" for e in bob_events(record))
+
+        wait_for("bob to bind the port alice's server left", bob_took_the_port, timeout=40,
+                 interval=0.02)
+        assert "/user/alice" not in hub.routes()
+        for _ in range(20):  # and after he holds it
+            alice.get(page, timeout=10, allow_redirects=False)
+        events = bob_events(record)
+        got = [e["head"] for e in events if e["event"] == "request"]
+        assert not [h for h in got if "jupyterhub-user-alice" in h or "alice" in h], got
+        print(f"\nbob bound {[e['address'] for e in events if e['event'] == 'bound']} after "
+              f"alice's server exited; {len(seen)} requests of hers meanwhile, none reached "
+              f"him (statuses {sorted(set(seen))})")
+        assert "exited; taking its route down" in hub.log()
+    finally:
+        bob.terminate()
+        bob.wait()
+        record.unlink(missing_ok=True)
+
+
+COUNTING_SQUEUE = """#!/bin/sh
+echo "$(date +%s.%N)" >> {log}
+exec /usr/bin/squeue "$@"
 """
 
 
-def test_bob_squatting_the_port_alices_server_is_about_to_bind_never_gets_her_traffic(
+def test_two_hundred_reports_at_once_stall_nobody_and_cost_at_most_a_query_a_second(
         make_hub: Callable[..., Hub], tmp_path: Path) -> None:
-    """bob reads the port from alice's server's command line (ps is public) and listens on
-    it before her server binds it. Her server cannot bind; the launcher must not report
-    bob's listener: the spawn fails with a message, or succeeds on a port bob does not
-    hold, and the proxy never points at bob."""
-    slow_server = (': squat-me; sleep 3; exec /opt/hpcspawner/venv/bin/jupyterhub-singleuser '
-                   '--port="$0" "$@"')
-    hub = make_hub(extra_config=f"c.Spawner.cmd = ['/bin/sh', '-c', {slow_server!r}, "
-                                "'{port}']\n").start()
-    held = Path("/tmp") / f"squatted-{hub.hub_id}"
-    squatter = subprocess.Popen(["sudo", "-u", "bob", sys.executable, "-c", SQUATTER,
-                                 run(["id", "-u", "alice"]).stdout.strip(), "squat-me",
-                                 str(held)])
-    try:
-        response = hub.spawn("alice", {"profile": "small"})
-        if response.status_code in (201, 202):
-            events = hub.progress("alice", timeout=150)
-            ready, message = bool(events[-1].get("ready")), str(events[-1].get("message"))
-        else:  # failed within the hub's slow_spawn_timeout: the POST carries the message
-            ready, message = False, str(response.json().get("message"))
-        assert held.exists(), f"bob squatted no port: the attack did not happen ({message})"
-        squatted = {int(p) for p in held.read_text().split()}
-        routes = hub.routes()
-        if ready:
-            port = hub.server_port("alice")
-            assert port not in squatted
-            assert listener_user(port) == "alice"
-            print(f"\nalice's server started on {port}; bob squatted {sorted(squatted)}")
-        else:
-            assert "/user/alice" not in routes
-            log = message.split("Its output is in ~/", 1)[1].split(". ", 1)[0]
-            output = (Path("/home/alice") / log).read_text()
-            assert any(f"another process listens on port {p}" in output for p in squatted)
-            print(f"\nalice's spawn failed: {message}")
-        for route in routes.values():
-            assert int(route["target"].rsplit(":", 1)[1]) not in squatted
-    finally:
-        squatter.terminate()
-        squatter.wait()
-        held.unlink(missing_ok=True)
+    """alice's job (her code, her token) posts 200 reports at once while it still queues:
+    one is checked, the rest get 429 at once; squeue is asked at most once more per fast poll
+    interval than the poller asks anyway; bob's server starts meanwhile."""
+    where = new_hub_dir("squeue-count")  # the hub's account reaches it (pytest's is root's)
+    calls = where / "squeue.calls"
+    wrapper = where / "squeue"
+    wrapper.write_text(COUNTING_SQUEUE.format(log=calls))
+    wrapper.chmod(0o755)
+    calls.write_text("")
+    calls.chmod(0o666)
+    profiles = EXAMPLE_PROFILES + """
+  - name: later
+    extra_options: ["--begin=now+40"]
+    resources: {cores: 1, memory: 1GiB, runtime: 1h}
+"""
+    hub = make_hub(profiles, extra_config=f"c.SlurmBackend.squeue = {str(wrapper)!r}\n").start()
+    assert hub.spawn("alice", {"profile": "later"}).status_code in (201, 202)
+    [token_file] = wait_for("the token hand-off file", lambda: list(
+        Path("/home/alice/.hpcspawner").glob("*.token")), timeout=30)
+    token = json.loads(token_file.read_text())["token"]  # root reads what her job will read
+    [job] = squeue(hub.hub_id)
+    script = run(["scontrol", "write", "batch_script", job["id"], "-"]).stdout
+    nonce = script.split("HPCSPAWNER_SUBMISSION=", 1)[1].split()[0].strip("'")
+    url = f"{hub.url}/hub/api/hpcspawner/report"
+    body = {"host": "vm", "port": 80, "server_name": "", "submission": nonce}
+
+    def post(_: int) -> int:
+        return requests.post(url, json=body, timeout=60,
+                             headers={"Authorization": f"token {token}"}).status_code
+
+    assert hub.spawn("bob", {"profile": "small"}).status_code in (201, 202)
+    before = len(calls.read_text().split())
+    began = time.monotonic()
+    with ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(post, range(200)))
+    took = time.monotonic() - began
+    during = len(calls.read_text().split()) - before
+    assert set(statuses) <= {429, 503} and statuses.count(429) >= 150, sorted(set(statuses))
+    # the poller's own cycles (fast while two servers start: 0.5 s) and at most one extra a
+    # fast interval, for 200 reports together
+    allowed = 2 * (1 + int(took / 0.5)) + 1
+    assert during <= allowed, f"{during} squeue in {took:.1f} s for 200 reports"
+    hub.wait_ready("bob", timeout=90)
+    assert hub.proxied("bob").status_code == 200
+    print(f"\n200 reports in {took:.1f} s: {statuses.count(429)} answered 429, "
+          f"{statuses.count(503)} 503; {during} squeue meanwhile; bob's server ready")

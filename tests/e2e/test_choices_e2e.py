@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hpcspawner.messages import clock
-from tests.hubtools import Hub, scontrol_job, squeue, wait_for
+from tests.hubtools import Hub, scontrol_job, server_environ, squeue, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
@@ -39,14 +39,6 @@ profiles:
       gpu_model: {choices: [a100, h100]}
 """
 GROUPS = 'c.JupyterHub.load_groups = {"gpu": {"users": ["alice", "carol"]}}\n'
-
-
-def server_environ(port: int) -> dict[str, str]:
-    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True,
-                         check=True).stdout
-    pid = out.split("pid=", 1)[1].split(",", 1)[0]
-    items = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(i.decode().split("=", 1) for i in items if b"=" in i)
 
 
 def test_bob_outside_the_group_cannot_reach_the_profile_by_any_door(

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import REPO, figure
 from tests.e2e.condor import Condor, find_condor
-from tests.hubtools import Hub, listener_user, squeue, wait_for
+from tests.hubtools import Hub, listener_user, server_environ, squeue, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.htcondor]
 
@@ -80,19 +80,9 @@ def regular(condor: Condor) -> float:
     return 2 * condor.main_cycle() + 60
 
 
-def server_environ(port: int) -> bytes:
-    """The environment of the server listening on ``port`` (root reads it)."""
-    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True,
-                         check=True).stdout
-    pid = out.split("pid=", 1)[1].split(",", 1)[0]
-    return Path(f"/proc/{pid}/environ").read_bytes()
-
-
 def server_token(port: int) -> str:
     """The API token in the environment of the server listening on ``port``."""
-    env = server_environ(port).split(b"\0")
-    token = next(v for v in env if v.startswith(b"JUPYTERHUB_API_TOKEN="))
-    return token.split(b"=", 1)[1].decode()
+    return server_environ(port)["JUPYTERHUB_API_TOKEN"]
 
 
 def test_alice_runs_an_htcondor_profile_as_alice_and_stop_removes_the_job(
@@ -497,3 +487,43 @@ def test_the_spawn_page_says_what_condor_status_says_and_follows_a_claimed_slot(
         hub.spawn_page(session), "condor-fast") == says(notebook - 1), timeout=15)
     hub.stop_server("alice")
     hub.wait_stopped("alice")
+
+
+def test_alices_condor_qedit_of_her_own_job_never_moves_her_route(
+        condor_hub: Hub, condor: Condor) -> None:
+    """The job's owner may condor_qedit RemoteHost and StartdIpAddr of her running job (HTCondor
+    25 protects neither). She does, before her launcher reports: the hub still routes to the
+    machine of the slot the startd says runs her job, never to the host she wrote."""
+    hub = condor_hub
+    # the server starts once this exists (in her home: HTCondor gives jobs a private /tmp)
+    go = Path("/home/alice") / f".hpcspawner-go-{hub.hub_id}"
+    slow = (f"while [ ! -e {go} ]; do sleep 0.1; done; "
+            'exec /opt/hpcspawner/venv/bin/jupyterhub-singleuser "$@"')
+    hub.reconfigure(extra_config=condor.hub_config() +
+                    f"c.Spawner.cmd = ['/bin/sh', '-c', {slow!r}, 'sh']\n")
+    hub.start()
+    assert hub.spawn("alice", {"profile": "condor-fast"}).status_code in (201, 202)
+    [job] = wait_for("alice's job to run", lambda: [
+        j for j in condor.jobs(hub.hub_id) if j.get("JobStatus") == 2] or None,
+        timeout=regular(condor))
+    cluster = str(job["ClusterId"])
+    for attr, value in (("RemoteHost", '"slot1@127.0.0.2"'), ("StartdIpAddr",
+                                                                '"<127.0.0.2:9618>"')):
+        edit = condor.run("condor_qedit", cluster, attr, value, user="alice")
+        assert edit.returncode == 0, f"alice could not edit {attr}: {edit.stderr}"
+    [edited] = [j for j in condor.jobs(hub.hub_id) if str(j["ClusterId"]) == cluster]
+    assert edited["RemoteHost"] == "slot1@127.0.0.2"  # the attack happened
+    model = hub.server_model("alice")
+    assert model is not None and not model["ready"]  # before the launcher reports
+    go.touch()
+    try:
+        hub.wait_ready("alice", timeout=60)
+    finally:
+        go.unlink()
+    target = hub.routes()["/user/alice"]["target"]
+    slots = condor.run("condor_status", "-constraint", f'JobId == "{cluster}.0"', "-af",
+                       "Machine")
+    [machine] = slots.stdout.split()
+    assert target.split("//", 1)[1].rsplit(":", 1)[0] == machine, (target, machine)
+    assert "127.0.0.2" not in target
+    assert hub.proxied("alice", "api/status").status_code == 200

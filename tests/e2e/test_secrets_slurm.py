@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_htcondor_e2e import server_environ, server_token
-from tests.hubtools import Hub, squeue
+from tests.e2e.test_htcondor_e2e import server_token
+from tests.hubtools import Hub, server_environ, squeue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
@@ -26,7 +26,7 @@ def test_token_is_not_in_scontrol_squeue_the_script_ps_the_files_or_the_log(
     token = server_token(hub.server_port("alice"))
     assert len(token) >= 32
     # the job starts from sbatch's environment (--export=ALL): nothing of the hub's is in it
-    assert hub_secret.encode() not in server_environ(hub.server_port("alice"))
+    assert hub_secret not in str(server_environ(hub.server_port("alice")))
     [job] = squeue(hub.hub_id)
 
     def run(*argv: str, user: str = "bob") -> str:

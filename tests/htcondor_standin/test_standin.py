@@ -589,9 +589,43 @@ def test_condor_qedit_lets_an_owner_give_any_attribute_any_type(standin: Standin
     assert (r.err, r.rc) == ('Update of immutable attribute "Owner" is not allowed.\n'
                              "Transaction failed.  No attributes were set.\n", 1)
     r = standin.run("condor_qedit", job, "HPCSpawnerTag", '"x"', user="alice")
-    assert (r.err, r.rc) == (f'Failed to set attribute "HPCSpawnerTag" for job {job}.-1.\n'
+    assert (r.err, r.rc) == (f'Failed to set attribute "HPCSpawnerTag" by constraint: ( '
+                             f"(ClusterId == {job} ) )\n"
                              "Queue transaction failed.  No attributes were set.\n", 1)
     assert standin.run("condor_rm", job, user="bob").rc == 0
+
+
+def test_an_owner_edits_remote_host_but_the_slot_ad_stays_the_startds(
+        standin: Standin) -> None:
+    """As on the real pool (fixtures qedit_*.txt, status_json_slot_of_job.txt): alice may
+    condor_qedit RemoteHost of her running job, bob may not; the slot ad, where the hub takes
+    its route from, keeps the startd's Machine whatever she writes."""
+    job = standin.submit("executable = /bin/sleep\narguments = 300\nrequest_memory = 100\n"
+                         "queue\n", user="alice")
+    standin.wait_status(job, 2, MAIN_CYCLE + 3)
+    ids = {"1": job}
+
+    def matches(result: Result, name: str, stderr: bool = False) -> None:
+        subst = {f"ClusterId == {k} )": f"ClusterId == {v} )" for k, v in ids.items()}
+        subst |= {f"job {k}.0.": f"job {v}.0." for k, v in ids.items()}
+        subst |= {f'"{k}.0"': f'"{v}.0"' for k, v in ids.items()}
+        assert_matches(result, name, stdout=not stderr, stderr=stderr,
+                       subst={**subst, "@vm": f"@{HOST}", '"vm"': f'"{HOST}"'})
+
+    matches(standin.run("condor_qedit", job, "RemoteHost", '"slot1@127.0.0.2"', user="alice"),
+            "qedit_owner.txt")
+    matches(standin.run("condor_qedit", job, "RemoteHost", '"slot1@127.0.0.3"', user="bob"),
+            "qedit_other_cluster.txt", stderr=True)
+    matches(standin.run("condor_qedit", f"{job}.0", "RemoteHost", '"slot1@127.0.0.3"',
+                        user="bob"), "qedit_other_job.txt", stderr=True)
+    matches(standin.run("condor_q", job, "-af", "RemoteHost", user="alice"),
+            "q_af_edited_remotehost.txt")
+    slot = standin.run("condor_status", "-constraint", f'JobId == "{job}.0"', "-json",
+                       "-attributes", "Name,Machine,JobId,RemoteUser")
+    name = json.loads(slot.out)[0]["Name"]
+    matches(Result(slot.out.replace(name, "slot1_1@vm".replace("vm", HOST)), slot.err,
+                   slot.rc), "status_json_slot_of_job.txt")
+    assert standin.run("condor_rm", job, user="alice").rc == 0
 
 
 def test_schedd_name_and_pool(standin: Standin) -> None:

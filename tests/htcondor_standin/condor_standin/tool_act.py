@@ -284,7 +284,9 @@ def condor_qedit(pool: Pool, req: Request) -> Reply:
                 ads = [pool.queue.jobs[k] for k in keys]
                 if not ads or any(not is_superuser(req) and ad.get("Owner") != req.user
                                   for ad in ads):
-                    raise Exit(f'Failed to set attribute "{attr}" for job {c}.{p}.\n'
+                    which = (f"by constraint: ( (ClusterId == {c} ) )" if "." not in text
+                             else f"for job {c}.{p}.")
+                    raise Exit(f'Failed to set attribute "{attr}" {which}\n'
                                "Queue transaction failed.  No attributes were set.\n")
                 for ad in ads:
                     ad[attr] = parse_constraint(value)
