@@ -47,7 +47,11 @@ def choose(options: Any, visible: list[Profile], default: Profile, home: str,
 
 def check_totals(profile: Profile, others: Sequence[Resources], caps: Caps) -> None:
     """SpawnException (400) when ``profile`` with the user's other running servers
-    (``others``) would hold more memory, cores or GPUs than the user's total caps."""
+    (``others``) would hold more memory, cores or GPUs than the user's total caps. One server
+    alone is bounded by its profile and the per-server caps only (a profile's own resources
+    are always allowed, as for choices)."""
+    if not others:
+        return
     for name, total in (("cores", caps.total_cores), ("memory", caps.total_memory),
                         ("gpus", caps.total_gpus)):
         if total is None:

@@ -189,6 +189,11 @@ def test_totals_bound_all_of_a_users_servers_together() -> None:
     m = profiles.by_name["m"]
     check_totals(m, [], caps)
     check_totals(m, [m.resources], caps)  # 4 cores, 24 GiB: inside
+    big = parse_profiles(
+        "profiles:\n  - {name: b, resources: {cores: 6, memory: 12GiB, runtime: 1h}}\n")
+    check_totals(big.by_name["b"], [], caps)  # one server alone: its profile decides
+    with pytest.raises(SpawnException):
+        check_totals(big.by_name["b"], [m.resources], caps)
     with pytest.raises(SpawnException) as info:
         check_totals(m, [m.resources, m.resources], caps)
     assert "All your servers together may use at most 4 cores; your 2 other server(s) use " \
