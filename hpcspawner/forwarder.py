@@ -81,7 +81,6 @@ class Forwarder:
         self.listener = listener
         self.target = target
         self.refusing = False
-        self.connections = 0
         self._loop: Any = None
         self._writers: set[Any] = set()
         self._ready = threading.Event()
@@ -112,7 +111,6 @@ class Forwarder:
         except OSError:
             client_w.close()
             return
-        self.connections += 1
         self._writers.update((client_w, server_w))
         try:
             await asyncio.gather(_pipe(client_r, server_w), _pipe(server_r, client_w))

@@ -597,15 +597,15 @@ class HPCSpawner(Spawner):
             await job.ctx.poller.refresh_soon()
             info = job.ctx.poller.latest(job.job_id)
             if info is not None and info.state is JobState.GONE:
+                said, why = messages.exited(job.job_id), messages.ended(job.job_id, info)
                 # JupyterHub may have made a new spawner for this server since the stop: the
                 # sentence goes to the one whose page is shown, if it still shows the old one
                 current = getattr(self.user, "spawners", {}).get(self.name, self)
                 for spawner in {id(self): self, id(current): current}.values():
                     replace = getattr(spawner, "replace_last_end", None)
                     if replace is not None:
-                        replace(messages.exited(job.job_id), messages.ended(job.job_id, info))
-                self.log.info("%s: %s", self._log_name, one_line(messages.ended(job.job_id,
-                                                                               info)))
+                        replace(said, why)
+                self.log.info("%s: %s", self._log_name, one_line(why))
                 return
             await asyncio.sleep(job.ctx.fast_poll_interval)
 

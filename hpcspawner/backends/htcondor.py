@@ -169,13 +169,13 @@ def slot_hosts(ads: list[dict[str, object]], infos: Collection[JobInfo]) -> dict
     """The host of each job from the startds' slot ads (``Machine`` of the one slot whose
     ``JobId`` is the job's and whose ``RemoteUser`` is the job's owner): none where no slot or
     several claim it."""
-    found: dict[str, set[str]] = {}
+    found: dict[tuple[str, str], set[str]] = {}
     for ad in ads:
         user = str(ad.get("RemoteUser", "")).partition("@")[0]
-        found.setdefault(f"{ad.get('JobId')}|{user}", set()).add(str(ad.get("Machine", "")))
+        found.setdefault((str(ad.get("JobId")), user), set()).add(str(ad.get("Machine", "")))
     out = {}
     for info in infos:
-        machines = found.get(f"{split_job_id(info.job_id)[0]}.0|{info.user}", set())
+        machines = found.get((f"{split_job_id(info.job_id)[0]}.0", info.user), set())
         if len(machines) == 1:
             out[info.job_id] = machines.pop()
     return out
