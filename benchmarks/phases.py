@@ -81,6 +81,26 @@ def job_id(hub_log: str, user: str, posted: float) -> str:
     return ""
 
 
+# Whose each second of a start is (issue 19): the scheduler's, from the submission to the
+# launcher's first line; the server's, from its start to its socket; hpcspawner's, the rest
+# (the POST to the submission, the launcher's own start, the report, the route).
+OURS, SCHEDULER, SERVER = ("hpcspawner (submit, launcher, report, route)",
+                           "the scheduler (submit returned → launcher started)",
+                           "the server (server started → listening)")
+
+
+def shares(run: dict[str, float]) -> dict[str, float]:
+    """One start's seconds by whose they are; {} when a phase is missing."""
+    needed = ("submit returned", "launcher started", "server started", "server listening",
+              "first answer through the proxy")
+    if any(name not in run for name in needed):
+        return {}
+    scheduler = run["launcher started"] - run["submit returned"]
+    server = run["server listening"] - run["server started"]
+    ours = run["first answer through the proxy"] - scheduler - server
+    return {OURS: ours, SCHEDULER: scheduler, SERVER: server}
+
+
 def medians(runs: Iterable[dict[str, float]]) -> dict[str, float]:
     """The median of each phase over the runs that logged it, in the order of PHASES."""
     runs = list(runs)

@@ -199,12 +199,14 @@ class ReportHandler(APIHandler):
         try:
             await receive(self.get_auth_token() or "", report, drop_route)
         except Forbidden as exc:
+            self.log.warning("%s: report refused: %s", user.name, exc)
             raise web.HTTPError(403, str(exc)) from None
         except Busy as exc:
             raise web.HTTPError(429, str(exc)) from None
         except NotYet as exc:  # the launcher retries on 5xx
             raise web.HTTPError(503, str(exc)) from None
-        except Refused as exc:
+        except Refused as exc:  # an attack or a bug: the hub's log says which
+            self.log.warning("%s: report refused: %s", user.name, exc)
             raise web.HTTPError(409, str(exc)) from None
         self.set_status(204)
 

@@ -57,3 +57,31 @@ def test_percentiles_interpolate_between_the_nearest_runs() -> None:
     assert abs(percentile(values, 95) - 9.55) < 1e-9
     assert percentile(values, 50) == 5.5
     assert percentile([2.0], 95) == 2.0
+
+
+def test_shares_split_a_start_into_hpcspawners_the_schedulers_and_the_servers_seconds() -> None:
+    run = {"submit returned": 0.07, "launcher started": 0.37, "server started": 0.37,
+           "server listening": 2.37, "first answer through the proxy": 2.42}
+    got = phases.shares(run)
+    assert list(got) == [phases.OURS, phases.SCHEDULER, phases.SERVER]
+    assert abs(got[phases.SCHEDULER] - 0.30) < 1e-9
+    assert abs(got[phases.SERVER] - 2.00) < 1e-9
+    assert abs(got[phases.OURS] - 0.12) < 1e-9  # submit 0.07 + report, route, answer 0.05
+    assert abs(sum(got.values()) - run["first answer through the proxy"]) < 1e-9
+    del run["launcher started"]
+    assert phases.shares(run) == {}  # a start whose launcher line is missing is left out
+
+
+def test_each_target_is_said_met_or_not_against_the_floor_of_the_same_run() -> None:
+    from benchmarks.spawn_latency import condor_targets, targets
+
+    report = {"floor_p50": 2.0, "floor_p95": 2.2, "hpcspawner_p50": 2.5,
+              "hpcspawner_p95": 2.9}
+    lines = targets(report)
+    assert "p50 ≤ 1.10 × floor p50: NOT met (1.25 ×" in lines[0]
+    assert "p50 ≤ floor p50 + 0.3 s: NOT met (+0.50 s)" in lines[1]
+    assert "p95 ≤ floor p95 + 0.8 s: met (+0.70 s" in lines[2]
+    report = {"floor_p50": 2.0, "x_p50": 2.9, "cold": {"s": 3.5}}
+    lines = condor_targets(report, "x")
+    assert "warm p50 ≤ floor p50 + 1.0 s: met (+0.90 s" in lines[0]
+    assert "cold (the user's first start on this hub): 3.50 s (+1.50 s" in lines[1]

@@ -7,13 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -113,70 +111,6 @@ def test_the_token_is_in_no_argv_while_the_server_starts(make_hub: Callable[...,
     assert token not in hub.log()
     [job] = squeue(hub.hub_id)
     assert token not in run(["scontrol", "show", "job", "-dd", job["id"]]).stdout
-
-
-LISTENER = Path(__file__).with_name("bob_listener.py")
-
-
-def bob_events(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def test_bob_listening_beside_alices_server_or_after_it_exits_never_gets_her_cookie(
-        make_hub: Callable[..., Hub], tmp_path: Path) -> None:
-    """bob, on alice's node, tries all the time to listen on the port the hub routes her
-    traffic to: on [::1], on [::] v6-only, on 127.0.0.1 and 0.0.0.0 beside her listener, and
-    the moment her server exits (File > Shut Down). He records every request he gets. None may
-    carry her cookie; while her server runs he may not even bind the port."""
-    hub = make_hub().start()
-    alice = hub.login("alice")
-    assert hub.spawn("alice", {"profile": "small"}).status_code in (201, 202)
-    hub.wait_ready("alice")
-    port = hub.server_port("alice")
-    page = f"{hub.url}/user/alice/lab"  # a page: her browser's cookie is enough there
-    r = alice.get(page, timeout=10)
-    assert r.status_code == 200 and "JupyterLab" in r.text, r.text[:300]
-    assert any(c.name.startswith("jupyterhub-user-alice") for c in alice.cookies)
-    record = Path("/tmp") / f"bob-listener-{hub.hub_id}.jsonl"
-    record.write_text("")
-    record.chmod(0o666)
-    bob = subprocess.Popen(["sudo", "-u", "bob", sys.executable, str(LISTENER), str(port),
-                            str(record), "60"])
-    try:
-        wait_for("bob's listener", lambda: bob_events(record), timeout=20)
-        for _ in range(30):  # while her server runs: every request is hers, answered by it
-            r = alice.get(page, timeout=10)
-            assert r.status_code == 200 and "JupyterLab" in r.text, r.text[:300]
-            time.sleep(0.05)
-        bound = [e for e in bob_events(record) if e["event"] == "bound"]
-        assert bound == [], f"bob listened on alice's port {port} beside her server: {bound}"
-        # her server exits by itself; she goes on using her open tab
-        shutdown = requests.post(f"{hub.url}/user/alice/api/shutdown", timeout=10,
-                                 headers={"Authorization": f"token {hub.token}"})
-        assert shutdown.status_code in (200, 202, 204), shutdown.text[:300]
-        seen: list[int] = []
-
-        def bob_took_the_port() -> bool:
-            r = alice.get(page, timeout=10, allow_redirects=False)
-            seen.append(r.status_code)
-            return any(e["event"] == "bound" for e in bob_events(record))
-
-        wait_for("bob to bind the port alice's server left", bob_took_the_port, timeout=40,
-                 interval=0.02)
-        assert "/user/alice" not in hub.routes()
-        for _ in range(20):  # and after he holds it
-            alice.get(page, timeout=10, allow_redirects=False)
-        events = bob_events(record)
-        got = [e["head"] for e in events if e["event"] == "request"]
-        assert not [h for h in got if "jupyterhub-user-alice" in h or "alice" in h], got
-        print(f"\nbob bound {[e['address'] for e in events if e['event'] == 'bound']} after "
-              f"alice's server exited; {len(seen)} requests of hers meanwhile, none reached "
-              f"him (statuses {sorted(set(seen))})")
-        assert "exited; taking its route down" in hub.log()
-    finally:
-        bob.terminate()
-        bob.wait()
-        record.unlink(missing_ok=True)
 
 
 COUNTING_SQUEUE = """#!/bin/sh

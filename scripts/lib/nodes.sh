@@ -1,0 +1,88 @@
+# Compute nodes of the multi-node test cluster (scripts/cluster-up --nodes N), sourced by
+# cluster-up and cluster-down. Each node is a network and UTS namespace of this machine:
+# its own host name (node01, node02, …), its own address on a private bridge, its own slurmd.
+# The hub host is the root namespace; its address on the bridge is HUB_ADDR. Only these
+# addresses and loopback are ever used. See docs/local-cluster.md.
+
+NODE_NET=10.251.0          # the node network, /24; nothing else on this machine uses it
+HUB_ADDR=$NODE_NET.1       # the hub host (slurmctld, the hub, the proxy) on that network
+HUB_NAME=hpcspawner-hub    # its name there (in the /etc/hosts block)
+BRIDGE=hpcbr0
+NODES_FILE=/run/hpcspawner-cluster/nodes   # how many nodes the running cluster has
+HOSTS_BEGIN="# BEGIN hpcspawner-cluster nodes (scripts/cluster-up; scripts/cluster-down removes it)"
+HOSTS_END="# END hpcspawner-cluster nodes"
+
+node_name() { printf 'node%02d' "$1"; }          # node_name 1 -> node01
+node_addr() { printf '%s.%d' "$NODE_NET" $((10 + $1)); }
+node_netns() { printf 'hpc-%s' "$(node_name "$1")"; }
+node_veth() { printf 'hpcv%02d' "$1"; }
+
+# nodes_net_up N: the bridge with the hub's address, and N namespaces wired to it.
+nodes_net_up() {
+    local n=$1 i ns
+    if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+        ip link add "$BRIDGE" type bridge
+    fi
+    # (whole outputs compared, not `| grep -q`: under pipefail an early grep exit fails the pipe)
+    [[ $(ip addr show dev "$BRIDGE") == *"inet $HUB_ADDR/24 "* ]] ||
+        ip addr add "$HUB_ADDR/24" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+    for ((i = 1; i <= n; i++)); do
+        ns=$(node_netns "$i")
+        [[ -e /run/netns/$ns ]] || ip netns add "$ns"
+        if ! ip link show "$(node_veth "$i")" >/dev/null 2>&1; then
+            ip link add "$(node_veth "$i")" type veth peer name eth0 netns "$ns"
+        fi
+        ip link set "$(node_veth "$i")" master "$BRIDGE" up
+        ip -n "$ns" link set lo up
+        [[ $(ip -n "$ns" addr show dev eth0) == *"inet $(node_addr "$i")/24 "* ]] ||
+            ip -n "$ns" addr add "$(node_addr "$i")/24" dev eth0
+        ip -n "$ns" link set eth0 up
+    done
+}
+
+# nodes_hosts_block N: node names resolve on every host (one /etc/hosts for all namespaces).
+nodes_hosts_block() {
+    local n=$1 i tmp
+    tmp=$(mktemp /etc/hosts.hpcspawner.XXXXXX)
+    # every line but the block's, compared as whole strings (no regex)
+    awk -v begin="$HOSTS_BEGIN" -v end="$HOSTS_END" \
+        '$0 == begin { skip = 1; next } $0 == end { skip = 0; next } !skip' /etc/hosts >"$tmp"
+    if ((n > 0)); then
+        {
+            printf '%s\n' "$HOSTS_BEGIN"
+            printf '%s %s\n' "$HUB_ADDR" "$HUB_NAME"
+            for ((i = 1; i <= n; i++)); do
+                printf '%s %s\n' "$(node_addr "$i")" "$(node_name "$i")"
+            done
+            printf '%s\n' "$HOSTS_END"
+        } >>"$tmp"
+    fi
+    chmod 0644 "$tmp"
+    # /etc/hosts may be a bind mount (containers): write through it, never replace it
+    cat "$tmp" >/etc/hosts
+    rm -f "$tmp"
+}
+
+# nodes_net_down: every namespace, veth and the bridge of the node network; the hosts block.
+nodes_net_down() {
+    local ns
+    for ns in /run/netns/hpc-node[0-9][0-9]; do
+        [[ -e $ns ]] && ip netns del "$(basename "$ns")"
+    done
+    if ip link show "$BRIDGE" >/dev/null 2>&1; then
+        ip link del "$BRIDGE"
+    fi
+    nodes_hosts_block 0
+    rm -f "$NODES_FILE"
+}
+
+# on_node I COMMAND...: run COMMAND on node I (its network, its host name). nsenter, not
+# `ip netns exec`: that remounts /sys in a mount namespace of its own, without
+# /sys/fs/cgroup, and slurmd then refuses to start ("No filesystem mounted on /sys/fs/cgroup").
+on_node() {
+    local i=$1
+    shift
+    nsenter --net="/run/netns/$(node_netns "$i")" -- unshare --uts -- /bin/sh -c \
+        'hostname "$0" && exec "$@"' "$(node_name "$i")" "$@"
+}
