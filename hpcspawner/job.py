@@ -94,6 +94,7 @@ class BatchJob:
         self.resumed = False  # restored by a restarted hub while it was still starting
         self.checking = False  # a launcher's report is being checked (one at a time)
         self.exited = False  # the launcher said the server exited: its route is gone
+        self.ended: JobInfo | None = None  # a poll saw the scheduler say the job ended
         self.active_at = 0.0  # the server's own last activity (epoch; activity.py)
         self.resources: Resources | None = None  # what the job asked for (after choices)
         self._stopped = False  # stop() was called; a submission still under way is undone
@@ -323,11 +324,20 @@ class BatchJob:
 
     # -- status, cancel, clean-up -----------------------------------------------------------
     async def status(self) -> JobInfo | None:
-        """The scheduler's last word on the job (asking now if no query covered it yet)."""
-        info = self.ctx.poller.latest(self.job_id)
+        """The scheduler's last word on the job (asking now if no query covered it yet). A
+        hub that restarts asks this of every server before it routes any: a job that ended
+        while the hub was down must be known as ended here (accounting asked), not as a
+        doubt that keeps JupyterHub waiting for a server that is gone."""
+        poller = self.ctx.poller
+        info = poller.latest(self.job_id)
         if info is None:
-            await self.ctx.poller.refresh()
-            info = self.ctx.poller.latest(self.job_id)
+            await poller.refresh()
+            info = poller.latest(self.job_id)
+        for _ in range(2):  # the query joined may have begun before the job was watched
+            if info is None or poller.error or poller.covered(self.job_id):
+                break
+            await poller.refresh_soon()
+            info = poller.latest(self.job_id)
         return info
 
     async def cancel(self) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from .backends.base import Backend, BackendError, JobInfo, JobState
 from .commands import CommandError
-from .text import shown
+from .text import one_line, shown
 from .wire import TAG_ROOT, tag_user
 
 log = logging.getLogger("hpcspawner.poller")  # default; spawners pass the hub's logger
@@ -51,6 +51,12 @@ class _Cancel:
     tag: str
     attempts: int = 0
 
+
+
+def log_end(logger: Logger, info: JobInfo, source: str) -> None:
+    """The hub's one line on a job's end: why, and which answer of the scheduler said so."""
+    logger.info("job %s ended: %s (confirmed by %s)", info.job_id,
+                one_line(info.reason or info.state.value), source)
 
 class Poller:
     def __init__(self, backend: Backend, tag_prefix: str, *, fast: float = 1.0,
@@ -162,6 +168,14 @@ class Poller:
             return JobInfo(job_id=job_id, state=JobState.UNKNOWN, host=seen.host if seen else "",
                            reason=self._unlisted(job))
         return None
+
+    def covered(self, job_id: str) -> bool:
+        """Has a finished query (or accounting) said anything of this job since it was
+        watched? Until then an UNKNOWN from latest() only means "not asked yet" (a query that
+        began before the watch, or one still under way), not that the job is missing."""
+        job = self.jobs.get(job_id)
+        return job is None or job.gone is not None or job.last_seen is not None or \
+            job.missed > 0
 
     def _unlisted(self, job: Watched) -> str:
         if self._mass_missing:
@@ -304,7 +318,7 @@ class Poller:
     async def _note_changes(self, started: float) -> None:
         """Remember what watched jobs look like; confirm and announce those that ended."""
         now = time.monotonic()
-        ended: list[str] = []
+        ended: dict[str, str] = {}  # job id -> which source confirmed its end (for the log)
         unlisted: list[str] = []
         alive = 0
         for job_id, job in self.jobs.items():
@@ -318,7 +332,7 @@ class Poller:
                 alive += 1
             elif info is not None:  # the query itself lists it as ended
                 job.gone = info
-                ended.append(job_id)
+                ended[job_id] = f"{self.backend.queue_tool}, which lists it as ended"
             elif job.since < started:
                 unlisted.append(job_id)
         # A good answer that lists none of several jobs it listed before is an outage (a
@@ -344,7 +358,7 @@ class Poller:
             job = self.jobs[job_id]
             if job.explained is not None:  # accounting says it ended
                 job.gone = job.explained
-                ended.append(job_id)
+                ended[job_id] = f"{self.backend.accounting_tool} (accounting)"
                 continue
             if self._mass_missing:
                 continue
@@ -352,11 +366,15 @@ class Poller:
             job.missed_since = job.missed_since or now
             if job.missed >= self.confirm_queries and \
                     now - job.missed_since >= self.confirm_seconds:
+                ended[job_id] = (f"{job.missed} answers of {self.backend.queue_tool} over "
+                                 f"{now - (job.missed_since or now):.0f} s that no longer list it")
                 job.gone = self._vanished(job_id, job)
-                ended.append(job_id)
-        for job_id in ended:
+        for job_id, source in ended.items():
             gone = self.jobs.get(job_id)
-            if gone is None or gone.on_gone is None or gone.gone is None:
+            if gone is None or gone.gone is None:
+                continue
+            log_end(self.log, gone.gone, source)
+            if gone.on_gone is None:
                 continue
             callback, gone.on_gone = gone.on_gone, None
             callback(gone.gone)

@@ -28,7 +28,7 @@ from .compat import SpawnException
 from .job import BatchJob, JobContext, JobFailed
 from .jobspec import JobBuilder
 from .options import RESOURCE_KEYS, Choice, check_totals, choose, choose_profile, form_fields
-from .poller import Poller
+from .poller import Poller, log_end
 from .profiles import Caps, Profile, ProfileError, ProfileSet, Resources
 from .render import render_template
 from .report import DropRoute, Report, accept, ended, register_report_handler
@@ -576,7 +576,10 @@ class HPCSpawner(Spawner):
             self._explain = asyncio.ensure_future(self._explain_end(job))
             return 0
         info = await job.status()
+        if job.ended is not None:  # a poll beside this one saw the end (and stopped following)
+            return 1
         if info is not None and info.state is JobState.GONE:
+            job.ended = info
             self.last_end = messages.ended(job.job_id, info)
             self.log.warning("%s: %s", self._log_name, one_line(self.last_end))
             job.forget()
@@ -606,6 +609,7 @@ class HPCSpawner(Spawner):
                     if replace is not None:
                         replace(said, why)
                 self.log.info("%s: %s", self._log_name, one_line(why))
+                log_end(self.log, info, f"{job.ctx.backend.queue_tool}, which lists it as ended")
                 return
             await asyncio.sleep(job.ctx.fast_poll_interval)
 

@@ -387,3 +387,59 @@ def test_where_a_job_runs_is_asked_only_for_starting_jobs_and_only_of_route_host
         assert backend.asked == [["1"]]  # nothing waits for a route: not asked
 
     asyncio.run(scenario())
+
+
+def test_the_log_says_which_source_confirmed_each_end(caplog: pytest.LogCaptureFixture) -> None:
+    """The queue listing a job as ended, accounting explaining it, or enough queries that no
+    longer list it: the hub's log names the one that decided, beside the reason."""
+    async def scenario() -> None:
+        backend = FakeBackend()
+        backend.queue_tool, backend.accounting_tool = "squeue", "sacct"
+        poller = Poller(backend, PREFIX, confirm_queries=2, confirm_seconds=0,
+                        logger=logging.getLogger("t"))
+        for i in ("7", "8", "9"):
+            backend.jobs[i] = running(i)
+            poller.watch(i, on_gone=lambda info: None)
+        backend.jobs["5"] = running("5")  # alive throughout: the others' ends are no outage
+        poller.watch("5", on_gone=lambda info: None)
+        await poller.refresh()
+        backend.jobs["7"] = JobInfo(job_id="7", state=JobState.GONE, user="alice",
+                                    tag=backend.jobs["7"].tag, reason="the job was cancelled")
+        del backend.jobs["8"], backend.jobs["9"]
+        backend.explained = {"8": JobInfo(job_id="8", state=JobState.GONE,
+                                          reason="the job ended with exit code 1")}
+        await poller.refresh()
+        await poller.refresh()
+
+    with caplog.at_level(logging.INFO, logger="t"):
+        asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records if " ended: " in r.getMessage()]
+    assert said[0] == "job 7 ended: the job was cancelled (confirmed by squeue, which lists " \
+                      "it as ended)"
+    assert said[1] == "job 8 ended: the job ended with exit code 1 (confirmed by sacct " \
+                      "(accounting))"
+    assert said[2].startswith("job 9 ended: the scheduler stopped listing the job")
+    assert said[2].endswith("(confirmed by 2 answers of squeue over 0 s that no longer list it)")
+    assert len(said) == 3
+
+
+def test_a_job_is_covered_only_once_a_finished_query_has_said_something_of_it() -> None:
+    """A hub that restarts asks each job's status while a query may already be under way:
+    until a query that began after the watch has finished, "not listed" means "not asked"."""
+    async def scenario() -> None:
+        backend = FakeBackend()
+        poller = Poller(backend, PREFIX, confirm_queries=3, confirm_seconds=60)
+        backend.jobs["1"] = running("1")
+        await poller.refresh()  # a query before the watch
+        poller.watch("1")
+        poller.watch("2")  # ended and purged while the hub was down
+        assert not poller.covered("1") and not poller.covered("2")
+        backend.explained = {"2": JobInfo(job_id="2", state=JobState.GONE,
+                                          reason="the job was cancelled")}
+        await poller.refresh()
+        assert poller.covered("1") and poller.latest("1") is not None
+        assert poller.covered("2")
+        latest = poller.latest("2")
+        assert latest is not None and latest.state is JobState.GONE
+
+    asyncio.run(scenario())

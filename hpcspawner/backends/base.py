@@ -107,6 +107,9 @@ class Backend(LoggingConfigurable):
 
     name = "base"
     template_name = ""
+    # what the hub's log calls the scheduler's two sources of a job's end
+    queue_tool = "the queue"
+    accounting_tool = "accounting"
 
     run_as_prefix = List(
         Unicode(),

@@ -238,6 +238,7 @@ def fast_location(profile: Profile) -> Location:
 class HTCondorBackend(Backend):
     name = "htcondor"
     template_name = "htcondor.sub.j2"
+    queue_tool, accounting_tool = "condor_q", "condor_history"
 
     condor_submit = Unicode("condor_submit", help="condor_submit command.").tag(config=True)
     condor_q = Unicode("condor_q", help="condor_q command.").tag(config=True)

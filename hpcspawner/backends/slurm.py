@@ -162,6 +162,7 @@ def _epoch(stamp: str) -> float | None:
 class SlurmBackend(Backend):
     name = "slurm"
     template_name = "slurm.sbatch.j2"
+    queue_tool, accounting_tool = "squeue", "sacct"
 
     sbatch = Unicode("sbatch", help="sbatch command (absolute path if not on sudo's PATH).").tag(
         config=True)

@@ -289,3 +289,56 @@ def test_bob_listening_beside_alices_server_on_her_node_or_after_it_exits_never_
     finally:
         subprocess.run(["scancel", bob], check=False)
         record.unlink(missing_ok=True)
+
+
+def sacct_state(job_id: str) -> str:
+    """What SLURM's accounting (slurmdbd, MariaDB) says of a job ('' when it knows nothing)."""
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State"],
+                         capture_output=True, text=True, check=False).stdout.split()
+    return out[0] if out else ""
+
+
+def listed(job_id: str) -> bool:
+    """Does slurmctld still list the job (in any state)?"""
+    return bool(subprocess.run(["squeue", "-h", "-j", job_id, "--states=all", "-o", "%i"],
+                               capture_output=True, text=True, check=False).stdout.strip())
+
+
+def test_scancel_behind_the_hubs_back_ends_the_server_and_the_log_names_the_source(
+        make_hub: Callable[..., Hub], network: dict[str, str]) -> None:
+    hub = hub_on_node_network(make_hub, network[HUB_NAME])
+    hub.reconfigure(profiles=ON_NODE01)
+    hub.start()
+    assert hub.spawn("alice").status_code in (201, 202)
+    job_id = hub.wait_ready("alice")["state"]["job_id"]
+    subprocess.run(["scancel", job_id], check=True)
+    hub.wait_stopped("alice", timeout=30)
+    assert "/user/alice" not in hub.routes()
+    line = wait_for("the end in the hub's log", lambda: re.search(
+        rf"job {job_id} ended: the job was cancelled \(confirmed by (.*)\)", hub.log()))
+    assert line.group(1) in ("squeue, which lists it as ended", "sacct (accounting)"), line[0]
+    assert wait_for("accounting to record the cancel",
+                    lambda: sacct_state(job_id).startswith("CANCELLED") or None)
+
+
+def test_a_job_ended_and_purged_while_the_hub_was_down_is_confirmed_by_sacct(
+        make_hub: Callable[..., Hub], network: dict[str, str]) -> None:
+    """slurmctld forgets an ended job after MinJobAge (10 s on this cluster); a hub that was
+    down meanwhile learns why it ended from accounting, and says so."""
+    hub = hub_on_node_network(make_hub, network[HUB_NAME])
+    hub.reconfigure(profiles=ON_NODE01)
+    hub.start()
+    assert hub.spawn("alice").status_code in (201, 202)
+    job_id = hub.wait_ready("alice")["state"]["job_id"]
+    hub.stop()  # the servers keep running (cleanup_servers = False)
+    subprocess.run(["scancel", job_id], check=True)
+    wait_for("slurmctld to purge the ended job", lambda: not listed(job_id), timeout=60,
+             interval=1)
+    assert sacct_state(job_id).startswith("CANCELLED")
+    hub.start()
+    wait_for("the hub to learn the end from sacct", lambda: re.search(
+        rf"job {job_id} ended: the job was cancelled \(confirmed by sacct \(accounting\)\)",
+        hub.log()), timeout=60)
+    wait_for("alice's server to be stopped", lambda: hub.server_model("alice") is None,
+             timeout=60)
+    assert "/user/alice" not in hub.routes()
