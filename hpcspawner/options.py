@@ -97,13 +97,16 @@ def choose_profile(options: Any, visible: list[Profile], default: Profile,
             return visible[0]
         raise SpawnException("No profile is available to you; ask the hub's administrators.",
                              reason="options", status_code=403)
+    if not isinstance(name, str):  # a list or an object: never a profile's name
+        raise SpawnException(f"The profile must be a name, one of: {names}.",
+                             reason="options")
     for profile in visible:
         if profile.name == name:
             return profile
     if name in hidden:
         raise SpawnException(f"The profile {name!r} is not available to you; choose one of: "
                              f"{names}.", reason="options", status_code=403)
-    shown = name if isinstance(name, str) and len(name) < 80 else "(invalid)"
+    shown = name if len(name) < 80 else "(invalid)"
     raise SpawnException(f"Unknown profile {shown!r}; choose one of: {names}.",
                          reason="options")
 

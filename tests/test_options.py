@@ -35,7 +35,7 @@ def test_a_visible_profile_is_taken() -> None:
 @pytest.mark.parametrize(("options", "words"), [
     ({"profile": "nope"}, "Unknown profile 'nope'; choose one of: small, medium."),
     ({"profile": "gpu"}, "Unknown profile 'gpu'; choose one of: small, medium."),
-    ({"profile": ["small"]}, "Unknown profile '(invalid)'"),
+    ({"profile": ["small"]}, "The profile must be a name, one of: small, medium."),
     ({"profile": "x" * 200}, "Unknown profile '(invalid)'"),
     ({"profile": "small", "nodes": 64}, "Unknown server option 'nodes'"),
     (["small"], "must be a JSON object"),
@@ -45,6 +45,16 @@ def test_anything_else_is_a_400_saying_what_is_allowed(options: Any, words: str)
         choose_profile(options, visible(), PROFILES.default)
     assert info.value.status_code == 400
     assert words in info.value.message
+
+
+@pytest.mark.parametrize("name", [[], ["small"], {"a": 1}, 3])
+def test_a_profile_that_is_not_a_name_is_a_400_even_beside_hidden_profiles(name: Any) -> None:
+    """Found by the REST-body fuzzing: a list was looked up in the set of hidden profiles
+    (TypeError, a 500) instead of being refused."""
+    with pytest.raises(SpawnException) as info:
+        choose_profile({"profile": name}, visible(), PROFILES.default, {"gpu"})
+    assert info.value.status_code == 400
+    assert "The profile must be a name, one of: small, medium." in info.value.message
 
 
 def test_nothing_visible_is_a_403() -> None:
