@@ -52,11 +52,16 @@ class _Cancel:
     attempts: int = 0
 
 
-
 def log_end(logger: Logger, info: JobInfo, source: str) -> None:
     """The hub's one line on a job's end: why, and which answer of the scheduler said so."""
     logger.info("job %s ended: %s (confirmed by %s)", info.job_id,
                 one_line(info.reason or info.state.value), source)
+
+
+def listed_as_ended(backend: Backend) -> str:
+    """The source of an end the scheduler's own queue lists (for log_end)."""
+    return f"{backend.queue_tool}, which lists it as ended"
+
 
 class Poller:
     def __init__(self, backend: Backend, tag_prefix: str, *, fast: float = 1.0,
@@ -332,7 +337,7 @@ class Poller:
                 alive += 1
             elif info is not None:  # the query itself lists it as ended
                 job.gone = info
-                ended[job_id] = f"{self.backend.queue_tool}, which lists it as ended"
+                ended[job_id] = listed_as_ended(self.backend)
             elif job.since < started:
                 unlisted.append(job_id)
         # A good answer that lists none of several jobs it listed before is an outage (a

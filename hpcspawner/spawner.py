@@ -28,7 +28,7 @@ from .compat import SpawnException
 from .job import BatchJob, JobContext, JobFailed
 from .jobspec import JobBuilder
 from .options import RESOURCE_KEYS, Choice, check_totals, choose, choose_profile, form_fields
-from .poller import Poller, log_end
+from .poller import Poller, listed_as_ended, log_end
 from .profiles import Caps, Profile, ProfileError, ProfileSet, Resources
 from .render import render_template
 from .report import DropRoute, Report, accept, ended, register_report_handler
@@ -609,7 +609,7 @@ class HPCSpawner(Spawner):
                     if replace is not None:
                         replace(said, why)
                 self.log.info("%s: %s", self._log_name, one_line(why))
-                log_end(self.log, info, f"{job.ctx.backend.queue_tool}, which lists it as ended")
+                log_end(self.log, info, listed_as_ended(job.ctx.backend))
                 return
             await asyncio.sleep(job.ctx.fast_poll_interval)
 
