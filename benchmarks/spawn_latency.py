@@ -43,7 +43,14 @@ from typing import Any
 import requests
 
 from benchmarks import phases
-from tests.hubtools import VENV_BIN, Hub, new_hub_dir, scontrol_job
+from tests.hubtools import (
+    VENV_BIN,
+    Hub,
+    drop_database,
+    new_database,
+    new_hub_dir,
+    scontrol_job,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -222,14 +229,17 @@ class HubContender:
 
 
 def make_hubs(partition: str, users: tuple[str, ...], squeue: str,
-              which: tuple[str, ...], hub_address: str = "") -> dict[str, Hub]:
+              which: tuple[str, ...], hub_address: str = "", database: str = "") -> dict[str, Hub]:
+    """The contenders' hubs, started. ``database``: the hpcspawner hub's database is this new
+    one in the multi-node cluster's PostgreSQL (dropped by the caller), not SQLite."""
     hubs: dict[str, Hub] = {}
     if "hpcspawner" in which:
+        db_url, env = new_database(database) if database else ("", {})
         hubs["hpcspawner"] = Hub(
             new_hub_dir("bench-hpcspawner"), profiles=BENCH_PROFILES.format(partition=partition),
-            hub_id=f"bench{secrets.token_hex(2)}", port=19000, users=users,
-            extra_config=HPC_CONFIG.format(squeue=squeue) + (NODE_NETWORK_CONFIG.format(
-                address=hub_address) if hub_address else ""))
+            hub_id=f"bench{secrets.token_hex(2)}", port=19000, users=users, db_url=db_url,
+            env=env, extra_config=HPC_CONFIG.format(squeue=squeue) + (
+                NODE_NETWORK_CONFIG.format(address=hub_address) if hub_address else ""))
     if "batchspawner" in which:
         hubs["batchspawner"] = Hub(
             new_hub_dir("bench-batchspawner"), profiles=BENCH_PROFILES.format(
@@ -334,13 +344,16 @@ def hub_api(hub: Hub, address: str = "") -> str:
     return f"http://{address or '127.0.0.1'}:{hub.port + 81}/hub/api"
 
 
-def burst(n: int, partition: str, interval: float, hub_address: str = "") -> dict[str, Any]:
+def burst(n: int, partition: str, interval: float, hub_address: str = "",
+          postgres: bool = False) -> dict[str, Any]:
     """``n`` users press Start within one second on one hpcspawner hub."""
     users = tuple(f"hpcb{i:02d}" for i in range(1, n + 1))
     for user in users:
         ensure_user(user)
     squeue = counting_squeue()
-    hub = make_hubs(partition, users, squeue, ("hpcspawner",), hub_address)["hpcspawner"]
+    database = f"bench_burst_{secrets.token_hex(3)}" if postgres else ""
+    hub = make_hubs(partition, users, squeue, ("hpcspawner",), hub_address,
+                    database)["hpcspawner"]
     failures: list[str] = []
     done: dict[str, float] = {}
     landed: dict[str, int] = {}
@@ -380,6 +393,8 @@ def burst(n: int, partition: str, interval: float, hub_address: str = "") -> dic
                 hub.wait_stopped(user, timeout=60)
         hub.stop()
         hub.stop_proxy()
+        if database:
+            drop_database(database)
     return {"users": n, "all_ready_s": round(elapsed, 2), "ready": len(done), "landed": landed,
             "failures": failures, "squeue_calls": queries, "floor": floors,
             "squeue_calls_per_fast_interval": round(queries / max(elapsed, 1e-9) * interval, 2)}
@@ -511,6 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hub-address", default="",
                         help="the hub host's address on the node network (scripts/cluster-up "
                         "--nodes prints it): the hubs bind their API there")
+    parser.add_argument("--postgres", action="store_true",
+                        help="the burst hub's database in the PostgreSQL of scripts/cluster-up "
+                        "--nodes (its database host), as a site's")
     parser.add_argument("--burst-partition", default="bench",
                         help="partition of the burst (bench: oversubscribed, all fit at once)")
     args = parser.parse_args(argv)
@@ -554,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hpcspawner p50 < batchspawner p50: "
               f"{'met' if ratio > 1 else 'NOT met'} (batchspawner takes {ratio:.2f}x)")
     if args.burst:
-        found = burst(args.burst, args.burst_partition, 1.0, args.hub_address)
+        found = burst(args.burst, args.burst_partition, 1.0, args.hub_address, args.postgres)
         floors = found["floor"]
         report["burst"] = found
         ratio = found["all_ready_s"] / max(floors["all_ready_s"], 1e-9)

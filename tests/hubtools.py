@@ -60,6 +60,49 @@ def run(argv: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedP
     return subprocess.run(argv, check=check, capture_output=True, text=True, **kw)
 
 
+HOSTS_BEGIN = "# BEGIN hpcspawner-cluster nodes"  # scripts/lib/nodes.sh writes the block
+HOSTS_END = "# END hpcspawner-cluster nodes"
+DB_HOST = "hpcspawner-db"  # the database host of `cluster-up --nodes N` (scripts/lib/nodes.sh)
+PG_SOCKET_DIR = "/run/hpcspawner-cluster/postgres"  # scripts/lib/postgres.sh
+PG_PASSWORD_FILE = Path("/var/lib/hpcspawner-cluster/postgres-hub.password")
+PG_ROLE = "jupyterhub"
+
+
+def node_network() -> dict[str, str]:
+    """Name → address of the hosts on the node network, from cluster-up's /etc/hosts block."""
+    names: dict[str, str] = {}
+    inside = False
+    for line in Path("/etc/hosts").read_text().splitlines():
+        if line.startswith(HOSTS_BEGIN):
+            inside = True
+        elif line.startswith(HOSTS_END):
+            inside = False
+        elif inside and line.strip():
+            address, name = line.split()[:2]
+            names[name] = address
+    return names
+
+
+def psql(sql: str) -> str:
+    """Run SQL as PostgreSQL's superuser on the database host (through its Unix socket)."""
+    [binary] = sorted(Path("/usr/lib/postgresql").glob("*/bin/psql"),
+                      key=lambda p: int(p.parts[-3]))[-1:]
+    return run(["runuser", "-u", "postgres", "--", str(binary), "-h", PG_SOCKET_DIR,
+                "-v", "ON_ERROR_STOP=1", "-Atq", "postgres"], input=sql).stdout
+
+
+def new_database(name: str) -> tuple[str, dict[str, str]]:
+    """A fresh PostgreSQL database for one hub: its URL and the environment with the password
+    (libpq reads PGPASSWORD; the URL and so the hub's log and config hold none)."""
+    psql(f'CREATE DATABASE "{name}" OWNER {PG_ROLE};')
+    url = f"postgresql+psycopg://{PG_ROLE}@{node_network()[DB_HOST]}:5432/{name}"
+    return url, {"PGPASSWORD": PG_PASSWORD_FILE.read_text().strip()}
+
+
+def drop_database(name: str) -> None:
+    psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE);')
+
+
 def squeue(hub_id: str) -> list[dict[str, str]]:
     """Live SLURM jobs (any state squeue still lists) that carry this hub's tag. Records end
     with a random frame, so a comment with a newline in it (tests/e2e/test_attacks.py) stays
@@ -93,13 +136,18 @@ class Hub:
 
     def __init__(self, workdir: Path, *, profiles: str, hub_id: str, port: int = 18000,
                  extra_config: str = "", users: tuple[str, ...] = ("alice", "bob", "carol"),
-                 as_root: bool = False, env: dict[str, str] | None = None):
+                 as_root: bool = False, env: dict[str, str] | None = None,
+                 address: str = "127.0.0.1", db_url: str = "",
+                 host: tuple[str, str] | None = None):
         self.env = env or {}  # more of the hub process's environment
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.hub_id = hub_id
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.address = address  # where the proxy listens (public side and API)
+        self.url = f"http://{address}:{port}"
+        self.db_url = db_url or f"sqlite:///{self.dir / 'jupyterhub.sqlite'}"
+        self.host = host  # (network namespace, host name) of another host; None: this one
         self.token = secrets.token_hex(24)
         self.proxy_token = secrets.token_hex(24)
         self.password = "hpcspawner-test"
@@ -134,10 +182,10 @@ class Hub:
             c.Spawner.default_url = "/lab"
             c.JupyterHub.bind_url = "{self.url}"
             c.JupyterHub.hub_port = {self.port + 81}
-            c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.port + 1}"
+            c.ConfigurableHTTPProxy.api_url = "http://{self.address}:{self.port + 1}"
             c.ConfigurableHTTPProxy.auth_token = {self.proxy_token!r}
             c.ConfigurableHTTPProxy.pid_file = {str(self.dir / "proxy.pid")!r}
-            c.JupyterHub.db_url = "sqlite:///{self.dir / 'jupyterhub.sqlite'}"
+            c.JupyterHub.db_url = {self.db_url!r}
             c.JupyterHub.cookie_secret_file = {str(self.dir / "cookie_secret")!r}
             c.JupyterHub.cleanup_servers = False
             c.JupyterHub.authenticator_class = "shared-password"
@@ -159,13 +207,22 @@ class Hub:
         users only through the sudoers file scripts/setup-machine installed."""
         log = self.log_path.open("ab")
         account = pwd.getpwnam("root") if self.as_root else hub_account()
-        self.proc = subprocess.Popen(
-            [str(VENV_BIN / "jupyterhub"), "-f", str(self.config_path)],
-            cwd=self.dir, stdout=log, stderr=subprocess.STDOUT,
-            user=account.pw_uid, group=account.pw_gid, extra_groups=[],
-            env={"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": str(self.dir),
-                 "LANG": "C.UTF-8", **self.env},
-        )
+        argv = [str(VENV_BIN / "jupyterhub"), "-f", str(self.config_path)]
+        env = {"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": str(self.dir),
+               "LANG": "C.UTF-8", **self.env}
+        if self.host is None:
+            self.proc = subprocess.Popen(argv, cwd=self.dir, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env,
+                                         user=account.pw_uid, group=account.pw_gid,
+                                         extra_groups=[])
+        else:  # on another host: its network and host name, then the hub's account
+            netns, name = self.host
+            self.proc = subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{netns}", "--", "unshare", "--uts", "--",
+                 "/bin/sh", "-c", 'hostname "$0" && exec "$@"', name,
+                 "setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
+                 "--clear-groups", "--", *argv],
+                cwd=self.dir, stdout=log, stderr=subprocess.STDOUT, env=env)
         (self.dir / "hub.pid").write_text(str(self.proc.pid))
         wait_for("the hub to answer", self._ready, timeout=60)
         return self
@@ -257,7 +314,7 @@ class Hub:
         return session.get(f"{self.url}/hub/spawn", timeout=10).content.decode("utf-8")
 
     def routes(self) -> dict[str, Any]:
-        r = requests.get(f"http://127.0.0.1:{self.port + 1}/api/routes",
+        r = requests.get(f"http://{self.address}:{self.port + 1}/api/routes",
                          headers={"Authorization": f"token {self.proxy_token}"}, timeout=5)
         r.raise_for_status()
         result: dict[str, Any] = r.json()
@@ -285,10 +342,12 @@ def listener_user(port: int) -> str:
     return run(["ps", "-o", "user=", "-p", pid]).stdout.strip()
 
 
-def server_environ(port: int) -> dict[str, str]:
+def server_environ(port: int, netns: str = "") -> dict[str, str]:
     """The environment of the single-user server behind ``port`` (root reads it): the port's
-    listener is the job's launcher (forwarder.py); the server is its child."""
-    out = run(["ss", "-Hltnp", f"sport = :{port}"]).stdout
+    listener is the job's launcher (forwarder.py); the server is its child. ``netns``: the
+    network namespace of the node the job runs on (none: this host)."""
+    enter = ["nsenter", f"--net=/run/netns/{netns}", "--"] if netns else []
+    out = run([*enter, "ss", "-Hltnp", f"sport = :{port}"]).stdout
     launcher = out.split("pid=", 1)[1].split(",", 1)[0]
     children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
     assert children, f"the launcher {launcher} on port {port} runs no server"

@@ -140,3 +140,36 @@ def test_private_data_hides_jobs_only_when_it_names_jobs_or_all() -> None:
     assert not private_jobs(config.format("none"))
     assert not private_jobs(config.format("usage,users"))
     assert not private_jobs("")
+
+
+@pytest.mark.parametrize(("admin_level", "hidden"), [
+    ("Operator", False), ("Administrator", False), ("None", True), ("", True)])
+def test_private_data_hides_jobs_unless_the_hub_is_a_slurm_operator(
+        monkeypatch: pytest.MonkeyPatch, admin_level: str, hidden: bool) -> None:
+    """With PrivateData=jobs a followed job missing from squeue is "hidden" (never ended)
+    unless sacctmgr says the hub's account is an operator or administrator: then it is
+    asked for by id, as without PrivateData."""
+    from hpcspawner.backends.slurm import SlurmBackend
+    from hpcspawner.commands import Result
+
+    backend = SlurmBackend()
+    asked: list[list[str]] = []
+
+    async def as_hub(argv: list[str], *, check: bool = True) -> Result:
+        asked.append(argv)
+        if argv[0] == backend.scontrol:
+            return Result(argv, 0, "PrivateData             = jobs\n", "")
+        if argv[0] == backend.sacctmgr:
+            return Result(argv, 0, f"{admin_level}\n" if admin_level else "", "")
+        return Result(argv, 0, "", "")  # squeue: nothing listed
+
+    monkeypatch.setattr(backend, "as_hub", as_hub)
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.setattr("pwd.getpwuid", lambda uid: type("pw", (), {"pw_name": "jupyterhub"}))
+    jobs = asyncio.run(backend.query("hpcspawner:hub:", ["42"]))
+    assert [a[:2] for a in asked if a[0] == backend.sacctmgr] == [[backend.sacctmgr, "-n"]]
+    by_id = [a for a in asked if a[0] == backend.squeue and "--jobs=42" in a]
+    if hidden:
+        assert jobs["42"].reason == "PrivateData=jobs hides the job from the hub" and not by_id
+    else:
+        assert "42" not in jobs and by_id

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import posixpath
+import pwd
 import re
 import secrets
 import time
@@ -176,13 +177,17 @@ class SlurmBackend(Backend):
     ).tag(config=True)
     scontrol = Unicode("scontrol", help="scontrol command (reads PrivateData).").tag(
         config=True)
+    sacctmgr = Unicode(
+        "sacctmgr", help="sacctmgr command (reads whether the hub's account is a SLURM "
+        "operator, who sees every job despite PrivateData).").tag(config=True)
     hides_jobs = Bool(
         None, allow_none=True,
         help="""Whether squeue, as the hub runs it, hides other users' jobs (PrivateData=jobs
         and the hub account is neither root, SlurmUser nor an operator). Such jobs are never
         declared ended, but the hub cannot follow them either: grant the hub account a view
         of all jobs (docs/slurm.md). Default (None): read PrivateData from `scontrol show
-        config` when a followed job is missing from squeue.""",
+        config` and the hub account's AdminLevel from `sacctmgr` when a followed job is
+        missing from squeue.""",
     ).tag(config=True)
 
     login_environment = Bool(
@@ -254,7 +259,7 @@ class SlurmBackend(Backend):
             self._private_checked = time.monotonic()
             result = await self.as_hub([self.scontrol, "show", "config"], check=False)
             self._private = private_jobs(result.stdout) and not self.query_prefix and \
-                os.geteuid() != 0
+                os.geteuid() != 0 and not await self._hub_is_operator()
             if self._private and not self._private_said:
                 log.error("SLURM has PrivateData=jobs: squeue, run as the hub's account, "
                           "does not show the users' jobs. Running servers are kept, but new "
@@ -262,6 +267,15 @@ class SlurmBackend(Backend):
                           "in docs/slurm.md")
             self._private_said = self._private
         return self._private
+
+    async def _hub_is_operator(self) -> bool:
+        """Whether slurmdbd makes the hub's account an operator or administrator (SLURM shows
+        them every job whatever PrivateData says)."""
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        result = await self.as_hub([self.sacctmgr, "-n", "-P", "show", "user", me,
+                                    "format=AdminLevel"], check=False)
+        return result.returncode == 0 and \
+            result.stdout.strip().lower() in ("operator", "administrator")
 
     async def _squeue(self, select: list[str], tag_prefix: str) -> dict[str, JobInfo]:
         frame = new_frame()

@@ -89,7 +89,9 @@ EOF
     fi
 }
 
-# accounting_associations: the account, the demo users and the hub's account in it.
+# accounting_associations: the account, the demo users and the hub's account in it; the
+# hub's account a SLURM operator, so that with PrivateData=jobs it still sees its users' jobs
+# (the narrowest role that does: docs/slurm.md, "PrivateData").
 accounting_associations() {
     local u
     if [[ -z $(sacctmgr -n -P list account "$ACCOUNT" format=account) ]]; then
@@ -104,4 +106,9 @@ accounting_associations() {
                 die "sacctmgr add user $u failed"
         fi
     done
+    if id -u "$HUB_ACCOUNT_USER" >/dev/null 2>&1 &&
+        [[ $(sacctmgr -n -P list user "$HUB_ACCOUNT_USER" format=adminlevel) != Operator ]]; then
+        sacctmgr -i modify user "$HUB_ACCOUNT_USER" set adminlevel=Operator >/dev/null ||
+            die "sacctmgr could not make $HUB_ACCOUNT_USER an operator"
+    fi
 }

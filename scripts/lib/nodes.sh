@@ -8,6 +8,15 @@ NODE_NET=10.251.0          # the node network, /24; nothing else on this machine
 HUB_ADDR=$NODE_NET.1       # the hub host (slurmctld, the hub, the proxy) on that network
 HUB_NAME=hpcspawner-hub    # its name there (in the /etc/hosts block)
 BRIDGE=hpcbr0
+# Two more hosts on that network, each a network and UTS namespace like a node:
+SERVICE_ADDR=$NODE_NET.2   # the hub's service address (a site's floating IP), on the active hub
+SERVICE_NAME=jupyter       #   host; the fail-over test moves it to the second hub host
+HUB2_ADDR=$NODE_NET.3      # the second hub host, where a hub fails over to
+HUB2_NAME=hpcspawner-hub2
+HUB2_NETNS=hpc-hub2
+DB_ADDR=$NODE_NET.4        # the database host: PostgreSQL for the hubs (scripts/lib/postgres.sh)
+DB_NAME=hpcspawner-db
+DB_NETNS=hpc-db
 NODES_FILE=/run/hpcspawner-cluster/nodes   # how many nodes the running cluster has
 HOSTS_BEGIN="# BEGIN hpcspawner-cluster nodes (scripts/cluster-up; scripts/cluster-down removes it)"
 HOSTS_END="# END hpcspawner-cluster nodes"
@@ -17,27 +26,39 @@ node_addr() { printf '%s.%d' "$NODE_NET" $((10 + $1)); }
 node_netns() { printf 'hpc-%s' "$(node_name "$1")"; }
 node_veth() { printf 'hpcv%02d' "$1"; }
 
-# nodes_net_up N: the bridge with the hub's address, and N namespaces wired to it.
+# host_net_up NETNS VETH ADDR: a namespace wired to the bridge, ADDR on its eth0.
+host_net_up() {
+    local ns=$1 veth=$2 addr=$3
+    [[ -e /run/netns/$ns ]] || ip netns add "$ns"
+    if ! ip link show "$veth" >/dev/null 2>&1; then
+        ip link add "$veth" type veth peer name eth0 netns "$ns"
+    fi
+    ip link set "$veth" master "$BRIDGE" up
+    ip -n "$ns" link set lo up
+    # (whole outputs compared, not `| grep -q`: under pipefail an early grep exit fails the pipe)
+    [[ $(ip -n "$ns" addr show dev eth0) == *"inet $addr/24 "* ]] ||
+        ip -n "$ns" addr add "$addr/24" dev eth0
+    ip -n "$ns" link set eth0 up
+}
+
+# nodes_net_up N: the bridge with the hub's address (and the service address, unless the
+# second hub host holds it), the second hub host, the database host and N nodes.
 nodes_net_up() {
-    local n=$1 i ns
+    local n=$1 i
     if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
         ip link add "$BRIDGE" type bridge
     fi
-    # (whole outputs compared, not `| grep -q`: under pipefail an early grep exit fails the pipe)
     [[ $(ip addr show dev "$BRIDGE") == *"inet $HUB_ADDR/24 "* ]] ||
         ip addr add "$HUB_ADDR/24" dev "$BRIDGE"
     ip link set "$BRIDGE" up
+    host_net_up "$HUB2_NETNS" hpcvh2 "$HUB2_ADDR"
+    host_net_up "$DB_NETNS" hpcvdb "$DB_ADDR"
+    if [[ $(ip addr show dev "$BRIDGE") != *"inet $SERVICE_ADDR/24 "* ]] &&
+        [[ $(ip -n "$HUB2_NETNS" addr show dev eth0) != *"inet $SERVICE_ADDR/24 "* ]]; then
+        ip addr add "$SERVICE_ADDR/24" dev "$BRIDGE"
+    fi
     for ((i = 1; i <= n; i++)); do
-        ns=$(node_netns "$i")
-        [[ -e /run/netns/$ns ]] || ip netns add "$ns"
-        if ! ip link show "$(node_veth "$i")" >/dev/null 2>&1; then
-            ip link add "$(node_veth "$i")" type veth peer name eth0 netns "$ns"
-        fi
-        ip link set "$(node_veth "$i")" master "$BRIDGE" up
-        ip -n "$ns" link set lo up
-        [[ $(ip -n "$ns" addr show dev eth0) == *"inet $(node_addr "$i")/24 "* ]] ||
-            ip -n "$ns" addr add "$(node_addr "$i")/24" dev eth0
-        ip -n "$ns" link set eth0 up
+        host_net_up "$(node_netns "$i")" "$(node_veth "$i")" "$(node_addr "$i")"
     done
 }
 
@@ -51,7 +72,8 @@ nodes_hosts_block() {
     if ((n > 0)); then
         {
             printf '%s\n' "$HOSTS_BEGIN"
-            printf '%s %s\n' "$HUB_ADDR" "$HUB_NAME"
+            printf '%s %s\n' "$HUB_ADDR" "$HUB_NAME" "$SERVICE_ADDR" "$SERVICE_NAME" \
+                "$HUB2_ADDR" "$HUB2_NAME" "$DB_ADDR" "$DB_NAME"
             for ((i = 1; i <= n; i++)); do
                 printf '%s %s\n' "$(node_addr "$i")" "$(node_name "$i")"
             done
@@ -67,7 +89,7 @@ nodes_hosts_block() {
 # nodes_net_down: every namespace, veth and the bridge of the node network; the hosts block.
 nodes_net_down() {
     local ns
-    for ns in /run/netns/hpc-node[0-9][0-9]; do
+    for ns in /run/netns/hpc-node[0-9][0-9] "/run/netns/$HUB2_NETNS" "/run/netns/$DB_NETNS"; do
         [[ -e $ns ]] && ip netns del "$(basename "$ns")"
     done
     if ip link show "$BRIDGE" >/dev/null 2>&1; then
@@ -83,6 +105,13 @@ nodes_net_down() {
 on_node() {
     local i=$1
     shift
-    nsenter --net="/run/netns/$(node_netns "$i")" -- unshare --uts -- /bin/sh -c \
-        'hostname "$0" && exec "$@"' "$(node_name "$i")" "$@"
+    on_host "$(node_netns "$i")" "$(node_name "$i")" "$@"
+}
+
+# on_host NETNS NAME COMMAND...: run COMMAND in NETNS with the host name NAME.
+on_host() {
+    local ns=$1 name=$2
+    shift 2
+    nsenter --net="/run/netns/$ns" -- unshare --uts -- /bin/sh -c \
+        'hostname "$0" && exec "$@"' "$name" "$@"
 }

@@ -12,16 +12,23 @@ from typing import Any
 import pytest
 
 from tests.conftest import EXAMPLE_PROFILES
-from tests.hubtools import Hub, new_hub_dir, squeue
+from tests.hubtools import Hub, drop_database, new_database, new_hub_dir, squeue
 
 
 @pytest.fixture
 def make_hub(cluster: None, tmp_path: Path) -> Iterator[Callable[..., Hub]]:
-    """Build hubs with their own hub_id; afterwards stop servers, hub, proxy and any job."""
+    """Build hubs with their own hub_id; afterwards stop servers, hub, proxy and any job.
+    ``postgres=True``: the hub's database is a new one in the multi-node cluster's PostgreSQL,
+    dropped at the end."""
     hubs: list[Hub] = []
+    databases: list[str] = []
 
     def make(profiles: str = EXAMPLE_PROFILES, **kw: Any) -> Hub:
         hub_id = kw.pop("hub_id", f"t{secrets.token_hex(3)}")
+        if kw.pop("postgres", False):
+            databases.append(f"hub_{hub_id}_{len(databases)}")
+            kw["db_url"], password = new_database(databases[-1])
+            kw["env"] = {**kw.get("env", {}), **password}
         hub = Hub(new_hub_dir(f"{tmp_path.name[:40]}-hub{len(hubs)}"), profiles=profiles,
                   hub_id=hub_id, **kw)
         hubs.append(hub)
@@ -40,3 +47,5 @@ def make_hub(cluster: None, tmp_path: Path) -> Iterator[Callable[..., Hub]]:
             subprocess.run(["scancel", *leftover], check=False)
         if not os.environ.get("HPCSPAWNER_KEEP_HUBS"):
             shutil.rmtree(hub.dir, ignore_errors=True)
+    for database in databases:
+        drop_database(database)

@@ -19,77 +19,22 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
+from tests.e2e.nodes.cluster import (
+    HUB_NAME,
+    ON_NODE01,
+    ON_NODE02,
+    REPO,
+    RUN_DIR,
+    host_name_of,
+    hub_on_node_network,
+    sacct_state,
+    server_process,
+)
 from tests.e2e.test_apps_e2e import login
 from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.hubtools import Hub, scontrol_job, squeue, wait_for
+from tests.hubtools import Hub, scontrol_job, server_environ, squeue, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.browser]
-
-HOSTS = Path("/etc/hosts")
-HOSTS_BEGIN = "# BEGIN hpcspawner-cluster nodes"  # scripts/lib/nodes.sh writes the block
-HOSTS_END = "# END hpcspawner-cluster nodes"
-HUB_NAME = "hpcspawner-hub"
-
-
-def node_network() -> dict[str, str]:
-    """Name → address of the hosts on the node network, from cluster-up's /etc/hosts block."""
-    names: dict[str, str] = {}
-    inside = False
-    for line in HOSTS.read_text().splitlines():
-        if line.startswith(HOSTS_BEGIN):
-            inside = True
-        elif line.startswith(HOSTS_END):
-            inside = False
-        elif inside and line.strip():
-            address, name = line.split()[:2]
-            names[name] = address
-    return names
-
-
-@pytest.fixture(scope="module")
-def network(cluster: None) -> dict[str, str]:
-    """The multi-node cluster's hosts. In CI its absence is a failure, never a skip."""
-    names = node_network()
-    partition = subprocess.run(["sinfo", "-h", "-N", "-p", "jupyter", "-t", "idle,mix,alloc",
-                                "-o", "%N"], capture_output=True, text=True,
-                               check=False).stdout.split()
-    problem = ""
-    if HUB_NAME not in names or not {"node01", "node02"} <= set(names):
-        problem = "the node network is not up: run `sudo scripts/cluster-up --nodes 2`"
-    elif sorted(partition) != ["node01", "node02"]:
-        problem = f"partition jupyter has {partition}, not node01 and node02 alone"
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return names
-
-
-def hub_on_node_network(make_hub: Callable[..., Hub], hub_address: str) -> Hub:
-    """A hub whose API the nodes reach on the hub host's address on the node network."""
-    return make_hub(extra_config=f"""
-        c.JupyterHub.hub_ip = {hub_address!r}
-        c.JupyterHub.hub_connect_ip = {hub_address!r}
-    """)
-
-
-def server_process(user: str) -> int:
-    """The PID of ``user``'s single-user server (the PID namespace is the machine's)."""
-    uid = int(subprocess.run(["id", "-u", user], capture_output=True, text=True,
-                             check=True).stdout)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != uid:
-                continue
-            words = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(word.endswith(b"jupyterhub-singleuser") for word in words):
-            return int(entry.name)
-    raise AssertionError(f"no jupyterhub-singleuser of {user} runs")
-
 
 def test_alice_lands_on_a_compute_node_routed_by_its_address_and_jupyterlab_loads(
         make_hub: Callable[..., Hub], network: dict[str, str]) -> None:
@@ -117,13 +62,9 @@ def test_alice_lands_on_a_compute_node_routed_by_its_address_and_jupyterlab_load
     assert socket.gethostbyname(node) == network[node]  # ... which is its address there
     assert network[node] != hub_address
 
-    server = server_process("alice")
-    env = dict(item.split("=", 1) for item in Path(f"/proc/{server}/environ").read_text(
-        errors="replace").split("\0") if "=" in item)
+    env = server_environ(target.port or 0, netns=f"hpc-{node}")
     assert urlparse(env["JUPYTERHUB_API_URL"]).hostname == hub_address  # hub_connect_ip
-    on_node = subprocess.run(["nsenter", "-t", str(server), "-u", "-n", "hostname"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    assert on_node == node  # the server runs in the node's namespaces, named as the node
+    assert host_name_of(server_process("alice")) == node  # in its namespaces, named as it
     status = hub.proxied("alice", "api/status")
     assert status.status_code == 200, status.text[:300]
 
@@ -154,19 +95,6 @@ def test_a_job_reporting_another_host_than_its_node_is_refused_and_never_routed(
     assert "/user/alice" not in hub.routes()
     assert "routing to" not in hub.log()
     wait_for("the job to leave the queue", lambda: not squeue(hub.hub_id))
-
-
-ON_NODE02 = """
-profiles:
-  - name: on-node02
-    default: true
-    backend: slurm
-    partition: jupyter
-    resources: {cores: 1, memory: 1GiB, runtime: 1h}
-    extra_options: ["--nodelist=node02"]
-"""
-RUN_DIR = Path("/run/hpcspawner-cluster")
-REPO = Path(__file__).resolve().parents[3]
 
 
 def node_state(node: str) -> str:
@@ -219,7 +147,6 @@ def test_a_node_that_dies_under_a_server_is_told_in_words_and_nothing_comes_back
 
 
 LISTENER = Path(__file__).resolve().parents[1] / "bob_listener.py"
-ON_NODE01 = ON_NODE02.replace("on-node02", "on-node01").replace("node02", "node01")
 
 
 def bob_events(path: Path) -> list[dict[str, Any]]:
@@ -291,13 +218,6 @@ def test_bob_listening_beside_alices_server_on_her_node_or_after_it_exits_never_
         record.unlink(missing_ok=True)
 
 
-def sacct_state(job_id: str) -> str:
-    """What SLURM's accounting (slurmdbd, MariaDB) says of a job ('' when it knows nothing)."""
-    out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State"],
-                         capture_output=True, text=True, check=False).stdout.split()
-    return out[0] if out else ""
-
-
 def listed(job_id: str) -> bool:
     """Does slurmctld still list the job (in any state)?"""
     return bool(subprocess.run(["squeue", "-h", "-j", job_id, "--states=all", "-o", "%i"],
@@ -342,3 +262,5 @@ def test_a_job_ended_and_purged_while_the_hub_was_down_is_confirmed_by_sacct(
     wait_for("alice's server to be stopped", lambda: hub.server_model("alice") is None,
              timeout=60)
     assert "/user/alice" not in hub.routes()
+    # PrivateData=jobs on this cluster: the hub, a SLURM operator, knows it sees every job
+    assert "SLURM has PrivateData=jobs" not in hub.log()

@@ -89,7 +89,8 @@ def _ticker(pool: Pool, stop: threading.Event) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     host = socket.gethostname()
     p = argparse.ArgumentParser(description="HTCondor stand-in daemon (schedd + negotiators + "
-                                "startd for one host). Not HTCondor.", fromfile_prefix_chars="@")
+                                "startds for this host or named nodes). Not HTCondor.",
+                                fromfile_prefix_chars="@")
     p.add_argument("--socket", default=socket_path())
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     p.add_argument("--pidfile", default=None)
@@ -101,7 +102,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fast-cycle", type=float, default=1.0)
     p.add_argument("--jupyter-slots", type=int, default=2)
     p.add_argument("--periodic-interval", type=float, default=5.0)
+    p.add_argument("--node", action="append", default=[], metavar="NAME=NETNS",
+                   help="an execute node: its host name and network namespace (repeat; "
+                   "default: one startd on this host)")
     args = p.parse_args(argv)
+    args.nodes = tuple(tuple(n.split("=", 1)) for n in args.node)
+    if any(len(n) != 2 or not all(n) for n in args.nodes):
+        p.error("--node takes NAME=NETNS, e.g. node01=hpc-node01")
     args.schedd_name = args.schedd_name or [host]
     args.pool = args.pool or ["127.0.0.1:9618", host]
     args.host = host
@@ -112,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     config = Config(host=args.host, state_dir=args.state_dir, schedd_names=args.schedd_name,
                     pools=args.pool, main_cycle=args.main_cycle, fast_cycle=args.fast_cycle,
-                    jupyter_slots=args.jupyter_slots, periodic_interval=args.periodic_interval)
+                    jupyter_slots=args.jupyter_slots, periodic_interval=args.periodic_interval,
+                    nodes=args.nodes)
     pool = Pool(config)
     sock_dir = os.path.dirname(args.socket)
     os.makedirs(sock_dir, mode=0o755, exist_ok=True)

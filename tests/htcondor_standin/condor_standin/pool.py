@@ -38,6 +38,8 @@ class Config:
     fast_cycle: float = 1.0
     jupyter_slots: int = 2
     periodic_interval: float = 5.0
+    # the execute nodes, (name, network namespace); none: one startd on this host
+    nodes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -68,7 +70,8 @@ class Pool:
         self.config = config
         self.lock = threading.RLock()
         self.queue = schedd.Queue(config.state_dir)
-        self.startd = startd.Startd(config.host, config.jupyter_slots)
+        self.startds = [startd.Startd(name, config.jupyter_slots, netns)
+                        for name, netns in config.nodes or ((config.host, ""),)]
         self.running: dict[JobKey, startd.RunningProc] = {}
         self.dying: list[startd.RunningProc] = []
         now = time.time()
@@ -85,6 +88,23 @@ class Pool:
     @property
     def schedd_address(self) -> str:
         return sinful(self.host, SCHEDD_PORT)
+
+    def startd_of(self, slot_name: str) -> startd.Startd:
+        host = slot_name.rsplit("@", 1)[1]
+        return next(s for s in self.startds if s.host == host)
+
+    def slot_ads(self) -> list[ClassAd]:
+        return [ad for s in self.startds for ad in s.slot_ads()]
+
+    def _claim(self, jupyter: bool, cpus: int, memory: int, gpus: int, disk: int, job: str,
+               owner: str) -> startd.Slot | None:
+        """The first node with room (the nodes in their configured order)."""
+        for node in self.startds:
+            slot = (node.claim_jupyter(cpus, memory, gpus, job, owner) if jupyter else
+                    node.claim_main(cpus, memory, gpus, disk, job, owner))
+            if slot is not None:
+                return slot
+        return None
 
     def _recover(self) -> None:
         """After a restart: jobs that were running lost their process; requeue them."""
@@ -149,11 +169,8 @@ class Pool:
             disk = _number(ad, "RequestDisk", 0)
             slot = None
             if cpus is not None and memory is not None and gpus is not None and disk is not None:
-                owner = ad.get_str("Owner", "")
-                if neg.jupyter:
-                    slot = self.startd.claim_jupyter(cpus, memory, gpus, key_text(key), owner)
-                else:
-                    slot = self.startd.claim_main(cpus, memory, gpus, disk, key_text(key), owner)
+                slot = self._claim(neg.jupyter, cpus, memory, gpus, disk, key_text(key),
+                                   ad.get_str("Owner", ""))
             if slot is None:
                 ad["LastRejMatchReason"] = "no match found"
                 ad["LastRejMatchTime"] = now
@@ -182,9 +199,10 @@ class Pool:
         ad["RemoteHost"] = slot.name
         ad["RemoteSlotID"] = slot.slot_id
         ad["CurrentHosts"] = 1
-        ad["StartdIpAddr"] = self.startd.address
+        node = self.startd_of(slot.name)
+        ad["StartdIpAddr"] = node.address
         ad["StartdPrincipal"] = "execute-side@matchsession/127.0.0.1"
-        ad["PublicClaimId"] = self.startd.claim_id(slot)
+        ad["PublicClaimId"] = node.claim_id(slot)
         ad["CpusProvisioned"] = slot.cpus
         ad["MemoryProvisioned"] = slot.memory
         ad["GPUsProvisioned"] = slot.gpus
@@ -199,7 +217,7 @@ class Pool:
         failure = self._launch(key, ad, slot)
         if failure is not None:
             reason, code, subcode = failure
-            self.startd.release(slot.name)
+            node.release(slot.name)
             schedd.hold(ad, reason, code, subcode, now)
 
     def _launch(self, key: JobKey, ad: ClassAd, slot: startd.Slot) -> tuple[str, int, int] | None:
@@ -237,7 +255,8 @@ class Pool:
         result = startd.launch(exe, args, env, scratch if transfer else iwd,
                                resolve(ad.get_str("In", "/dev/null")),
                                resolve(ad.get_str("Out", "/dev/null")),
-                               resolve(ad.get_str("Err", "/dev/null")), inputs, scratch, user)
+                               resolve(ad.get_str("Err", "/dev/null")), inputs, scratch, user,
+                               self.startd_of(slot.name))
         if isinstance(result, startd.LaunchFailure):
             startd.remove_scratch(scratch)
             return self._failure_reason(result, slot, exe, args)
@@ -248,7 +267,8 @@ class Pool:
     def _write_ads(self, ad: ClassAd, slot: startd.Slot, scratch: str,
                    user: pwd.struct_passwd) -> None:
         """.job.ad and .machine.ad in the (still root-owned) scratch directory."""
-        machine = next((s for s in self.startd.slot_ads() if s.get("Name") == slot.name), None)
+        machine = next((s for s in self.startd_of(slot.name).slot_ads()
+                        if s.get("Name") == slot.name), None)
         for name, content in ((".job.ad", long_ad(ad)),
                               (".machine.ad", long_ad(machine) if machine else "\n")):
             fd = os.open(os.path.join(scratch, name),
@@ -262,7 +282,8 @@ class Pool:
         prefix = f"Error from {slot.name}: "
         if f.stage == "transfer":
             return (prefix + f"SHADOW at 127.0.0.1 failed to send file(s) to "
-                    f"{self.startd.address}: error reading from {f.path}: (errno {f.errno}) "
+                    f"{self.startd_of(slot.name).address}: error reading from {f.path}: "
+                    f"(errno {f.errno}) "
                     f"{f.strerror}; STARTER failed to receive file(s) from {self.schedd_address}",
                     HOLD_TRANSFER_INPUT_ERROR, f.errno)
         if f.stage in ("stdin", "stdout", "stderr"):
@@ -300,7 +321,7 @@ class Pool:
             self.queue.pids.pop(key_text(key), None)
             startd.signal_group(proc.popen.pid, signal.SIGKILL)
             startd.remove_scratch(proc.scratch)
-            self.startd.release(proc.slot)
+            self.startd_of(proc.slot).release(proc.slot)
             ad = self.queue.jobs.get(key)
             if ad is None:
                 continue
@@ -324,7 +345,7 @@ class Pool:
         proc = self.running.pop(key, None)
         if proc is None:
             return None
-        self.startd.release(proc.slot)
+        self.startd_of(proc.slot).release(proc.slot)
         startd.terminate(proc)
         self.dying.append(proc)
         return proc

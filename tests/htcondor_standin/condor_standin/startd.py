@@ -1,5 +1,6 @@
-"""The execute side: one host with a partitionable slot and reserved notebook slots, and
-the "starter" that runs a job as its owner.
+"""The execute side: a host with a partitionable slot and reserved notebook slots, and
+the "starter" that runs a job as its owner (on a named node: in that node's network and UTS
+namespaces, as scripts/cluster-up --nodes makes them).
 
 Pool model (a simplification, see README): slot1@host is partitionable (8 CPUs, 64000 MB,
 0 GPUs) and is carved into dynamic slots slot1_N@host; slot2@host ... slot<K+1>@host are the
@@ -55,8 +56,9 @@ class Slot:
 
 
 class Startd:
-    def __init__(self, host: str, jupyter_slots: int) -> None:
+    def __init__(self, host: str, jupyter_slots: int, netns: str = "") -> None:
         self.host = host
+        self.netns = netns  # the node's network namespace ("": this host's own)
         self.birth = int(time.time())
         self.claims = 0
         self.dynamic: dict[str, Slot] = {}
@@ -280,19 +282,31 @@ def make_scratch(execute_dir: str) -> str:
 
 
 def launch(exe: str, args: list[str], env: dict[str, str], cwd: str, stdin: str, stdout: str,
-           stderr: str, inputs: list[str], scratch: str,
-           user: pwd.struct_passwd) -> subprocess.Popen[bytes] | LaunchFailure:
+           stderr: str, inputs: list[str], scratch: str, user: pwd.struct_passwd,
+           node: Startd | None = None) -> subprocess.Popen[bytes] | LaunchFailure:
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
     spec = {"exe": exe, "args": args, "env": env, "cwd": cwd, "in": stdin, "out": stdout,
             "err": stderr, "inputs": inputs, "scratch": scratch}
+    argv = ["/usr/bin/python3", "-I", "-S", "-c", _LAUNCHER, str(spec_r), str(status_w)]
     try:
         groups = os.getgrouplist(user.pw_name, user.pw_gid)
-        popen = subprocess.Popen(
-            ["/usr/bin/python3", "-I", "-S", "-c", _LAUNCHER, str(spec_r), str(status_w)],
-            pass_fds=(spec_r, status_w), user=user.pw_uid, group=user.pw_gid,
-            extra_groups=groups, start_new_session=True, cwd="/", env={},
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if node is not None and node.netns:
+            # into the node's namespaces as root, then the owner's ids (each step execs: the
+            # PID is the job's)
+            popen = subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{node.netns}", "--", "unshare", "--uts", "--",
+                 "/bin/sh", "-c", 'hostname "$0" && exec "$@"', node.host,
+                 "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                 f"--groups={','.join(map(str, groups))}", "--", *argv],
+                pass_fds=(spec_r, status_w), start_new_session=True, cwd="/",
+                env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        else:
+            popen = subprocess.Popen(
+                argv, pass_fds=(spec_r, status_w), user=user.pw_uid, group=user.pw_gid,
+                extra_groups=groups, start_new_session=True, cwd="/", env={},
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     finally:
         os.close(spec_r)
         os.close(status_w)

@@ -172,7 +172,7 @@ def condor_status(pool: Pool, req: Request) -> Reply:
     except ClassAdSyntaxError:
         raise Exit(f"Error: Invalid constraint expression : {constraint}\n") from None
     with pool.lock:
-        slots = pool.startd.slot_ads()
+        slots = pool.slot_ads()
     selected = [s for s in slots if matches(expr, s) and
                 (not names or any(n.lower() in (s.get_str("Name").lower(),
                                                 s.get_str("Machine").lower()) for n in names))]
