@@ -13,7 +13,10 @@ here = Path(__file__).resolve().parent
 c = get_config()  # noqa: F821  (provided by JupyterHub)
 
 c.JupyterHub.spawner_class = "hpcspawner"
-c.HPCSpawner.profiles_path = os.environ.get("HPCSPAWNER_PROFILES", str(here / "profiles.yaml"))
+# scripts/demo hands over its copy; without it (`hpcspawner render --config`): the example's
+c.HPCSpawner.profiles_path = os.environ.get("HPCSPAWNER_PROFILES",
+                                            str(here.parent / "profiles.yaml"))
+c.HPCSpawner.walltime_warning = 10 * 60  # users are warned ten minutes before the time limit
 c.Spawner.default_url = "/lab"
 c.JupyterHub.allow_named_servers = True  # e.g. a notebook and a remote desktop at once
 c.JupyterHub.template_paths = [hpcspawner.hub_templates()]  # each server's profile on /hub/home

@@ -24,7 +24,7 @@ def hub_templates() -> str:
 
 def __getattr__(name: str) -> Any:
     # JupyterHub loads `hpcspawner:HPCSpawner` from the entry point; only then is the hub-side
-    # code imported and the launcher's report route added to the hub (see api.py). The CLI and
+    # code imported and the launcher's report route added to the hub (report.py). The CLI and
     # the launcher inside jobs import nothing of JupyterHub.
     if name == "HPCSpawner":
         from .spawner import HPCSpawner

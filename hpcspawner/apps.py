@@ -32,8 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .profiles import CustomApp, Profile
+from .wire import Env
 
-XSTARTUP_ENV = "JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP"
 SCRIPT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+@%,-]*(/[A-Za-z0-9_][A-Za-z0-9_.+@%,-]*)*$")
 
 
@@ -72,7 +72,7 @@ def server_command(cmd: Sequence[str], args: Sequence[str], python: str) -> list
 def proxied(app: str, entry: Mapping[str, object], *, url: str, ready_path: str,
             title: str) -> Launch:
     """A Launch whose app jupyter-server-proxy runs inside the server."""
-    return Launch(app=app, env={"HPCSPAWNER_APP": app, "HPCSPAWNER_SERVER_PROXY": json.dumps(
+    return Launch(app=app, env={Env.APP: app, Env.SERVER_PROXY: json.dumps(
         {app: dict(entry)}, sort_keys=True)}, url=url, ready_path=ready_path, title=title)
 
 
@@ -84,9 +84,9 @@ def launch_for(profile: Profile, apps: Mapping[str, CustomApp], python: str,
     if choice.name == "notebook":
         return Launch()
     if choice.name == "desktop":
-        env = {"HPCSPAWNER_APP": "desktop"}
+        env = {Env.APP: "desktop"}
         if choice.xstartup:
-            env[XSTARTUP_ENV] = choice.xstartup
+            env[Env.XSTARTUP] = choice.xstartup
         return Launch(app="desktop", url="/desktop/", title="Remote desktop", env=env)
     if choice.name == "streamlit":
         path = choice.script or script

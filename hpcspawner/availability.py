@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from . import messages
-from .backends import Availability
+from .backends import Availability, backend_classes
 from .profiles import Profile
 from .units import show_size
 
@@ -69,16 +69,11 @@ def outlook(profile: Profile, slots: list[Availability] | None) -> Outlook:
     if slots is None:
         return Outlook(None, "Availability unknown right now (the scheduler did not answer).")
     res = profile.resources
-    if profile.backend == "htcondor" and profile.fast_path_enabled:
-        fast = [s for s in slots if "jupyter" in s.groups and s.usable]
-        fits = [s for s in fast if s.free_cores >= res.cores and s.free_memory >= res.memory]
-        if fits:
-            return Outlook(True, f"Starts in seconds: {len(fits)} reserved notebook slot"
-                           f"{'s' if len(fits) != 1 else ''} free.")
-        return Outlook(False, "The reserved notebook slots are all taken: it will start in the "
-                       "regular pool, which can take minutes.")
-    group = profile.partition if profile.backend == "slurm" else "pool"
-    where = f"partition {group}" if profile.backend == "slurm" and group else "the pool"
+    backend = backend_classes()[profile.backend]
+    special = backend.special_outlook(profile, slots)  # e.g. HTCondor's reserved slots
+    if special is not None:
+        return Outlook(*special)
+    group, where = backend.availability_group(profile)
     candidates = [s for s in slots if s.usable and (group is None or group in s.groups)]
     fits = [s for s in candidates if s.free_cores >= res.cores
             and s.free_memory >= res.memory and s.free_gpus >= res.gpus]

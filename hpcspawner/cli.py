@@ -1,65 +1,109 @@
 """`hpcspawner check [PATH]`, `hpcspawner render --profile NAME --user NAME`, and
-`hpcspawner sudoers` (the sudoers file for the hub's account)."""
+`hpcspawner sudoers` (the sudoers file for the hub's account). With ``--config
+jupyterhub_config.py``, check and render read the site's settings as the hub does (profiles
+path, templates, job Python and command, hub id, timeouts, the backends' settings), so what
+render prints is what the hub submits."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import posixpath
-import subprocess
 import sys
 from collections.abc import Sequence
 
-from . import registry
+from traitlets.config import Config
+from traitlets.config.loader import ConfigFileNotFound, PyFileConfigLoader
+
 from .apps import ScriptError, check_script_path, launch_for
+from .backends import backend_classes
 from .jobspec import JobBuilder
-from .profiles import Profile, ProfileError, fast_path_misfit, load_profiles
+from .profiles import Profile, ProfileError, load_profiles
 from .render import RenderError
+from .wire import START_TIMEOUT, WALLTIME_WARNING, token_file_name
 
 
-def check(path: str, condor_status: str = "condor_status") -> int:
+class SiteConfigError(Exception):
+    """The site's jupyterhub_config.py cannot be read."""
+
+
+def site_config(path: str) -> Config:
+    """The site's jupyterhub_config.py as the hub loads it (traitlets); empty without one."""
+    if not path:
+        return Config()
+    where = os.path.dirname(os.path.abspath(path))
+    try:
+        return PyFileConfigLoader(os.path.basename(path), path=where).load_config()
+    except ConfigFileNotFound:
+        raise SiteConfigError(f"{path}: no such configuration file") from None
+    except Exception as exc:  # the site's Python: any error it raises
+        raise SiteConfigError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") \
+            from None
+
+
+def site_setting(config: Config, path: str, name: str, given: object, default: object) -> object:
+    """What the command line gives, else the site's HPCSpawner (or Spawner) setting, else the
+    default. A relative path setting is relative to the configuration file."""
+    if given is not None:
+        return given
+    for section in ("HPCSpawner", "Spawner"):
+        if section in config and name in config[section]:
+            value = config[section][name]
+            if name.endswith("_path") and isinstance(value, str) and path and \
+                    not os.path.isabs(value):
+                value = os.path.join(os.path.dirname(os.path.abspath(path)), value)
+            return value
+    return default
+
+
+def words(value: object) -> list[str]:
+    """A list setting as strings (a single string: one word)."""
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def check(path: str, config: Config | None = None) -> int:
+    """Validate the profiles; print one line each, and what each profile's scheduler can
+    tell about it (``Backend.profile_warnings``: e.g. a fast path no reserved slot fits)."""
     try:
         profiles = load_profiles(path)
     except ProfileError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
+    classes, backends = backend_classes(), {}
     for p in profiles.profiles:
         mark = " (default)" if p is profiles.default else ""
         where = f"partition {p.partition}" if p.partition else p.backend
         app = "" if p.app.name == "notebook" else f", app {p.app.name}" + (
             " (the user names the script)" if p.app.user_script else "")
         print(f"{p.name}: {p.title} — {p.backend}, {where}{app}{mark}")
-        for warning in fast_path_warnings(p, condor_status):
+        if p.backend not in backends:
+            backends[p.backend] = classes[p.backend](config=config or Config())
+        for warning in asyncio.run(backends[p.backend].profile_warnings(p)):
             print(f"warning: {path}: profile '{p.name}': {warning}", file=sys.stderr)
     print(f"{path}: {len(profiles.profiles)} profiles OK")
     return 0
 
 
-def fast_path_warnings(profile: Profile, condor_status: str) -> list[str]:
-    """A fast-path profile without ``fast_path.slot``: compare it with the reserved slots the
-    pool advertises, when condor_status answers (nothing to say when it does not)."""
-    fast = profile.htcondor.fast_path
-    if not profile.fast_path_enabled or fast is None or fast.slot is not None:
-        return []
-    pool = fast.pool or profile.htcondor.pool
-    argv = [condor_status, *(["-pool", pool] if pool else []), "-constraint",
-            f"{fast.slot_attribute} =?= True", "-af", "Cpus", "Memory"]
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=True).stdout
-        slots = [(int(c), int(m) * 2**20) for c, m in (line.split() for line in out.splitlines())]
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return []
-    if not slots:
-        return [f"the pool advertises no slot with {fast.slot_attribute} = True: the fast path "
-                "can never match (docs/htcondor.md)"]
-    cores, memory = max(c for c, _ in slots), max(m for _, m in slots)
-    problem = fast_path_misfit(profile, cores, memory)
-    return [problem + f" (condor_status {' '.join(argv[1:])})"] if problem else []
-
-
 def render(args: argparse.Namespace) -> int:
     try:
-        profiles = load_profiles(args.profiles)
+        config = site_config(args.config)
+    except SiteConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+    def setting(name: str, given: object, default: object) -> object:
+        return site_setting(config, args.config, name, given, default)
+
+    beside = os.path.join(os.path.dirname(os.path.abspath(args.config)), "profiles.yaml") \
+        if args.config else "profiles.yaml"
+    python = str(setting("job_python", args.python, sys.executable))
+    cmd = setting("cmd", args.cmd, [posixpath.join(posixpath.dirname(python),
+                                                   "jupyterhub-singleuser")]
+                  if args.config else ["jupyterhub-singleuser"])
+    try:
+        profiles = load_profiles(str(setting("profiles_path", args.profiles, beside) or beside))
     except ProfileError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -82,7 +126,7 @@ def render(args: argparse.Namespace) -> int:
     }
     try:
         script_path = check_script_path(args.script, home) if args.script else ""
-        launch = launch_for(profile, profiles.apps, args.python, script_path)
+        launch = launch_for(profile, profiles.apps, python, script_path)
     except ScriptError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -90,13 +134,16 @@ def render(args: argparse.Namespace) -> int:
         env["JUPYTERHUB_DEFAULT_URL"] = launch.url
     builder = JobBuilder(
         username=args.user, server_name=args.server, home=home, job_dir=job_dir,
-        hub_id=args.hub_id, python=args.python, cmd=args.cmd or ["jupyterhub-singleuser"],
-        env=env, template_dirs=tuple(args.template_dir or ()), launch=launch,
+        hub_id=str(setting("hub_id", args.hub_id, "hub")), python=python, cmd=words(cmd),
+        env=env, launch=launch,
+        template_dirs=tuple(words(setting("template_paths", args.template_dir, []))),
+        start_timeout=int(str(setting("start_timeout", None, START_TIMEOUT))),
+        walltime_warning=int(str(setting("walltime_warning", None, WALLTIME_WARNING))),
     )
     try:
         _, script = builder.render(
-            profile, registry.backend(profile.backend),
-            secret_file=posixpath.join(job_dir, f"{server}-XXXX.token"),
+            profile, backend_classes()[profile.backend](config=config),  # this site's
+            secret_file=posixpath.join(job_dir, token_file_name(server, "XXXX")),
             submission=args.submission, fast=profile.fast_path_enabled and not args.no_fast_path)
         sys.stdout.write(script)
     except RenderError as exc:
@@ -143,19 +190,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hpcspawner", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_check = sub.add_parser("check", help="validate profiles.yaml")
-    p_check.add_argument("path", nargs="?", default="profiles.yaml")
-    p_check.add_argument("--condor-status", default="condor_status",
-                         help="asked for the reserved notebook slots of fast-path profiles")
+    p_check.add_argument("path", nargs="?", default=None,
+                         help="profiles.yaml (default: the config's, else ./profiles.yaml)")
+    p_check.add_argument("--config", default="",
+                         help="the site's jupyterhub_config.py: its settings apply")
+    p_check.add_argument("--condor-status", default=None,
+                         help="asked for the reserved notebook slots of fast-path profiles "
+                         "(default: the config's HTCondorBackend.condor_status)")
     p_render = sub.add_parser("render", help="print the job script a spawn would submit")
-    p_render.add_argument("--profiles", default="profiles.yaml")
+    p_render.add_argument("--config", default="",
+                          help="the site's jupyterhub_config.py: its settings apply")
+    p_render.add_argument("--profiles", default=None,
+                          help="profiles.yaml (default: the config's, else beside it)")
     p_render.add_argument("--profile", required=True)
     p_render.add_argument("--user", required=True)
     p_render.add_argument("--server", default="", help="named server (default: none)")
     p_render.add_argument("--home", default="", help="the user's home (default /home/USER)")
-    p_render.add_argument("--hub-id", default="hub")
+    p_render.add_argument("--hub-id", default=None, help="default: the config's, else hub")
     p_render.add_argument("--hub-api-url", default="http://127.0.0.1:8081/hub/api")
     p_render.add_argument("--base-url", default="/")
-    p_render.add_argument("--python", default=sys.executable)
+    p_render.add_argument("--python", default=None,
+                          help="the job's Python (default: the config's job_python, else this "
+                          "Python)")
     p_render.add_argument("--cmd", nargs="+", default=None)
     p_render.add_argument("--submission", default="SUBMISSION",
                           help="the submission nonce to show (a spawn makes a random one)")
@@ -170,14 +226,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the Unix group of the hub's users (sudo runs commands as them)")
     p_sudo.add_argument("--submit", action="append", default=None,
                         help="absolute path of a submit command (sbatch, condor_submit); "
-                        "repeat for each (default: /usr/bin/sbatch)")
+                        "repeat for each (default: the default backend's, /usr/bin/sbatch)")
     p_sudo.add_argument("--helper", action="append",
                         help="absolute path of hpcspawner-helper (default: beside this Python)")
     args = parser.parse_args(argv)
     if args.command == "check":
-        return check(args.path, args.condor_status)
+        try:
+            config = site_config(args.config)
+        except SiteConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        if args.condor_status:
+            config.HTCondorBackend.condor_status = args.condor_status
+        return check(str(site_setting(config, args.config, "profiles_path", args.path,
+                                      "profiles.yaml")), config)
     if args.command == "sudoers":
-        args.submit = args.submit or ["/usr/bin/sbatch"]
+        # the default profile backend's submit command
+        default = backend_classes()[str(Profile.model_fields["backend"].default)]
+        args.submit = args.submit or [default.submit_path]
         return sudoers(args)
     return render(args)
 

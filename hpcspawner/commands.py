@@ -1,4 +1,6 @@
-"""The one way hpcspawner runs a program: an argv list, never a shell string."""
+"""The one way the hub runs a program: an argv list, never a shell string. (Two programs run
+elsewhere: the launcher inside the job starts the server itself, and hpcspawner-helper, as the
+user, runs the scheduler commands it has checked by descriptor: helper.run.)"""
 
 from __future__ import annotations
 

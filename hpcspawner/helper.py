@@ -39,16 +39,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from .wire import JOB_DIR_NAME
+from .wire import JOB_DIR_NAME, REFUSED, TAG_ROOT, TOKEN_FILE_FORM, TOKEN_FILE_RE
 
-REFUSED = "hpcspawner-helper: refused: "  # a refusal's first line on stderr (exit 2)
-NAME_RE = re.compile(r"^(?P<server>[A-Za-z0-9_][A-Za-z0-9_.-]{0,200})-[0-9a-f]{16}\.token$")
+NAME_RE = TOKEN_FILE_RE
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{8,4096}$")
 ENVNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_SECRETS = 65536
-TAG_RE = re.compile(r"^hpcspawner:[A-Za-z0-9_.-]{1,128}:(?P<user>[^:\s]{1,64}):[^\s]{0,255}$")
-SLURM_ID_RE = re.compile(r"^\d{1,20}$")
-CONDOR_ID_RE = re.compile(r"^\d{1,20}(@[A-Za-z0-9_.:-]*@[A-Za-z0-9_.:-]*)?$")
+TAG_RE = re.compile(rf"^{re.escape(TAG_ROOT)}[A-Za-z0-9_.-]{{1,128}}"
+                    r":(?P<user>[^:\s]{1,64}):[^\s]{0,255}$")
 USAGE = __doc__.split("\n\n")[1] if __doc__ else ""
 
 
@@ -79,7 +77,7 @@ def checked_dir(directory: str, home: str) -> str:
 
 def checked_name(name: str) -> str:
     if not NAME_RE.match(name):
-        raise Refused(f"{name!r} is not a token file name (SERVER-<16 hex digits>.token)")
+        raise Refused(f"{name!r} is not a token file name ({TOKEN_FILE_FORM})")
     return name
 
 
@@ -239,67 +237,26 @@ def run(name: str, fd: int, args: list[str]) -> subprocess.CompletedProcess[str]
 
 
 def cancel(backend: str, job_id: str, tag: str, bin_dir: str = "") -> str:
-    """Cancel ``job_id`` if the scheduler says it is this user's and carries ``tag``."""
+    """Cancel ``job_id`` if the scheduler says it is this user's and carries ``tag``: the
+    backend asks its scheduler and cancels (``Backend.checked_cancel``); the helper checks the
+    tag names this user and runs only root's commands, by descriptor."""
+    from .backends import CancelRefused, backend_classes
+
     user = me().pw_name
     match = TAG_RE.match(tag)
     if not match or match.group("user") != user:
         raise Refused(f"{tag!r} is not a hub tag for {user}")
-    if backend == "slurm":
-        return _cancel_slurm(job_id, tag, user, bin_dir)
-    if backend == "htcondor":
-        return _cancel_condor(job_id, tag, user, bin_dir)
-    raise Refused(f"unknown backend {backend!r}; say slurm or htcondor")
+    classes = backend_classes()
+    if backend not in classes:
+        raise Refused(f"unknown backend {backend!r}; say {' or '.join(sorted(classes))}")
 
+    def scheduler(name: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+        return run(name, tool(name, bin_dir), args)
 
-def _cancel_slurm(job_id: str, tag: str, user: str, bin_dir: str) -> str:
-    from .backends.base import JobState
-    from .backends.slurm import new_frame, parse_squeue, squeue_format
-
-    if not SLURM_ID_RE.match(job_id):
-        raise Refused(f"{job_id!r} is not a SLURM job id")
-    frame = new_frame()
-    out = run("squeue", tool("squeue", bin_dir),
-              ["-h", "-a", "--states=all", "-j", job_id, "-o", squeue_format(frame)])
-    if out.returncode != 0:
-        if "Invalid job id" in out.stderr:
-            return f"job {job_id} is gone already"
-        raise Refused(f"squeue failed: {out.stderr.strip()}")
-    info = parse_squeue(out.stdout, "", frame).get(job_id)
-    if info is None:
-        return f"job {job_id} is gone already"
-    if info.user != user or info.tag != tag:
-        raise Refused(f"job {job_id} is not {user}'s job tagged {tag}")
-    if not info.state.alive or info.state is JobState.UNKNOWN:
-        return f"job {job_id} is {info.raw_state or info.state.value}; nothing to cancel"
-    done = run("scancel", tool("scancel", bin_dir), [job_id])
-    if done.returncode != 0 and "already completing or completed" not in done.stderr:
-        raise Refused(f"scancel failed: {done.stderr.strip()}")
-    return f"cancelled job {job_id}"
-
-
-def _cancel_condor(job_id: str, tag: str, user: str, bin_dir: str) -> str:
-    from .backends.htcondor import location_args, parse_json_ads, split_job_id
-
-    if not CONDOR_ID_RE.match(job_id):
-        raise Refused(f"{job_id!r} is not an HTCondor job id")
-    cluster, schedd, pool = split_job_id(job_id)
-    where = location_args(schedd, pool)
-    out = run("condor_q", tool("condor_q", bin_dir),
-              [*where, cluster, "-json", "-attributes", "ClusterId,Owner,HPCSpawnerTag,JobStatus"])
-    if out.returncode != 0:
-        raise Refused(f"condor_q failed: {out.stderr.strip()}")
     try:
-        ads = [ad for ad in parse_json_ads(out.stdout) if str(ad.get("ClusterId")) == cluster]
-    except ValueError as exc:
-        raise Refused(f"condor_q printed no job ads: {exc}") from None
-    if not ads:
-        return f"job {job_id} is gone already"
-    if any(ad.get("Owner") != user or ad.get("HPCSpawnerTag") != tag for ad in ads):
-        raise Refused(f"job {job_id} is not {user}'s job tagged {tag}")
-    done = run("condor_rm", tool("condor_rm", bin_dir), [*where, cluster])
-    if done.returncode != 0 and "Couldn't find/remove all jobs" not in done.stderr:
-        raise Refused(f"condor_rm failed: {done.stderr.strip()}")
-    return f"removed job {job_id}"
+        return classes[backend].checked_cancel(job_id, tag, user, scheduler)
+    except CancelRefused as exc:
+        raise Refused(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

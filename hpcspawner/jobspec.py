@@ -13,8 +13,17 @@ from .apps import Launch, server_command
 from .backends.base import Backend
 from .profiles import Profile
 from .render import render_template
-from .units import mebibytes, slurm_gpus, slurm_time
-from .wire import MAX_TAG, TAG_ROOT, job_tag, tag_user
+from .units import mebibytes
+from .wire import (
+    MAX_TAG,
+    START_TIMEOUT,
+    TAG_ROOT,
+    WALLTIME_WARNING,
+    Env,
+    job_tag,
+    tag_user,
+    token_file_name,
+)
 
 __all__ = ["MAX_TAG", "TAG_ROOT", "JobBuilder", "JobSpec", "job_tag", "tag_user"]
 
@@ -46,13 +55,12 @@ class JobSpec:
             "resources": res,
             "memory_mib": mebibytes(res.memory),
             "runtime_seconds": res.runtime,
-            "slurm_time": slurm_time(res.runtime),
-            "slurm_gpus": slurm_gpus(res.gpus, res.gpu_model),
             "job_name": self.job_name,
             "tag": self.tag,
             "workdir": self.workdir,
             "log_path": self.log_path,
             "secret_file": self.secret_file,
+            "secret_file_env": Env.SECRET_FILE,  # the variable that names it to the launcher
             "python": self.python,
             "command": list(self.command),
             "env": dict(sorted(self.env.items())),
@@ -78,9 +86,9 @@ class JobBuilder:
     env: Mapping[str, str] = field(default_factory=dict)  # public: in the script / job ad
     private_env: Mapping[str, str] = field(default_factory=dict)  # in the 0600 token file
     template_dirs: Sequence[str] = ()
-    start_timeout: int = 3600
+    start_timeout: int = START_TIMEOUT
     launch: Launch = field(default_factory=Launch)  # the profile's app (apps.launch_for)
-    walltime_warning: int = 900  # the server log warns this long before the time limit
+    walltime_warning: int = WALLTIME_WARNING  # the server log warns this long before the limit
 
     @property
     def tag(self) -> str:
@@ -95,7 +103,7 @@ class JobBuilder:
 
     def secret_path(self) -> str:
         """A fresh path for one submission's token hand-off file."""
-        name = f"{self.server_name or 'default'}-{secrets.token_hex(8)}.token"
+        name = token_file_name(self.server_name, secrets.token_hex(8))
         return posixpath.join(self.job_dir, name)
 
     def spec(self, profile: Profile, backend: Backend, *, secret_file: str, submission: str,
@@ -106,17 +114,17 @@ class JobBuilder:
             "USER": self.username,
             "LOGNAME": self.username,
             "PATH": f"{posixpath.dirname(self.python)}:/usr/local/bin:/usr/bin:/bin",
-            "HPCSPAWNER_START_TIMEOUT": str(self.start_timeout),
-            "HPCSPAWNER_SUBMISSION": submission,
+            Env.START_TIMEOUT: str(self.start_timeout),
+            Env.SUBMISSION: submission,
         })
         env["MEM_LIMIT"] = str(profile.resources.memory)  # jupyter-resource-usage shows these
         env["CPU_LIMIT"] = str(profile.resources.cores)
-        # the launcher turns these into HPCSPAWNER_END_TIME and warns before the time limit
-        env["HPCSPAWNER_RUNTIME"] = str(profile.resources.runtime)
-        env["HPCSPAWNER_WALLTIME_WARNING"] = str(self.walltime_warning)
+        # the launcher turns these into Env.END_TIME and warns before the time limit
+        env[Env.RUNTIME] = str(profile.resources.runtime)
+        env[Env.WALLTIME_WARNING] = str(self.walltime_warning)
         env.update(self.launch.env)
         if self.launch.ready_path:
-            env["HPCSPAWNER_APP_READY"] = self.launch.ready_path
+            env[Env.APP_READY] = self.launch.ready_path
         log_name = backend.log_name(self.server_name or "default")
         return JobSpec(
             username=self.username,

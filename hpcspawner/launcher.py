@@ -39,7 +39,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .forwarder import SOCKET_NAME, Forwarder, listen, private_dir, socket_answers
-from .wire import REPORT_PATH
+from .wire import (
+    REPORT_PATH,
+    START_TIMEOUT,
+    STOP_GRACE,
+    WALLTIME_WARNING,
+    Env,
+    Report,
+    parse_secrets,
+)
 
 SHARE = Path(__file__).with_name("share")
 PROC = Path("/proc")
@@ -80,10 +88,8 @@ def read_secrets(path: str) -> tuple[str, dict[str, str]]:
     token = text
     if text.startswith("{"):
         try:
-            data = json.loads(text)
-            token = str(data.get("token", ""))
-            env = {str(k): str(v) for k, v in dict(data.get("env", {})).items()}
-        except (ValueError, TypeError, AttributeError):
+            token, env = parse_secrets(text)
+        except ValueError:
             raise HandOffError(f"{secret} is not what the hub writes; start the server "
                                "again") from None
     if not token:
@@ -98,12 +104,11 @@ class HandOffError(Exception):
 def app_environment(env: dict[str, str]) -> None:
     """Point the server at this package's files for the profile's app (apps.py): the
     jupyter-server-proxy config file, and the default desktop session."""
-    if env.get("HPCSPAWNER_SERVER_PROXY"):
+    if env.get(Env.SERVER_PROXY):
         extra = env.get("JUPYTER_CONFIG_PATH")
         env["JUPYTER_CONFIG_PATH"] = str(SHARE / "jupyter") + (f":{extra}" if extra else "")
-    if env.get("HPCSPAWNER_APP") == "desktop" and not env.get(
-            "JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP"):
-        env["JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP"] = str(SHARE / "xstartup")
+    if env.get(Env.APP) == "desktop" and not env.get(Env.XSTARTUP):
+        env[Env.XSTARTUP] = str(SHARE / "xstartup")
 
 
 X11_DIR = "/tmp/.X11-unix"
@@ -163,13 +168,13 @@ def process_tree(root: int, proc: Path = PROC) -> set[int]:
     return tree
 
 
-def report(api_url: str, token: str, payload: dict[str, object], patience: float) -> None:
+def report(api_url: str, token: str, payload: Report, patience: float) -> None:
     """POST to the hub's report route; retry for ``patience`` seconds while the hub is away
     or busy (5xx, 429: a hub restart must not kill a job that is about to be re-attached)."""
     import urllib.error
     import urllib.request
 
-    data = json.dumps(payload).encode()
+    data = json.dumps(payload.body()).encode()
     url = api_url.rstrip("/") + REPORT_PATH
     deadline = time.monotonic() + patience
     attempt = 0
@@ -259,7 +264,7 @@ def end_time(env: dict[str, str], started: float) -> int:
     """When the job's time limit ends (0: unknown): the job started at most a moment before
     this process did, so this is the scheduler's end, give or take that moment."""
     try:
-        runtime = int(env.get("HPCSPAWNER_RUNTIME", "0"))
+        runtime = int(env.get(Env.RUNTIME, "0"))
     except ValueError:
         return 0
     return int(started) + runtime if runtime > 0 else 0
@@ -381,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"started (Python {sys.version.split()[0]})")
     env = dict(os.environ)
     try:
-        token, private_env = read_secrets(env.pop("HPCSPAWNER_SECRET_FILE", ""))
+        token, private_env = read_secrets(env.pop(Env.SECRET_FILE, ""))
     except HandOffError as exc:
         say(str(exc))
         return 2
@@ -394,13 +399,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     env["JPY_API_TOKEN"] = token
     ends = end_time(env, started)
     if ends:
-        env["HPCSPAWNER_END_TIME"] = str(ends)
+        env[Env.END_TIME] = str(ends)
         say(f"the job's time limit ends at {utc(ends)}; the server stops then")
     prefix = env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    timeout = number(env, "HPCSPAWNER_START_TIMEOUT", 300.0, 86400.0)
+    timeout = number(env, Env.START_TIMEOUT, START_TIMEOUT, 86400.0)
     deadline = time.monotonic() + timeout
-    grace = number(env, "HPCSPAWNER_STOP_GRACE", 5.0, 60.0)
-    if env.get("HPCSPAWNER_APP") == "desktop" and x11_dir_problem():
+    grace = number(env, Env.STOP_GRACE, STOP_GRACE, 60.0)
+    if env.get(Env.APP) == "desktop" and x11_dir_problem():
         say(x11_dir_problem())
         return 5
     if not adopt_orphans():
@@ -424,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # jupyter-server refuses --sock beside a port other than its default (8888); the
     # single-user server takes its port from this URL. Nothing listens on that port.
     env["JUPYTERHUB_SERVICE_URL"] = f"http://127.0.0.1:{JUPYTER_DEFAULT_PORT}{prefix}"
-    env["HPCSPAWNER_PORT"] = str(port)
+    env[Env.PORT] = str(port)
     command = server_command(args, sock)
     say(f"starting {command[0]} on {sock}; the hub reaches it through port {port}")
     child = subprocess.Popen(command, env=env)
@@ -455,7 +460,7 @@ def serve(child: subprocess.Popen[bytes], forwarder: Forwarder, env: dict[str, s
         return code or 1
     say("the server listens")
     forwarder.start()
-    ready = env.get("HPCSPAWNER_APP_READY", "")
+    ready = env.get(Env.APP_READY, "")
     if ready:
         target = f"{prefix.rstrip('/')}/{ready.lstrip('/')}"
         say(f"waiting for the app to answer at {target}")
@@ -465,25 +470,25 @@ def serve(child: subprocess.Popen[bytes], forwarder: Forwarder, env: dict[str, s
                 "the messages above")
             stop(child, grace)
             return 4
-    host = env.get("HPCSPAWNER_REPORT_HOST") or socket.gethostname()
+    host = env.get(Env.REPORT_HOST) or socket.gethostname()
     api_url = env.get("JUPYTERHUB_API_URL", "")
-    about = {"port": port, "server_name": env.get("JUPYTERHUB_SERVER_NAME", ""),
-             "submission": env.get("HPCSPAWNER_SUBMISSION", "")}
+    name, submission = env.get("JUPYTERHUB_SERVER_NAME", ""), env.get(Env.SUBMISSION, "")
     try:
-        report(api_url, token, {"host": host, **about, "ends": ends}, patience=timeout)
+        report(api_url, token, Report(port, host, name, submission, ends), patience=timeout)
     except SystemExit as exc:
         say(str(exc))
         stop(child, grace)
         return 1
     say(f"listening on {host}:{port}; reported to the hub")
-    before = int(number(env, "HPCSPAWNER_WALLTIME_WARNING", 900, 10**9))
+    before = int(number(env, Env.WALLTIME_WARNING, WALLTIME_WARNING, 10**9))
     code = wait_warning(child, ends, before)
     # The server is gone: forward nothing more, and let the port go only once the hub has
     # dropped the route (until then no other process can take the port and the traffic).
     forwarder.refuse()
     say(f"the server exited with code {code}; telling the hub before giving up port {port}")
     try:
-        report(api_url, token, {**about, "ended": True}, patience=ENDED_PATIENCE)
+        report(api_url, token, Report(port, server_name=name, submission=submission,
+                                      ended=True), patience=ENDED_PATIENCE)
         say("the hub took the route down")
     except SystemExit as exc:  # 4xx: the hub stopped the server itself (and took the route)
         say(f"{exc}; the hub takes the route down when it stops the server")

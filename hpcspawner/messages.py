@@ -8,23 +8,10 @@ from .backends.base import JobInfo, JobState
 from .profiles import Profile
 from .units import format_duration
 
-# What SLURM's and HTCondor's terse pending reasons mean to a physicist.
-_REASONS = {
-    "Resources": "waiting for free cores or memory",
-    "Priority": "other jobs are ahead in the queue",
-    "QOSMaxJobsPerUserLimit": "you already run as many jobs as your QOS allows",
-    "AssocMaxJobsLimit": "you already run as many jobs as your account allows",
-    "ReqNodeNotAvail": "the nodes this job needs are not available",
-    "PartitionNodeLimit": "the partition does not have enough nodes",
-    "no match found": "no slot matches the request yet",
-    "BeginTime": "the job may not start before its begin time",
-}
 
-
-def explain(reason: str) -> str:
-    key = reason.split(",")[0].strip()
-    meaning = _REASONS.get(key)
-    return f"{reason} ({meaning})" if meaning else reason
+def explain(info: JobInfo) -> str:
+    """The scheduler's reason, with what it means when the backend knows."""
+    return f"{info.reason} ({info.meaning})" if info.meaning else info.reason
 
 
 def submitted(job_id: str, profile: Profile, where: str = "") -> str:
@@ -41,7 +28,7 @@ def fallback(job_id: str, timeout: int) -> str:
 def state_progress(info: JobInfo, waited: float) -> tuple[int, str]:
     since = format_duration(int(waited))
     if info.state is JobState.PENDING:
-        reason = f": {explain(info.reason)}" if info.reason else ""
+        reason = f": {explain(info)}" if info.reason else ""
         return 20, f"Waiting in queue{reason} (since {since})"
     if info.state is JobState.RUNNING:
         node = f" on node {info.host}" if info.host else ""
@@ -86,7 +73,7 @@ def ended_while_starting(job_id: str, info: JobInfo, log_file: str = "") -> str:
 
 
 def pending_timeout(job_id: str, info: JobInfo, timeout: int) -> str:
-    reason = explain(info.reason) if info.reason else "no reason given"
+    reason = explain(info) if info.reason else "no reason given"
     return (f"The job waited longer than {format_duration(timeout)} in the queue and was "
             f"cancelled. The scheduler said: {reason}. Try a smaller profile or later. "
             f"Job id for support: {job_id}.")

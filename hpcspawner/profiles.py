@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -296,7 +296,7 @@ class Profile(_Strict):
     name: str
     display_name: OneLine = ""
     description: OneLine = ""
-    backend: Literal["slurm", "htcondor"] = "slurm"
+    backend: str = "slurm"  # a name of backends.backend_classes()
     resources: Resources
     partition: OneLine | None = None
     extra_options: list[OneLine] = Field(default_factory=list)
@@ -318,6 +318,17 @@ class Profile(_Strict):
                 f"'{value}' is not a profile name; use lower-case letters, digits, - and _ "
                 "(e.g. medium, gpu-a100)"
             )
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from .backends import backend_classes  # (the backends read profiles: not at load)
+
+        names = sorted(backend_classes())
+        if value not in names:
+            raise ValueError(f"'{value}' is not a scheduler backend; use one of: "
+                             f"{', '.join(repr(n) for n in names)}")
         return value
 
     @field_validator("partition")

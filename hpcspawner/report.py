@@ -2,15 +2,15 @@
 ``POST /hub/api/hpcspawner/report``, its body, the token and nonce checks, and where the hub
 routes to.
 
-The body is ``{"host": str, "port": int, "server_name": str, "submission": str, "ends": int}``
-(all but ``port`` may be empty or absent; ``ends`` is when the job's time limit ends, shown to
-the user only, and bounded by the job's runtime), authenticated with the token of that
-very server. The hub routes to the node the SCHEDULER runs the job on (from a record the job's
-owner cannot write: ``Backend.route_hosts``) and the reported port; the reported host is only
-compared with that node by name, never resolved and never used. A job that is not running, or
-whose node the scheduler does not name, cannot report. Nothing but the route (and the end
-time the user is shown) changes. (A handler that sets any attribute a job posts would let a
-job rewrite the hub's commands.)
+The body (``wire.Report``) is ``{"host": str, "port": int, "server_name": str, "submission":
+str, "ends": int}`` (all but ``port`` may be empty or absent; ``ends`` is when the job's time
+limit ends, shown to the user only, and bounded by the job's runtime), authenticated with the
+token of that very server. The hub routes to the node the SCHEDULER runs the job on (from a
+record the job's owner cannot write: ``Backend.route_hosts``) and the reported port; the
+reported host is only compared with that node by name, never resolved and never used. A job
+that is not running, or whose node the scheduler does not name, cannot report. Nothing but the
+route (and the end time the user is shown) changes. (A handler that sets any attribute a job
+posts would let a job rewrite the hub's commands.)
 
 ``{"port": int, "server_name": str, "submission": str, "ended": true}`` says the server has
 exited: the hub deletes its route at once and stops it; the launcher, which holds the port
@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jupyterhub import apihandlers
@@ -36,17 +34,15 @@ from tornado import web
 
 from .backends.base import JobState
 from .job import token_hash
-from .wire import REPORT_PATH
+from .wire import HOST_RE, REPORT_PATH, Report
+from .wire import parse_report as wire_report
+
+__all__ = ["Report", "parse_report"]  # (Report is wire's, named here for the hub side)
 
 if TYPE_CHECKING:
     from .job import BatchJob
 
 ROUTE = "/api" + REPORT_PATH
-HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
-                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$")
-ALLOWED_KEYS = {"host", "port", "server_name", "submission", "ends", "ended"}
-
-
 class Forbidden(Exception):
     """The token is not this server's (403)."""
 
@@ -64,41 +60,12 @@ class Busy(Exception):
     """Another report of the same server is being checked: 429, the launcher retries."""
 
 
-@dataclass(frozen=True)
-class Report:
-    port: int
-    host: str = ""
-    server_name: str = ""
-    submission: str = ""
-    ends: int = 0  # epoch seconds; 0: not said
-    ended: bool = False  # the server has exited: drop its route
-
-
 def parse_report(body: Any) -> Report:
-    """Validate a report body; raise HTTPError(400) saying what is wrong."""
-    if not isinstance(body, dict):
-        raise web.HTTPError(400, "report must be a JSON object")
-    extra = set(body) - ALLOWED_KEYS
-    if extra:
-        raise web.HTTPError(400, f"unknown report fields: {', '.join(sorted(extra))}")
-    host, port, name = body.get("host", ""), body.get("port"), body.get("server_name", "")
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise web.HTTPError(400, "port must be an integer from 1 to 65535")
-    if not isinstance(host, str) or (host and not HOST_RE.match(host)):
-        raise web.HTTPError(400, "host must be a host name or IPv4 address")
-    if not isinstance(name, str) or len(name) > 255:
-        raise web.HTTPError(400, "server_name must be a string")
-    submission = body.get("submission", "")
-    if not isinstance(submission, str) or len(submission) > 64:
-        raise web.HTTPError(400, "submission must be a short string")
-    ends = body.get("ends", 0)
-    if not isinstance(ends, int) or isinstance(ends, bool) or not 0 <= ends < 2**40:
-        raise web.HTTPError(400, "ends must be a time in seconds since 1970")
-    ended = body.get("ended", False)
-    if not isinstance(ended, bool):
-        raise web.HTTPError(400, "ended must be true or false")
-    return Report(port=port, host=host, server_name=name, submission=submission, ends=ends,
-                  ended=ended)
+    """Validate a report body (wire.parse_report); HTTPError(400) saying what is wrong."""
+    try:
+        return wire_report(body)
+    except ValueError as exc:
+        raise web.HTTPError(400, str(exc)) from None
 
 
 def token_matches(api_token: str, token_sha256: str, token: str) -> bool:

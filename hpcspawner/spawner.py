@@ -33,7 +33,7 @@ from .profiles import Caps, Profile, ProfileError, ProfileSet, Resources
 from .render import render_template
 from .report import DropRoute, Report, accept, ended, register_report_handler
 from .text import one_line
-from .wire import JOB_DIR_NAME
+from .wire import JOB_DIR_NAME, START_TIMEOUT, WALLTIME_WARNING
 
 HUB_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -76,7 +76,7 @@ class HPCSpawner(Spawner):
     ).tag(config=True)
 
     walltime_warning = Integer(
-        900,
+        WALLTIME_WARNING,
         help="""Seconds before a server's time limit ends that its user is warned: on the
         hub's home page and in the server's log (the job's output).""",
     ).tag(config=True)
@@ -153,7 +153,7 @@ class HPCSpawner(Spawner):
     # Batch jobs queue: the defaults of the base class are for local processes.
     @default("start_timeout")
     def _start_timeout_default(self) -> int:
-        return 3600
+        return START_TIMEOUT
 
     @default("http_timeout")
     def _http_timeout_default(self) -> int:

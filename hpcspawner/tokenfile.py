@@ -10,16 +10,11 @@ after reading it.
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections.abc import Mapping
 
 from .backends.base import Backend
-
-
-def secrets_text(token: str, env: Mapping[str, str]) -> str:
-    """What the file holds (the launcher reads it): ``{"token": ..., "env": {...}}``."""
-    return json.dumps({"token": token, "env": dict(env)})
+from .wire import secrets_text
 
 
 async def write_token_file(backend: Backend, username: str, path: str, token: str,

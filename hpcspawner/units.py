@@ -90,20 +90,6 @@ def format_duration(seconds: int) -> str:
     return " ".join(out) or "0 s"
 
 
-def slurm_time(seconds: int) -> str:
-    """SLURM ``--time`` value: ``D-HH:MM:SS`` (whole minutes are rounded up by SLURM itself)."""
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
-    return f"{days}-{clock}" if days else clock
-
-
 def mebibytes(size: int) -> int:
     """Bytes -> MiB rounded up (SLURM ``--mem=...M`` and HTCondor ``request_memory``)."""
     return -(-size // 1024**2)
-
-
-def slurm_gpus(count: int, model: str | None) -> str:
-    """SLURM ``--gpus`` value: ``2``, or ``a100:2`` for a model (the node's gres type)."""
-    return f"{model}:{count}" if model else str(count)

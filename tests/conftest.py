@@ -1,4 +1,7 @@
-"""Shared fixtures. Tiers: pure (no marker), slurm, e2e (real hub + CHP), browser."""
+"""Shared fixtures. Tiers, chosen by marker (scripts/test): pure (none of the below),
+``standin`` (the HTCondor stand-in), ``e2e`` (real hub + CHP; with ``slurm``, ``htcondor``,
+``browser``) on the one-node cluster, ``nodes`` on the multi-node cluster. A plain ``pytest``
+runs the tiers the running cluster serves and says which it left out."""
 
 from __future__ import annotations
 
@@ -20,7 +23,45 @@ def figure(text: str) -> None:
     print(f"\n{text}")
 
 
+NODES_FILE = Path("/run/hpcspawner-cluster/nodes")  # scripts/cluster-up --nodes N writes N
+LEFT_OUT: list[str] = []
+
+
+def multi_node() -> bool:
+    """Is the running cluster the multi-node one (scripts/cluster-up --nodes N)?"""
+    try:
+        return int(NODES_FILE.read_text().strip() or 0) > 0
+    except (OSError, ValueError):
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without ``-m``: leave out the scheduler tests the running cluster cannot serve (the
+    multi-node ones on the one-node cluster, the one-node ones on the multi-node cluster)."""
+    if config.option.markexpr:
+        return
+    multi = multi_node()
+
+    def served(item: pytest.Item) -> bool:
+        if item.get_closest_marker("nodes"):
+            return multi
+        return not (multi and item.get_closest_marker("e2e"))
+
+    kept = [item for item in items if served(item)]
+    if len(kept) < len(items):
+        left = [item for item in items if not served(item)]
+        config.hook.pytest_deselected(items=left)
+        items[:] = kept
+        LEFT_OUT.append(
+            f"{len(left)} tests left out: they need the "
+            + ("one-node cluster (`scripts/cluster-up`, then `pytest -m 'e2e and not nodes'`)"
+               if multi else "multi-node cluster (`scripts/cluster-up --nodes 2`, then "
+               "`pytest -m nodes`)"))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in LEFT_OUT:
+        terminalreporter.write_line(line)
     if FIGURES:
         terminalreporter.section("figures measured by the tests (not limits)")
         for text in FIGURES:

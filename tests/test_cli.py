@@ -123,3 +123,57 @@ def test_a_fast_path_slot_size_the_profile_exceeds_is_an_error_with_file_and_lin
     err = capsys.readouterr().err
     assert "profiles.yaml:7: profile 'big': it asks 1 core(s) and 12GiB but the reserved " in err
     assert "profile 'quick'" not in err
+
+
+DEMO_CONFIG = REPO / "demo" / "jupyterhub_config.py"
+
+
+def render_with(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert cli_main(["render", "--profile", "small", "--user", "alice", *argv]) == 0
+    return capsys.readouterr().out
+
+
+def test_render_with_the_demo_config_prints_what_the_demo_hub_submits(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """The demo's own settings (its profiles, its ten-minute warning, its job Python) are in
+    the script; a backend setting a site adds changes the script as it changes the hub's."""
+    monkeypatch.delenv("HPCSPAWNER_PROFILES", raising=False)
+    plain = render_with(["--profiles", str(REPO / "profiles.yaml")], capsys)
+    demo = render_with(["--config", str(DEMO_CONFIG)], capsys)
+    assert "export HPCSPAWNER_WALLTIME_WARNING=900" in plain
+    assert "export HPCSPAWNER_WALLTIME_WARNING=600" in demo  # c.HPCSpawner.walltime_warning
+    assert "#SBATCH --partition=jupyter" in demo and "#SBATCH --export=ALL" in demo
+    assert demo.replace("=600", "=900") == plain.replace(
+        "-- jupyterhub-singleuser", f"-- {Path(sys.executable).parent}/jupyterhub-singleuser")
+    site = tmp_path / "jupyterhub_config.py"
+    site.write_text(f"c = get_config()\nload_subconfig({str(DEMO_CONFIG)!r})\n"
+                    "c.SlurmBackend.login_environment = True\n"
+                    "c.HPCSpawner.hub_id = 'site1'\n")
+    changed = render_with(["--config", str(site)], capsys)
+    assert "#SBATCH --export=NONE" in changed and "#SBATCH --export=ALL" not in changed
+    assert "#SBATCH --comment=hpcspawner:site1:alice:" in changed
+
+
+def test_check_and_render_say_when_the_config_cannot_be_read(
+        tmp_path: Path) -> None:
+    broken = tmp_path / "jupyterhub_config.py"
+    broken.write_text("c = get_config()\nc.HPCSpawner.walltime_warning = (\n")
+    for command in (["check"], ["render", "--profile", "small", "--user", "alice"]):
+        out = subprocess.run([*CLI, *command, "--config", str(broken)], capture_output=True,
+                             text=True)
+        assert out.returncode == 1
+        assert f"{broken}: cannot be loaded (SyntaxError" in out.stderr, out.stderr
+    out = subprocess.run([*CLI, "check", "--config", str(tmp_path / "nope.py")],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "nope.py: no such configuration file" in out.stderr
+
+
+def test_check_with_a_config_reads_the_profiles_it_names(tmp_path: Path) -> None:
+    (tmp_path / "site-profiles.yaml").write_text(EXAMPLE_PROFILES)
+    config = tmp_path / "jupyterhub_config.py"
+    config.write_text("c = get_config()\nc.HPCSpawner.profiles_path = 'site-profiles.yaml'\n")
+    out = subprocess.run([*CLI, "check", "--config", str(config)], capture_output=True,
+                         text=True)  # (here: ./profiles.yaml would be the repository's)
+    assert out.returncode == 0, out.stderr
+    assert f"{tmp_path / 'site-profiles.yaml'}: 7 profiles OK" in out.stdout

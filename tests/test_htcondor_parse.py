@@ -109,6 +109,7 @@ def test_held_job_carries_the_hold_reason() -> None:
 def test_idle_job_says_why_it_waits() -> None:
     [info] = map(ad_to_info, parse_json_ads(body("q_json_idle.txt")))
     assert (info.state, info.reason) == (JobState.PENDING, "no match found")
+    assert info.meaning == "no slot matches the request yet"
 
 
 def test_history_tells_who_removed_the_job() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from hpcspawner import launcher
+from hpcspawner.wire import Env
 from tests.hubtools import wait_for
 
 # The "server": an HTTP server on the Unix socket it is given (sys.argv[1]), once go exists;
@@ -271,7 +272,19 @@ def test_an_apps_server_is_reported_only_once_its_ready_path_answers(tmp_path: P
         env = json.loads((tmp_path / "env.json").read_text())
         config = Path(env["JUPYTER_CONFIG_PATH"]) / "jupyter_server_config.py"
         assert config.parent == Path(launcher.__file__).with_name("share") / "jupyter"
-        assert "HPCSPAWNER_SERVER_PROXY" in config.read_text()
+        # the config file the server reads sets its proxy from the job's variable
+        from traitlets.config import Config
+
+        c = Config()
+        saved = os.environ.get(Env.SERVER_PROXY)
+        os.environ[Env.SERVER_PROXY] = env[Env.SERVER_PROXY]
+        try:
+            exec(compile(config.read_text(), str(config), "exec"), {"c": c})
+        finally:
+            os.environ.pop(Env.SERVER_PROXY)
+            if saved is not None:
+                os.environ[Env.SERVER_PROXY] = saved
+        assert c.ServerProxy.servers == json.loads(env[Env.SERVER_PROXY])
     finally:
         finish(proc)
 

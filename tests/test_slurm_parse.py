@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import pytest
 
+from hpcspawner import messages
 from hpcspawner.backends.base import BackendError, JobState, SubmitRequest
 from hpcspawner.backends.slurm import (
     SQUEUE_FIELDS,
@@ -89,6 +90,11 @@ def test_squeue_lines_become_states_with_reasons_and_nodes() -> None:
         JobState.RUNNING, "vm", "alice")
     assert (jobs["102"].state, jobs["102"].reason) == (JobState.PENDING, "Resources")
     assert jobs["103"].reason == "ReqNodeNotAvail, UnavailableNodes:big01"
+    # the backend says what its scheduler's words mean; the spawn page shows both
+    assert jobs["102"].meaning == "waiting for free cores or memory"
+    assert jobs["103"].meaning == "the nodes this job needs are not available"
+    assert messages.state_progress(jobs["102"], 65)[1] == (
+        "Waiting in queue: Resources (waiting for free cores or memory) (since 1 min 5 s)")
     assert (jobs["104"].state, jobs["104"].reason) == (JobState.GONE, "the job was cancelled")
     assert jobs["105"].reason == "the job reached its time limit"
     assert jobs["107"].state is JobState.COMPLETING

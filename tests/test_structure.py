@@ -4,6 +4,7 @@ every module imports on its own."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,61 @@ def test_the_launcher_starts_the_server_before_loading_anything_heavy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True)
     assert out.stdout.strip() == ""
+
+
+# What only a backend (hpcspawner/backends/) and its template may know of its scheduler.
+SCHEDULER_COMMANDS = ("sbatch", "squeue", "scancel", "sacct", "sacctmgr", "sinfo", "scontrol",
+                      "srun", "salloc", "condor_submit", "condor_q", "condor_rm", "condor_hold",
+                      "condor_release", "condor_qedit", "condor_status", "condor_history",
+                      "condor_reschedule")
+SCHEDULER_SPELLINGS = ("#SBATCH", "--partition", "--time=", "--mem=", "--gpus", "request_cpus",
+                       "request_memory", "RemoteHost", "ClusterId", "JobStatus",
+                       "LastRejMatchReason", "ReqNodeNotAvail", "no match found", "PrivateData",
+                       "NodeList", "IsJupyterSlot")
+BACKEND_NAMES = ("slurm", "htcondor")
+# profiles.py is the profile schema: it names each backend's option block (``htcondor:``) and
+# their defaults (the reserved slots' attribute)
+SCHEMA = PACKAGE / "profiles.py"
+
+
+def code_strings(path: Path) -> list[tuple[int, str]]:
+    """String constants that are code, not prose: no docstring, no ``help=`` text."""
+    tree = ast.parse(path.read_text())
+    prose: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant):
+            prose.add(id(body[0].value))
+        if isinstance(node, ast.keyword) and node.arg in ("help", "description"):
+            prose.update(id(n) for n in ast.walk(node.value))
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in prose]
+
+
+def outside_backends() -> list[Path]:
+    return [p for p in MODULES if "backends" not in p.relative_to(PACKAGE).parts
+            and p != SCHEMA]
+
+
+def test_no_scheduler_command_or_spelling_outside_the_backends() -> None:
+    found = []
+    for path in outside_backends():
+        for line, text in code_strings(path):
+            found += [f"{path.relative_to(REPO)}:{line}: {word}" for word in SCHEDULER_COMMANDS
+                      if re.search(rf"(?<![\w-]){word}(?![\w-])", text)]
+            found += [f"{path.relative_to(REPO)}:{line}: {word}" for word in SCHEDULER_SPELLINGS
+                      if word in text]
+    assert found == [], "move these into the backend that knows them: " + ", ".join(found)
+
+
+def test_nothing_outside_the_backends_branches_on_a_backends_name() -> None:
+    found = []
+    for path in outside_backends():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                names = [n.value for n in ast.walk(node)
+                         if isinstance(n, ast.Constant) and n.value in BACKEND_NAMES]
+                found += [f"{path.relative_to(REPO)}:{node.lineno}: == {n!r}" for n in names]
+    assert found == [], "ask the backend instead: " + ", ".join(found)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from hpcspawner.units import format_size, mebibytes, parse_duration, parse_size, slurm_time
+from hpcspawner.backends.slurm import slurm_time
+from hpcspawner.units import format_size, mebibytes, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -1,14 +1,15 @@
 """What every scheduler backend offers: submit, batched query, cancel, availability.
 
 A backend owns everything about its scheduler: the job template and its quoting filters, where
-a profile's jobs go (partition, schedd, pool, fast path), how jobs are named and tagged, and
-how to read the scheduler's answers. Adding a scheduler touches ``backends/`` and a template.
+a profile's jobs go (partition, schedd, pool, fast path), how jobs are named and tagged, how
+to read the scheduler's answers, and the checked cancel hpcspawner-helper runs as the user.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -25,8 +26,12 @@ from ..commands import (
     expand_prefix,
     run_command,
 )
-from ..helper import REFUSED
 from ..profiles import Profile
+from ..wire import REFUSED
+
+# How the helper lets a backend run one of its scheduler's commands, as the user: the command
+# by name (the helper opens and checks the file), its arguments; never a shell.
+Tool = Callable[[str, list[str]], "subprocess.CompletedProcess[str]"]
 
 
 class JobState(str, enum.Enum):
@@ -48,6 +53,7 @@ class JobInfo:
     state: JobState
     host: str = ""
     reason: str = ""  # pending reason, hold reason, or why it ended
+    meaning: str = ""  # a pending reason in plain words (the backend knows its scheduler's)
     user: str = ""  # the job's owner, as the scheduler says
     tag: str = ""  # our tag (comment / ClassAd) — tells which hub and server own it
     since: float | None = None  # when the job entered this state (epoch), when known
@@ -83,6 +89,11 @@ class BackendError(Exception):
     """A backend could not do what was asked; the message says what to do."""
 
 
+class CancelRefused(Exception):
+    """The scheduler's record says the job is not the caller's to cancel, or the scheduler
+    failed: the helper refuses, with this sentence."""
+
+
 class HelperRefused(BackendError):
     """hpcspawner-helper refused (exit 2): ``why`` is its own sentence, for the person who
     asked; the message adds the command, for the hub's log."""
@@ -107,6 +118,7 @@ class Backend(LoggingConfigurable):
 
     name = "base"
     template_name = ""
+    submit_path = ""  # the submit command where Debian installs it (`hpcspawner sudoers`)
     # what the hub's log calls the scheduler's two sources of a job's end
     queue_tool = "the queue"
     accounting_tool = "accounting"
@@ -265,6 +277,31 @@ class Backend(LoggingConfigurable):
         tools = self.tools_dir()
         await self.helper_as_user(username, ["cancel", self.name, job_id, tag,
                                              *(["--bin-dir", tools] if tools else [])])
+
+    @classmethod
+    def checked_cancel(cls, job_id: str, tag: str, user: str, tool: Tool) -> str:
+        """Run by hpcspawner-helper AS THE USER (no hub configuration): cancel ``job_id`` if
+        the scheduler says it is ``user``'s and carries exactly ``tag``; a sentence for the
+        hub's log. CancelRefused otherwise."""
+        raise CancelRefused(f"the {cls.name} backend has no checked cancel")
+
+    @classmethod
+    def availability_group(cls, profile: Profile) -> tuple[str | None, str]:
+        """Which group of ``availability()`` a profile's jobs go to (None: any) and its name
+        in words for the spawn page."""
+        return "pool", "the pool"
+
+    @classmethod
+    def special_outlook(cls, profile: Profile,
+                        slots: list[Availability]) -> tuple[bool, str] | None:
+        """What the spawn page says of a profile this scheduler starts its own way (can it
+        start now, and the sentence); None: the generic free-cores outlook applies."""
+        return None
+
+    async def profile_warnings(self, profile: Profile) -> list[str]:
+        """What the scheduler can tell about a profile that is valid but will not work as
+        meant (``hpcspawner check``); nothing when the scheduler does not answer."""
+        return []
 
     async def availability(self) -> list[Availability]:
         return []

@@ -24,10 +24,21 @@ from typing import Any
 from traitlets import Unicode
 
 from ..commands import CommandError
-from ..profiles import Profile
+from ..profiles import Profile, fast_path_misfit
 from ..render import RenderError, envname
 from ..text import one_line, shown
-from .base import Availability, Backend, BackendError, JobInfo, JobState, SubmitRequest
+from .base import (
+    Availability,
+    Backend,
+    BackendError,
+    CancelRefused,
+    JobInfo,
+    JobState,
+    SubmitRequest,
+    Tool,
+)
+
+CONDOR_ID_RE = re.compile(r"^\d{1,20}(@[A-Za-z0-9_.:-]*@[A-Za-z0-9_.:-]*)?$")
 
 log = logging.getLogger("hpcspawner.htcondor")
 Location = tuple[str | None, str | None]  # (schedd, pool); None = the local one
@@ -181,6 +192,10 @@ def slot_hosts(ads: list[dict[str, object]], infos: Collection[JobInfo]) -> dict
     return out
 
 
+# What the negotiator's reason for not matching an idle job means (the spawn page shows both).
+PENDING_WORDS = {"no match found": "no slot matches the request yet"}
+
+
 def ad_to_info(ad: dict[str, object], schedd: str | None = None,
                pool: str | None = None) -> JobInfo:
     status = int(str(ad.get("JobStatus", 0)))
@@ -208,6 +223,7 @@ def ad_to_info(ad: dict[str, object], schedd: str | None = None,
         reason = "the job ended" + (f" with exit code {code}" if code not in (None, 0) else "")
     return JobInfo(
         job_id=job_id(str(cluster), schedd, pool), state=state, reason=reason,
+        meaning=PENDING_WORDS.get(reason, "") if state is JobState.PENDING else "",
         user=str(ad.get("Owner", "")), tag=str(ad.get("HPCSpawnerTag", "")),
         since=float(str(since)) if since is not None else None, raw_state=str(status),
     )
@@ -238,6 +254,7 @@ def fast_location(profile: Profile) -> Location:
 class HTCondorBackend(Backend):
     name = "htcondor"
     template_name = "htcondor.sub.j2"
+    submit_path = "/usr/bin/condor_submit"
     queue_tool, accounting_tool = "condor_q", "condor_history"
 
     condor_submit = Unicode("condor_submit", help="condor_submit command.").tag(config=True)
@@ -282,6 +299,45 @@ class HTCondorBackend(Backend):
     def job_key(self, job_id: str) -> str:
         """One schedd reached under two names lists a job twice: compare its cluster."""
         return split_job_id(job_id)[0]
+
+    @classmethod
+    def special_outlook(cls, profile: Profile,
+                        slots: list[Availability]) -> tuple[bool, str] | None:
+        """A fast-path profile: whether a reserved notebook slot (group "jupyter") is free."""
+        if not profile.fast_path_enabled:
+            return None
+        res = profile.resources
+        fast = [s for s in slots if "jupyter" in s.groups and s.usable]
+        fits = [s for s in fast if s.free_cores >= res.cores and s.free_memory >= res.memory]
+        if fits:
+            return True, (f"Starts in seconds: {len(fits)} reserved notebook slot"
+                          f"{'s' if len(fits) != 1 else ''} free.")
+        return False, ("The reserved notebook slots are all taken: it will start in the "
+                       "regular pool, which can take minutes.")
+
+    @classmethod
+    def checked_cancel(cls, job_id: str, tag: str, user: str, tool: Tool) -> str:
+        if not CONDOR_ID_RE.match(job_id):
+            raise CancelRefused(f"{job_id!r} is not an HTCondor job id")
+        cluster, schedd, pool = split_job_id(job_id)
+        where = location_args(schedd, pool)
+        out = tool("condor_q", [*where, cluster, "-json", "-attributes",
+                                "ClusterId,Owner,HPCSpawnerTag,JobStatus"])
+        if out.returncode != 0:
+            raise CancelRefused(f"condor_q failed: {out.stderr.strip()}")
+        try:
+            ads = [ad for ad in parse_json_ads(out.stdout)
+                   if str(ad.get("ClusterId")) == cluster]
+        except ValueError as exc:
+            raise CancelRefused(f"condor_q printed no job ads: {exc}") from None
+        if not ads:
+            return f"job {job_id} is gone already"
+        if any(ad.get("Owner") != user or ad.get("HPCSpawnerTag") != tag for ad in ads):
+            raise CancelRefused(f"job {job_id} is not {user}'s job tagged {tag}")
+        done = tool("condor_rm", [*where, cluster])
+        if done.returncode != 0 and "Couldn't find/remove all jobs" not in done.stderr:
+            raise CancelRefused(f"condor_rm failed: {done.stderr.strip()}")
+        return f"removed job {job_id}"
 
     async def submit(self, request: SubmitRequest) -> str:
         schedd, pool = self.location(request.profile, request.fast)
@@ -387,6 +443,28 @@ class HTCondorBackend(Backend):
                 "-json", "-attributes", ",".join(SLOT_ATTRIBUTES)])
             out.update(slot_hosts(parse_json_ads(result.stdout), group))
         return out
+
+    async def profile_warnings(self, profile: Profile) -> list[str]:
+        """A fast-path profile without ``fast_path.slot``: compared with the reserved slots
+        the pool advertises, when condor_status answers."""
+        fast = profile.htcondor.fast_path
+        if not profile.fast_path_enabled or fast is None or fast.slot is not None:
+            return []
+        pool = fast.pool or profile.htcondor.pool
+        argv = [self.condor_status, *(["-pool", pool] if pool else []), "-constraint",
+                f"{fast.slot_attribute} =?= True", "-af", "Cpus", "Memory"]
+        try:
+            out = (await self.as_hub(argv)).stdout
+            slots = [(int(c), int(m) * 2**20)
+                     for c, m in (line.split() for line in out.splitlines())]
+        except (CommandError, OSError, ValueError):
+            return []
+        if not slots:
+            return [f"the pool advertises no slot with {fast.slot_attribute} = True: the fast "
+                    "path can never match (docs/htcondor.md)"]
+        cores, memory = max(c for c, _ in slots), max(m for _, m in slots)
+        problem = fast_path_misfit(profile, cores, memory)
+        return [problem + f" (condor_status {' '.join(argv[1:])})"] if problem else []
 
     def tools_dir(self) -> str:
         rm = self.condor_rm

@@ -25,9 +25,20 @@ from traitlets import Bool, Unicode
 from ..commands import CommandError
 from ..profiles import Profile
 from ..render import RenderError
-from ..units import mebibytes, slurm_gpus, slurm_time
+from ..units import mebibytes
 from ..wire import MAX_TAG
-from .base import Availability, Backend, BackendError, JobInfo, JobState, SubmitRequest
+from .base import (
+    Availability,
+    Backend,
+    BackendError,
+    CancelRefused,
+    JobInfo,
+    JobState,
+    SubmitRequest,
+    Tool,
+)
+
+SLURM_ID_RE = re.compile(r"^\d{1,20}$")
 
 log = logging.getLogger("hpcspawner.slurm")
 
@@ -111,8 +122,35 @@ def parse_squeue(text: str, tag_prefix: str, frame: tuple[str, str]) -> dict[str
         jobs[job_id] = JobInfo(
             job_id=job_id, state=state, host=nodes if state is JobState.RUNNING else "",
             reason=why, user=user, tag=comment, since=_epoch(submitted), raw_state=raw,
+            meaning=PENDING_WORDS.get(why.split(",")[0].strip(), "") if why else "",
         )
     return jobs
+
+
+def slurm_time(seconds: int) -> str:
+    """SLURM ``--time`` value: ``D-HH:MM:SS`` (whole minutes are rounded up by SLURM itself)."""
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{clock}" if days else clock
+
+
+def slurm_gpus(count: int, model: str | None) -> str:
+    """SLURM ``--gpus`` value: ``2``, or ``a100:2`` for a model (the node's gres type)."""
+    return f"{model}:{count}" if model else str(count)
+
+
+# What SLURM's terse pending reasons mean to a physicist (the spawn page shows both).
+PENDING_WORDS = {
+    "Resources": "waiting for free cores or memory",
+    "Priority": "other jobs are ahead in the queue",
+    "QOSMaxJobsPerUserLimit": "you already run as many jobs as your QOS allows",
+    "AssocMaxJobsLimit": "you already run as many jobs as your account allows",
+    "ReqNodeNotAvail": "the nodes this job needs are not available",
+    "PartitionNodeLimit": "the partition does not have enough nodes",
+    "BeginTime": "the job may not start before its begin time",
+}
 
 
 def private_jobs(config: str) -> bool:
@@ -163,6 +201,7 @@ def _epoch(stamp: str) -> float | None:
 class SlurmBackend(Backend):
     name = "slurm"
     template_name = "slurm.sbatch.j2"
+    submit_path = "/usr/bin/sbatch"
     queue_tool, accounting_tool = "squeue", "sacct"
 
     sbatch = Unicode("sbatch", help="sbatch command (absolute path if not on sudo's PATH).").tag(
@@ -215,8 +254,10 @@ class SlurmBackend(Backend):
         return {"directive": directive}
 
     def template_context(self, profile: Profile) -> dict[str, Any]:
+        res = profile.resources
         return {"slurm_export": "NONE" if self.login_environment else "ALL",
-                "slurm_request": slurm_request(profile)}
+                "slurm_request": slurm_request(profile), "slurm_time": slurm_time(res.runtime),
+                "slurm_gpus": slurm_gpus(res.gpus, res.gpu_model)}
 
     def log_name(self, server: str, job_id: str = "") -> str:
         return f"{server}-{job_id or '%j'}.log"
@@ -267,6 +308,35 @@ class SlurmBackend(Backend):
                           "in docs/slurm.md")
             self._private_said = self._private
         return self._private
+
+    @classmethod
+    def availability_group(cls, profile: Profile) -> tuple[str | None, str]:
+        if profile.partition:
+            return profile.partition, f"partition {profile.partition}"
+        return None, "the pool"
+
+    @classmethod
+    def checked_cancel(cls, job_id: str, tag: str, user: str, tool: Tool) -> str:
+        if not SLURM_ID_RE.match(job_id):
+            raise CancelRefused(f"{job_id!r} is not a SLURM job id")
+        frame = new_frame()
+        out = tool("squeue", ["-h", "-a", "--states=all", "-j", job_id, "-o",
+                              squeue_format(frame)])
+        if out.returncode != 0:
+            if "Invalid job id" in out.stderr:
+                return f"job {job_id} is gone already"
+            raise CancelRefused(f"squeue failed: {out.stderr.strip()}")
+        info = parse_squeue(out.stdout, "", frame).get(job_id)
+        if info is None:
+            return f"job {job_id} is gone already"
+        if info.user != user or info.tag != tag:
+            raise CancelRefused(f"job {job_id} is not {user}'s job tagged {tag}")
+        if not info.state.alive or info.state is JobState.UNKNOWN:
+            return f"job {job_id} is {info.raw_state or info.state.value}; nothing to cancel"
+        done = tool("scancel", [job_id])
+        if done.returncode != 0 and "already completing or completed" not in done.stderr:
+            raise CancelRefused(f"scancel failed: {done.stderr.strip()}")
+        return f"cancelled job {job_id}"
 
     async def _hub_is_operator(self) -> bool:
         """Whether slurmdbd makes the hub's account an operator or administrator (SLURM shows

@@ -39,7 +39,8 @@ MAIN_CYCLE = 3.0
 FAST_CYCLE = 1.0
 T = TypeVar("T")
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the stand-in tests run as root")
+pytestmark = [pytest.mark.standin,
+              pytest.mark.skipif(os.geteuid() != 0, reason="the stand-in tests run as root")]
 
 
 # ---------------------------------------------------------------- helpers

@@ -29,7 +29,7 @@ from tests.hubtools import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+pytestmark = [pytest.mark.nodes, pytest.mark.e2e, pytest.mark.slurm]
 
 BRIDGE = "hpcbr0"  # the node network's bridge on the hub host (scripts/lib/nodes.sh)
 

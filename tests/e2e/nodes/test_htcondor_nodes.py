@@ -22,7 +22,7 @@ from tests.e2e.nodes.cluster import (
 from tests.e2e.test_htcondor_e2e import PROFILES
 from tests.hubtools import Hub, server_environ, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.htcondor]
+pytestmark = [pytest.mark.nodes, pytest.mark.e2e, pytest.mark.htcondor]
 
 STANDIN_UP = REPO / "tests" / "htcondor_standin" / "standin-up"
 

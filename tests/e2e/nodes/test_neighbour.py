@@ -19,7 +19,7 @@ import pytest
 from tests.e2e.nodes.cluster import HUB_NAME, ON_NODE01, hub_on_node_network
 from tests.hubtools import Hub, run, scontrol_job, server_environ, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+pytestmark = [pytest.mark.nodes, pytest.mark.e2e, pytest.mark.slurm]
 
 ATTACKS = Path(__file__).resolve().parents[1] / "bob_attacks.py"
 

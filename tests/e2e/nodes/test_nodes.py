@@ -34,7 +34,7 @@ from tests.e2e.test_apps_e2e import login
 from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.hubtools import Hub, scontrol_job, server_environ, squeue, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.browser]
+pytestmark = [pytest.mark.nodes, pytest.mark.e2e, pytest.mark.slurm, pytest.mark.browser]
 
 def test_alice_lands_on_a_compute_node_routed_by_its_address_and_jupyterlab_loads(
         make_hub: Callable[..., Hub], network: dict[str, str]) -> None:

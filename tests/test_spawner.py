@@ -1,0 +1,157 @@
+"""HPCSpawner's own paths in the pure tier, against the scripted scheduler of test_job.py:
+start's mapping of what went wrong to what JupyterHub and the user see, poll's gone and idle
+answers, stop while a restarted hub still waits for a starting job, clear_state."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpcspawner import registry
+from hpcspawner.backends.base import JobState
+from hpcspawner.commands import CommandError
+from hpcspawner.compat import SpawnException
+from hpcspawner.report import Report
+from tests.test_job import ME, TOKEN, World, make_spawner, no_route_to_drop, run, until
+
+PROFILES = """
+profiles:
+  - name: small
+    partition: jupyter
+    resources: {cores: 1, memory: 1GiB, runtime: 1h}
+  - name: sleepy
+    partition: jupyter
+    idle_timeout: 10m
+    resources: {cores: 1, memory: 1GiB, runtime: 1h}
+"""
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    (tmp_path / "profiles.yaml").write_text(PROFILES)
+    found = World(tmp_path)
+    registry.reset()
+    registry.use_backend("slurm", found.backends["slurm"])
+    yield found
+    found.close()
+    registry.reset()
+
+
+def spawner_for(tmp_path: Path, profile: str = "small") -> Any:
+    spawner = make_spawner(tmp_path / "profiles.yaml")
+    spawner.api_token = TOKEN
+    spawner.user_options = {"profile": profile}
+    return spawner
+
+
+async def started(spawner: Any, world: World) -> str:
+    """Start ``spawner`` to ready (its job runs on node1, the launcher reports port 5000)."""
+    starting = asyncio.ensure_future(spawner.start())
+    await until("the job", lambda: spawner.job is not None and spawner.job.job_id)
+    job = spawner.job
+    world.backends["slurm"].set(job.job_id, JobState.RUNNING, host="node1")
+    await job.ctx.poller.refresh()
+    await spawner.receive_report(TOKEN, Report(port=5000, host="node1",
+                                               submission=job.submission), no_route_to_drop)
+    assert await starting == ("node1", 5000)
+    return str(job.job_id)
+
+
+@pytest.mark.parametrize(("stderr", "status", "says"), [
+    ("sbatch: error: Batch job submission failed: Invalid partition name specified", 500,
+     "refused the job for 'Small"),
+    ("sbatch: error: Batch job submission failed: Unable to contact slurm controller", 503,
+     "did not accept the job for 'Small"),
+])
+def test_start_tells_a_refusal_from_an_outage(world: World, tmp_path: Path, stderr: str,
+                                              status: int, says: str) -> None:
+    world.backends["slurm"].submit_error = CommandError(["sbatch"], 1, stderr)
+    spawner = spawner_for(tmp_path)
+    with pytest.raises(SpawnException) as failed:
+        run(spawner.start())
+    assert failed.value.status_code == status and says in failed.value.message
+    assert spawner.last_end == ""  # not the job's end: the next page shows no "last server"
+    assert world.backends["slurm"].removed() == world.backends["slurm"].token_writes()
+
+
+def test_a_job_that_ends_while_starting_fails_the_start_and_is_remembered(
+        world: World, tmp_path: Path) -> None:
+    spawner = spawner_for(tmp_path)
+
+    async def scenario() -> None:
+        starting = asyncio.ensure_future(spawner.start())
+        await until("the job", lambda: spawner.job is not None and spawner.job.job_id)
+        world.backends["slurm"].set(spawner.job.job_id, JobState.GONE, reason="the job failed")
+        with pytest.raises(SpawnException) as failed:
+            await starting
+        assert failed.value.message.startswith(
+            "Your job ended before the server started: the job failed")
+
+    run(scenario())
+    assert spawner.last_end.startswith("Your job ended before the server started")
+    assert [e["progress"] for e in spawner._events][:1] == [10]  # "Submitted job 1 …"
+
+
+def test_poll_says_alive_then_gone_with_the_schedulers_reason(
+        world: World, tmp_path: Path) -> None:
+    spawner = spawner_for(tmp_path)
+
+    async def scenario() -> None:
+        assert await spawner.poll() == 0  # nothing submitted: not running
+        job_id = await started(spawner, world)
+        assert await spawner.poll() is None
+        world.backends["slurm"].set(job_id, JobState.GONE, reason="the job was cancelled")
+        await spawner.job.ctx.poller.refresh()
+        assert await spawner.poll() == 1
+
+    run(scenario())
+    assert spawner.last_end == "Your last server stopped: the job was cancelled (job 1)."
+    state = spawner.get_state()
+    spawner.clear_state()
+    assert spawner.job is None and spawner.last_end  # the reason survives for the next page
+    assert state["job_id"] == "1" and "job_id" not in spawner.get_state()
+
+
+def test_poll_stops_a_server_idle_past_its_profiles_limit_by_its_own_activity(
+        world: World, tmp_path: Path) -> None:
+    spawner = spawner_for(tmp_path, "sleepy")
+
+    async def scenario() -> None:
+        await started(spawner, world)
+        spawner.note_activity(time.time() - 60)
+        assert await spawner.poll() is None  # a minute idle: under ten
+        spawner.job.active_at = time.time() - 11 * 60
+        assert await spawner.poll() == 1
+
+    run(scenario())
+    assert spawner.last_end.startswith("Your last server was stopped after 11 min")
+    assert "stops idle servers after 10 min" in spawner.last_end
+
+
+def test_stop_while_a_restarted_hub_waits_for_a_starting_job_cancels_it(
+        world: World, tmp_path: Path) -> None:
+    """A hub restarted while the job queued: JupyterHub's first poll waits for the job; a
+    stop meanwhile cancels the job and that wait, and the poll answers "stopped"."""
+    sched = world.backends["slurm"]
+
+    async def scenario() -> None:
+        first = spawner_for(tmp_path)
+        starting = asyncio.ensure_future(first.start())
+        await until("the job", lambda: first.job is not None and first.job.job_id)
+        state = first.get_state()
+        starting.cancel()  # the hub went away while the job queued
+        spawner = spawner_for(tmp_path)
+        spawner.load_state(state)  # what the restarted hub does
+        polling = asyncio.ensure_future(spawner.poll())
+        await until("the resumed wait", lambda: spawner._resume_task is not None)
+        await spawner.stop()
+        assert await asyncio.wait_for(polling, 5) == 1
+        assert sched.cancelled == [state["job_id"]]
+
+    run(scenario())
+    assert ME in sched.jobs["1"].tag
