@@ -340,6 +340,17 @@ class BatchJob:
             info = poller.latest(self.job_id)
         return info
 
+    async def where_running(self) -> JobInfo | None:
+        """The scheduler's word on the job when its launcher reports: the last query's, or
+        one more (shared, at most one per fast interval: Poller.refresh_soon) when that did
+        not yet see it running on a node."""
+        poller = self.ctx.poller
+        info = poller.latest(self.job_id)
+        if info is None or info.state is not JobState.RUNNING or not info.host:
+            await poller.refresh_soon()  # the job may have started since the last query
+            info = poller.latest(self.job_id)
+        return info
+
     async def cancel(self) -> None:
         """Cancel the job as its user; a failed cancel is retried by the poller."""
         if not self.job_id:

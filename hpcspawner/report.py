@@ -79,10 +79,7 @@ def token_matches(api_token: str, token_sha256: str, token: str) -> bool:
 
 async def scheduler_node(job: BatchJob) -> str:
     """The one node the scheduler runs ``job`` on; NotYet while that cannot be told."""
-    info = job.ctx.poller.latest(job.job_id)
-    if info is None or info.state is not JobState.RUNNING or not info.host:
-        await job.ctx.poller.refresh_soon()  # the job may have started since the last query
-        info = job.ctx.poller.latest(job.job_id)
+    info = await job.where_running()
     if info is None or info.state is JobState.UNKNOWN:
         raise NotYet(f"cannot check job {job.job_id} now (the scheduler is not answering)")
     if info.state is JobState.GONE:

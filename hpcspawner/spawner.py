@@ -216,7 +216,6 @@ class HPCSpawner(Spawner):
         self._starting = False
         self._notify: asyncio.Future[Any] | None = None
         self._explain: asyncio.Future[Any] | None = None
-        self._site_default_url: str = str(self.default_url or "")  # apps bring their own
 
     # -- profiles ---------------------------------------------------------------------------
     def _profiles_path(self) -> str:
@@ -422,8 +421,7 @@ class HPCSpawner(Spawner):
         """Who, which server, where its files go and what runs: the same for every
         submission of this spawn (the CLI builds jobs through JobBuilder too)."""
         home = self._home()
-        self.default_url = launch.url or self._site_default_url  # before get_env() reads it
-        public, private = self._job_env()
+        public, private = self._job_env(launch)
         return JobBuilder(
             username=self.user.name, server_name=self.name, home=home,
             job_dir=self.job_dir.format(home=home, username=self.user.name),
@@ -443,14 +441,17 @@ class HPCSpawner(Spawner):
                 reason="account", status_code=500,
             ) from None
 
-    def _job_env(self) -> tuple[dict[str, str], dict[str, str]]:
+    def _job_env(self, launch: Launch) -> tuple[dict[str, str], dict[str, str]]:
         """The server's environment, split: (public, private). Public: names public_env
         allows and extra_env. Private: the rest, for the 0600 file. Nothing that carries the
         API token is in either (the file holds the token on its own)."""
         token = self.api_token or ""
         public: dict[str, str] = {}
         private: dict[str, str] = {}
-        for name, value in self.get_env().items():
+        env = self.get_env()
+        if launch.url:  # an app's own landing page, instead of the site's default_url
+            env["JUPYTERHUB_DEFAULT_URL"] = launch.url
+        for name, value in env.items():
             if not isinstance(value, str) or "TOKEN" in name or (token and token in value):
                 continue
             allowed = any(fnmatch.fnmatchcase(name, p) for p in self.public_env)

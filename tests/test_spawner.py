@@ -155,3 +155,16 @@ def test_stop_while_a_restarted_hub_waits_for_a_starting_job_cancels_it(
 
     run(scenario())
     assert ME in sched.jobs["1"].tag
+
+
+def test_an_apps_landing_page_replaces_the_sites_default_url_only_in_its_job(
+        world: World, tmp_path: Path) -> None:
+    from hpcspawner.apps import Launch
+
+    spawner = spawner_for(tmp_path)
+    spawner.default_url = "/lab"
+    desktop = spawner._builder(Launch(app="desktop", url="/desktop/", title="Remote desktop"))
+    notebook = spawner._builder(Launch())
+    assert {**desktop.env, **desktop.private_env}["JUPYTERHUB_DEFAULT_URL"] == "/desktop/"
+    assert {**notebook.env, **notebook.private_env}["JUPYTERHUB_DEFAULT_URL"] == "/lab"
+    assert spawner.default_url == "/lab"  # the site's setting stays as configured
