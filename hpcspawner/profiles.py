@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 import yaml
 from pydantic import (
@@ -68,6 +68,9 @@ OneLine = Annotated[str, BeforeValidator(_one_line)]
 GpuModel = Annotated[str, BeforeValidator(_gpu_model)]
 
 
+V = TypeVar("V")  # the value type of a RangeChoice
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -89,28 +92,13 @@ class Resources(_Strict):
         return ", ".join(parts)
 
 
-class SizeChoice(_Strict):
-    """What a user may ask of memory: ``{min: 16GiB, max: 64GiB}`` or ``{choices: [...]}``."""
+class RangeChoice(_Strict, Generic[V]):
+    """What a user may ask of one resource: ``{min: 16GiB, max: 64GiB}`` or ``{choices: [...]}``
+    (memory a Size, cores and GPUs a count, runtime a Duration)."""
 
-    min: Size | None = None
-    max: Size | None = None
-    choices: list[Size] | None = None
-
-
-class CountChoice(_Strict):
-    """What a user may ask of cores or GPUs: ``{min: 1, max: 8}`` or ``{choices: [1, 2, 4]}``."""
-
-    min: NonNegativeInt | None = None
-    max: NonNegativeInt | None = None
-    choices: list[NonNegativeInt] | None = None
-
-
-class DurationChoice(_Strict):
-    """What a user may ask of runtime: ``{max: 2d}`` or ``{choices: [6h, 12h, 1d]}``."""
-
-    min: Duration | None = None
-    max: Duration | None = None
-    choices: list[Duration] | None = None
+    min: V | None = None
+    max: V | None = None
+    choices: list[V] | None = None
 
 
 class ModelChoice(_Strict):
@@ -124,10 +112,10 @@ class Choices(_Strict):
     """The resources a profile lets its users set (docs/profiles.md#choices); the profile's
     ``resources`` are the defaults and must lie inside."""
 
-    memory: SizeChoice | None = None
-    cores: CountChoice | None = None
-    gpus: CountChoice | None = None
-    runtime: DurationChoice | None = None
+    memory: RangeChoice[Size] | None = None
+    cores: RangeChoice[NonNegativeInt] | None = None
+    gpus: RangeChoice[NonNegativeInt] | None = None
+    runtime: RangeChoice[Duration] | None = None
     gpu_model: ModelChoice | None = None
 
     def fields(self) -> list[str]:
