@@ -41,7 +41,6 @@ from collections.abc import Sequence
 
 from .wire import JOB_DIR_NAME, REFUSED, TAG_ROOT, TOKEN_FILE_FORM, TOKEN_FILE_RE
 
-NAME_RE = TOKEN_FILE_RE
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{8,4096}$")
 ENVNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_SECRETS = 65536
@@ -76,7 +75,7 @@ def checked_dir(directory: str, home: str) -> str:
 
 
 def checked_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not TOKEN_FILE_RE.match(name):
         raise Refused(f"{name!r} is not a token file name ({TOKEN_FILE_FORM})")
     return name
 
@@ -143,11 +142,11 @@ def remove_older_submissions(dfd: int, name: str) -> None:
     """A server has one job at a time and its launcher deletes the file it reads, so another
     hand-off file of the same server belongs to a submission that never ran (e.g. a hub killed
     between the scheduler taking the job and recording it): remove it."""
-    mine = NAME_RE.match(name)
+    mine = TOKEN_FILE_RE.match(name)
     if mine is None:
         return
     for entry in os.listdir(dfd):
-        other = NAME_RE.match(entry)
+        other = TOKEN_FILE_RE.match(entry)
         if entry != name and other is not None and other["server"] == mine["server"]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry, dir_fd=dfd)

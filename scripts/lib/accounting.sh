@@ -1,7 +1,7 @@
 # SLURM accounting for the multi-node test cluster (scripts/cluster-up --nodes N): slurmdbd
 # with MariaDB, both started by cluster-up (PID files in RUN_DIR) and stopped by cluster-down.
 # Sourced by cluster-up, which defines RUN_DIR, LOG_DIR, BASE_STATE, CLUSTER_NAME, DEMO_USERS,
-# TIMEOUT and the helpers log, die, wait_for, ensure_dir and pid_alive.
+# TIMEOUT and the helpers log, die, wait_for, ensure_dir, pid_alive and install_without_starting.
 
 DB_DIR=$BASE_STATE/mariadb                 # MariaDB's data directory (ours alone)
 DB_SOCKET_DIR=/run/mysqld                  # the client library's default socket directory
@@ -20,15 +20,7 @@ accounting_up() {
     command -v slurmdbd >/dev/null 2>&1 || missing+=(slurmdbd)
     if ((${#missing[@]})); then
         log "installing ${missing[*]} (accounting)"
-        apt-get update -qq
-        # a package's start-up of its own daemon is not wanted: ours run with our files
-        local policy=""
-        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-            policy=/usr/sbin/policy-rc.d
-            printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy"
-        fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null >/dev/null
-        [[ -z $policy ]] || rm -f "$policy"
+        install_without_starting "${missing[@]}"
     fi
     ensure_dir 0755 mysql:mysql "$DB_SOCKET_DIR"
     if ! pid_alive mariadbd; then
@@ -91,7 +83,7 @@ EOF
 
 # accounting_associations: the account, the demo users and the hub's account in it; the
 # hub's account a SLURM operator, so that with PrivateData=jobs it still sees its users' jobs
-# (the narrowest role that does: docs/slurm.md, "PrivateData").
+# (a role wider than the hub needs; docs/slurm.md, "PrivateData", names the narrower one).
 accounting_associations() {
     local u
     if [[ -z $(sacctmgr -n -P list account "$ACCOUNT" format=account) ]]; then

@@ -3,7 +3,7 @@
 # by cluster-down. Both hub hosts reach it only through DB_ADDR; each test hub gets a database
 # of its own (tests/e2e/nodes/conftest.py). Sourced by cluster-up and cluster-down after
 # nodes.sh and the variable block (RUN_DIR, LOG_DIR, BASE_STATE, TIMEOUT, log, die, wait_for,
-# ensure_dir, pid_alive).
+# ensure_dir, pid_alive, install_without_starting).
 
 PG_DIR=$BASE_STATE/postgres                # the data directory (ours alone)
 PG_SOCKET_DIR=$RUN_DIR/postgres            # its Unix socket: root's way in to create databases
@@ -20,15 +20,8 @@ pg_answers() {
 # postgres_up: the server on the database host, the hubs' role with its password.
 postgres_up() {
     if [[ -z $(pg_bin) ]]; then
-        log "installing postgresql (the hubs' database)"
-        apt-get update -qq
-        local policy=""  # the package's own cluster is not started: ours runs with our files
-        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-            policy=/usr/sbin/policy-rc.d
-            printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy"
-        fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql </dev/null >/dev/null
-        [[ -z $policy ]] || rm -f "$policy"
+        log "installing postgresql (the hubs' database; its own cluster is not started)"
+        install_without_starting postgresql
     fi
     local bin password
     bin=$(pg_bin)
