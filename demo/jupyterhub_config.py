@@ -1,7 +1,7 @@
 """Demo hub: local one-node SLURM, the example profiles, demo users alice, bob, carol.
 
-Started by scripts/demo. Not a production config: the shared-password authenticator lets the demo users
-in with one shared password. A real site keeps its own authenticator (PAM, LDAP, OAuth).
+Started by scripts/demo. Not a production config: the shared-password authenticator lets the
+demo users in with one shared password. A real site keeps its own authenticator (PAM, LDAP, OAuth).
 """
 
 import os
@@ -31,6 +31,7 @@ c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
 
 c.JupyterHub.authenticator_class = "shared-password"
-c.SharedPasswordAuthenticator.user_password = os.environ.get("HPCSPAWNER_DEMO_PASSWORD", "hpcspawner-demo")
+c.SharedPasswordAuthenticator.user_password = os.environ.get(
+    "HPCSPAWNER_DEMO_PASSWORD", "hpcspawner-demo")
 c.Authenticator.allowed_users = {"alice", "bob", "carol"}
 c.JupyterHub.cleanup_servers = False  # batch jobs outlive a hub restart

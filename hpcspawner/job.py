@@ -1,24 +1,28 @@
-"""One spawn's batch job as one object that owns its state: the job id, its profile and tag,
-the token hand-off file, the submission nonce, the token's hash and the reported address.
+"""One spawn's batch job as one object that owns the whole spawn: its plan (the profile as
+chosen and what runs, resolved once), the job id and tag, the token hand-off file, the
+submission nonce, the token's hash, the reported address and what the user was told.
 
 It hands the token over, submits, follows the job through the shared poller until the
 launcher's report arrives (or a timeout, a hold, the job's end), falls back from the HTCondor
-fast path, cancels, and saves and restores itself (``to_state``/``from_state``). Timeouts
-count from the submission's wall-clock time, so they mean the same after a hub restart.
-The spawner holds one ``BatchJob`` and talks to JupyterHub; the job talks to the backend and
-the poller.
+fast path, cancels, resumes the wait after a hub restart, and saves and restores itself
+(``to_state``/``from_state``, the plan included). Timeouts count from the submission's
+wall-clock time, so they mean the same after a hub restart. The spawner holds one
+``BatchJob`` and talks to JupyterHub; the job talks to the backend and the poller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from . import messages
 from .backends.base import Backend, BackendError, JobInfo, JobState, SubmitRequest
@@ -27,6 +31,7 @@ from .jobspec import JobBuilder
 from .poller import Poller
 from .profiles import Profile, Resources
 from .render import RenderError
+from .text import one_line
 from .tokenfile import remove_file, write_token_file
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
@@ -47,17 +52,41 @@ class JobFailed(Exception):
 @dataclass(frozen=True)
 class JobContext:
     """What a job needs from around it: its scheduler, the shared poller, and the spawner's
-    ears (progress messages, saving state, hearing that the job ended)."""
+    ears (saving state, hearing that the job ended)."""
 
     backend: Backend
     poller: Poller
-    emit: Callable[[int, str], None]
     save: Callable[[], None]
     on_gone: Callable[[JobInfo], None]
     log: Logger
     name: str  # "user/server", the prefix of log lines
     fast_poll_interval: float = 1.0
     progress_every: float = 10.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one spawn submits, resolved once from the user's options: the profile with the
+    user's choices applied, and the builder (who, which server, where its files go, what
+    runs). The first submission, the fast path's fall-back and a restarted hub's resumed wait
+    all use this one plan."""
+
+    profile: Profile
+    builder: JobBuilder
+
+    def saved(self) -> dict[str, Any]:
+        return {"profile": self.profile.saved(), "builder": self.builder.saved()}
+
+    @classmethod
+    def restore(cls, saved: Any) -> Plan | None:
+        """The plan a job's state kept; None when there is none (an older hub's state) or it
+        no longer reads (the job is then followed without its profile's limits)."""
+        if not isinstance(saved, dict):
+            return None
+        try:
+            return cls(Profile.restore(saved["profile"]), JobBuilder.restore(saved["builder"]))
+        except (KeyError, TypeError, ValueError, ValidationError):
+            return None
 
 
 @dataclass
@@ -76,9 +105,10 @@ def token_hash(token: str) -> str:
 class BatchJob:
     """One server's batch job (and the fall-back job that may replace it)."""
 
-    def __init__(self, ctx: JobContext, username: str) -> None:
+    def __init__(self, ctx: JobContext, username: str, plan: Plan | None = None) -> None:
         self.ctx = ctx
         self.username = username
+        self.plan = plan  # None: restored from an older state; followed without limits
         self.job_id = ""
         self.profile_name = ""
         self.tag = ""
@@ -97,8 +127,14 @@ class BatchJob:
         self.ended: JobInfo | None = None  # a poll saw the scheduler say the job ended
         self.active_at = 0.0  # the server's own last activity (epoch; activity.py)
         self.resources: Resources | None = None  # what the job asked for (after choices)
+        self.starting = False  # start() or a resumed wait is under way
+        self.events: list[dict[str, Any]] = []  # what the user was told (progress())
+        self.failure = ""  # why a resumed wait failed, for the next spawn page
+        self._token: str | None = None  # in memory only: a fall-back hands it over again
         self._stopped = False  # stop() was called; a submission still under way is undone
         self._report: asyncio.Future[tuple[str, int]] | None = None
+        self._event_added = asyncio.Event()
+        self._resume_task: asyncio.Future[int | None] | None = None
 
     @property
     def stopping(self) -> bool:
@@ -119,12 +155,14 @@ class BatchJob:
             state["resources"] = self.resources.model_dump(mode="json")
         if self.address:
             state["address"] = list(self.address)
+        if self.plan is not None:
+            state["plan"] = self.plan.saved()
         return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any], ctx: JobContext, username: str) -> BatchJob:
         """A job saved by ``to_state`` (or by an older hpcspawner, which saved fewer keys)."""
-        job = cls(ctx, str(state.get("username") or username))
+        job = cls(ctx, str(state.get("username") or username), Plan.restore(state.get("plan")))
         job.job_id = str(state["job_id"])
         job.profile_name = str(state.get("profile", ""))
         job.tag = str(state.get("tag", ""))
@@ -147,15 +185,54 @@ class BatchJob:
                 **{k: raw[k] for k in numbers}, gpu_model=raw.get("gpu_model"))
         return job
 
+    # -- the spawn, top to bottom -----------------------------------------------------------
+    async def start(self, token: str | None) -> tuple[str, int]:
+        """Hand the token over, submit, wait for the launcher's report (falling back or timing
+        out on the way); each step is told to the user (``progress``). JobFailed says why not."""
+        self.starting = True
+        try:
+            await self.submit(token)
+            host, port = self.address or await self.wait()
+            self.running()
+            self.emit(95, messages.listening(host, port))
+            return host, port
+        finally:
+            self.starting = False
+            self._event_added.set()
+
+    def emit(self, progress: int, message: str) -> None:
+        """Tell the user (the spawn page's progress) and the hub's log."""
+        self.ctx.log.info("%s: %s", self.ctx.name, one_line(message))
+        self.events.append({"progress": progress, "message": message})
+        self._event_added.set()
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        """Every message of this spawn, then each new one until the start ends."""
+        sent = 0
+        while True:
+            while sent < len(self.events):
+                yield self.events[sent]
+                sent += 1
+            if not self.starting:
+                return
+            self._event_added.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._event_added.wait(), 1.0)
+
     # -- submit -----------------------------------------------------------------------------
-    async def submit(self, builder: JobBuilder, profile: Profile, token: str | None, *,
-                     fast: bool | None = None) -> None:
-        """Render, hand over the token, submit, and follow the new job.
+    async def submit(self, token: str | None, *, fast: bool | None = None) -> None:
+        """Render the plan, hand over the token, submit, and follow the new job.
 
         ``token`` None (a hub restarted since the token was known) reuses the current hand-off
         file, which a job that never started has not read yet.
         """
-        ctx = self.ctx
+        if self.plan is None:
+            raise JobFailed("This server's job cannot be submitted again: its plan was lost "
+                            "(an older hub's state). Please start the server anew.",
+                            reason="plan")
+        ctx, profile, builder = self.ctx, self.plan.profile, self.plan.builder
+        if token is not None:
+            self._token = token
         fast = profile.fast_path_enabled if fast is None else fast
         secret_file = builder.secret_path() if token is not None else self.secret_file
         submission = secrets.token_hex(8)
@@ -195,7 +272,7 @@ class BatchJob:
         self.address = None
         ctx.poller.watch(job_id, tag=builder.tag, starting=True, on_gone=ctx.on_gone)
         ctx.save()  # now, so a hub killed while the job queues finds it again
-        ctx.emit(10, messages.submitted(job_id, profile, ctx.backend.where(profile, fast)))
+        self.emit(10, messages.submitted(job_id, profile, ctx.backend.where(profile, fast)))
         if fast:
             try:
                 await ctx.backend.reschedule(job_id)
@@ -212,31 +289,29 @@ class BatchJob:
         self.secret_file = secret_file
 
     # -- wait -------------------------------------------------------------------------------
-    async def wait(self, profile: Profile | None, builder: JobBuilder | None,
-                   token: str | None) -> tuple[str, int]:
+    async def wait(self) -> tuple[str, int]:
         """Follow the job until its launcher reports; a job that failed (held, timed out,
         ended) leaves no token file behind: the launcher that would delete it never ran."""
         try:
-            return await self._wait(profile, builder, token)
+            return await self._wait()
         except JobFailed:
             await self.remove_secret()
             raise
 
-    async def _wait(self, profile: Profile | None, builder: JobBuilder | None,
-                    token: str | None) -> tuple[str, int]:
+    async def _wait(self) -> tuple[str, int]:
         """Follow the job until its launcher reports; time out, fall back or fail on the way.
 
-        ``profile`` None (it was removed from profiles.yaml since): just wait, no limits.
+        Without a plan (an older hub's state): just wait, no limits.
         """
+        profile = self.plan.profile if self.plan is not None else None
         report = self._future()
         told = _Told()
         while not report.done():
             info = self.ctx.poller.latest(self.job_id)
             if info is not None:
                 self._say(info, told, profile)
-                if profile is not None and builder is not None and \
-                        self._fast_path_expired(info, profile):
-                    await self._fall_back(profile, builder, token)
+                if profile is not None and self._fast_path_expired(info, profile):
+                    await self._fall_back(profile)
                     told = _Told()
                     continue
                 if profile is not None:
@@ -258,7 +333,7 @@ class BatchJob:
         now = time.monotonic()
         key = (info.state, info.reason, info.host)
         if key != told.last or now - told.said >= self.ctx.progress_every:
-            self.ctx.emit(*messages.state_progress(info, self.waited()))
+            self.emit(*messages.state_progress(info, self.waited()))
             told.last, told.said = key, now
         if info.state is JobState.HELD and told.held_since is None:
             told.held_since = now
@@ -282,17 +357,16 @@ class BatchJob:
             await self.cancel()
             raise JobFailed(messages.held(self.job_id, info, self.log_file))
 
-    async def _fall_back(self, profile: Profile, builder: JobBuilder,
-                         token: str | None) -> None:
+    async def _fall_back(self, profile: Profile) -> None:
         """No reserved notebook slot in time: remove the job, resubmit to the regular pool."""
         fast = profile.htcondor.fast_path
         old = self.job_id
         self.ctx.poller.unwatch(old)
         await self.cancel()
-        self.ctx.emit(25, messages.fallback(old, fast.timeout if fast else 0))
-        if token is not None:  # a fresh token file: the old job may still read its own
+        self.emit(25, messages.fallback(old, fast.timeout if fast else 0))
+        if self._token is not None:  # a fresh token file: the old job may still read its own
             await self.remove_secret()
-        await self.submit(builder, profile, token, fast=False)
+        await self.submit(self._token, fast=False)
 
     # -- the report -------------------------------------------------------------------------
     def _future(self) -> asyncio.Future[tuple[str, int]]:
@@ -321,6 +395,46 @@ class BatchJob:
         self.resumed = False
         self.ctx.poller.started(self.job_id)
         self.ctx.poller.watch(self.job_id, tag=self.tag, on_gone=self.ctx.on_gone)
+
+    # -- a hub restarted while the job was starting -------------------------------------------
+    async def resume(self) -> int | None:
+        """Wait again for a job that was starting when the hub restarted, once, in the
+        background: the first call (JupyterHub's start-up poll) waits for it; any other call
+        (e.g. from a stop) answers at once; stop() cancels it. 1 when it failed (``failure``
+        says why) or was stopped, None while it waits or once the server runs."""
+        if self._resume_task is None:
+            self._resume_task = asyncio.ensure_future(self._resume())
+            try:
+                return await self._resume_task
+            except asyncio.CancelledError:
+                if not self._stopped:
+                    raise  # the hub shuts down: the job goes on, and so does its state
+                return 1
+        task = self._resume_task
+        if not task.done():
+            return None
+        return 1 if task.cancelled() else task.result()
+
+    async def _resume(self) -> int | None:
+        """Its limits and the fast path's fall-back count from the original submission, by
+        the plan it was submitted with: a config edit since never changes or kills it.
+        JupyterHub lets this run in the background (``init_spawners_timeout``) and then asks
+        where the server is."""
+        self.ctx.log.info("%s: hub restarted while job %s was starting; still waiting for it",
+                          self.ctx.name, self.job_id)
+        self.starting = True
+        self.ctx.poller.watch(self.job_id, tag=self.tag, starting=True)
+        try:
+            await self.wait()
+        except JobFailed as exc:
+            self.failure = exc.message
+            self.ctx.log.warning("%s: %s", self.ctx.name, one_line(exc.message))
+            return 1
+        finally:
+            self.starting = False
+            self._event_added.set()
+        self.running()
+        return None
 
     # -- status, cancel, clean-up -----------------------------------------------------------
     async def status(self) -> JobInfo | None:
@@ -387,3 +501,5 @@ class BatchJob:
         self.forget()
         await self.cancel()
         await self.remove_secret()
+        if self._resume_task is not None and not self._resume_task.done():
+            self._resume_task.cancel()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import posixpath
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .apps import Launch, server_command
@@ -93,6 +93,23 @@ class JobBuilder:
     @property
     def tag(self) -> str:
         return job_tag(self.hub_id, self.username, self.server_name)
+
+    def saved(self) -> dict[str, Any]:
+        """This builder as a job's state keeps it, without the private environment (only the
+        first token hand-off writes it; a resubmission reuses or rewrites that file)."""
+        saved = asdict(self)
+        del saved["private_env"]
+        return saved
+
+    @classmethod
+    def restore(cls, saved: Mapping[str, Any]) -> JobBuilder:
+        """A builder ``saved`` kept (TypeError or KeyError when it is not one)."""
+        known = {f.name for f in fields(cls)} - {"private_env"}
+        values = {k: v for k, v in saved.items() if k in known}
+        values["launch"] = Launch(**values.get("launch", {}))
+        for name in ("cmd", "args", "template_dirs"):
+            values[name] = tuple(values.get(name, ()))
+        return cls(**values)
 
     def log_file(self, backend: Backend, job_id: str) -> str:
         """Where job ``job_id`` writes its output, as the user would type it (``~/...``)."""

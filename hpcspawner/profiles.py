@@ -23,6 +23,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -39,13 +40,24 @@ GPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 ANY_MODEL = "any"  # the form's value for "any GPU model" when the profile names none
 
 
-def _size(value: Any) -> int:
+SAVED = "saved"  # validation context of Profile.restore: sizes and durations are numbers
+
+
+def _saved_number(value: Any, info: ValidationInfo) -> bool:
+    return type(value) is int and isinstance(info.context, dict) and bool(info.context.get(SAVED))
+
+
+def _size(value: Any, info: ValidationInfo) -> int:
+    if _saved_number(value, info):
+        return int(value)
     if isinstance(value, (bool, int, float)):
         raise ValueError(f"'{value}' has no unit; write e.g. {value}GiB")
     return parse_size(str(value))
 
 
-def _duration(value: Any) -> int:
+def _duration(value: Any, info: ValidationInfo) -> int:
+    if _saved_number(value, info):
+        return int(value)
     return parse_duration(value)
 
 
@@ -362,6 +374,15 @@ class Profile(_Strict):
             if problem:
                 raise ValueError(problem + " (htcondor.fast_path.slot)")
         return self
+
+    def saved(self) -> dict[str, Any]:
+        """This profile as a job's state keeps it (``restore`` reads it back)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def restore(cls, saved: Any) -> Profile:
+        """A profile ``saved`` kept, checked again (sizes and durations as plain numbers)."""
+        return cls.model_validate(saved, context={SAVED: True})
 
     @property
     def fast_path_enabled(self) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import os
 import posixpath
@@ -25,7 +24,7 @@ from .apps import Launch, ScriptError, launch_for
 from .availability import Outlook, outlook, with_expected_start
 from .backends import HelperRefused, JobInfo, JobState
 from .compat import SpawnException
-from .job import BatchJob, JobContext, JobFailed
+from .job import BatchJob, JobContext, JobFailed, Plan
 from .jobspec import JobBuilder
 from .options import RESOURCE_KEYS, Choice, check_totals, choose, choose_profile, form_fields
 from .poller import Poller, listed_as_ended, log_end
@@ -210,10 +209,6 @@ class HPCSpawner(Spawner):
         super().__init__(**kwargs)
         self.job: BatchJob | None = None
         self.last_end = ""  # why the last server ended; shown on the next spawn page
-        self._resume_task: asyncio.Future[int | None] | None = None
-        self._events: list[dict[str, Any]] = []
-        self._event_added = asyncio.Event()
-        self._starting = False
         self._notify: asyncio.Future[Any] | None = None
         self._explain: asyncio.Future[Any] | None = None
 
@@ -401,7 +396,7 @@ class HPCSpawner(Spawner):
     def _context(self, backend_name: str) -> JobContext:
         return JobContext(
             backend=registry.backend(backend_name, self.config),
-            poller=self._poller(backend_name), emit=self._emit, save=self._save_state,
+            poller=self._poller(backend_name), save=self._save_state,
             on_gone=self._job_gone, log=self.log, name=self._log_name,
             fast_poll_interval=self.fast_poll_interval, progress_every=self.progress_every,
         )
@@ -482,7 +477,6 @@ class HPCSpawner(Spawner):
             self.job.forget()
         super().clear_state()
         self.job = None
-        self._resume_task = None
         # last_end survives on purpose: the next spawn page tells the user why it ended.
 
     def _save_state(self) -> None:
@@ -495,22 +489,11 @@ class HPCSpawner(Spawner):
             db.commit()
 
     # -- progress ---------------------------------------------------------------------------
-    def _emit(self, progress: int, message: str) -> None:
-        self.log.info("%s: %s", self._log_name, one_line(message))
-        self._events.append({"progress": progress, "message": message})
-        self._event_added.set()
-
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
-        sent = 0
-        while True:
-            while sent < len(self._events):
-                yield self._events[sent]
-                sent += 1
-            if not self._starting:
-                return
-            self._event_added.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._event_added.wait(), 1.0)
+        """What the current spawn's job told the user, as it tells it (BatchJob.progress)."""
+        if self.job is not None:
+            async for event in self.job.progress():
+                yield event
 
     # -- the launcher's report (report.py checks it) ------------------------------------------
     async def receive_report(self, token: str, report: Report, drop_route: DropRoute) -> None:
@@ -538,34 +521,27 @@ class HPCSpawner(Spawner):
     def _job_gone(self, info: JobInfo) -> None:
         """The poller saw our job end: let JupyterHub notice now, not at its next poll."""
         job = self.job
-        if job is not None and job.address is not None and not self._starting:
+        if job is not None and job.address is not None and not job.starting:
             self._notify = asyncio.ensure_future(self.poll_and_notify())
 
     # -- start / poll / stop ----------------------------------------------------------------
     async def start(self) -> tuple[str, int]:
         """One spawn, top to bottom: choose the profile, build the job, hand over the token
         and submit, wait for the launcher's report (falling back or timing out on the way)."""
-        choice = self.resolve(self.user_options)
+        choice = self.resolve(self.user_options)  # the user's options, resolved once
         profile, launch = choice.profile, self._launch(choice)
         check_totals(profile, self._others_resources(), self._menu().caps)
         await self._check_script(choice)
-        builder = self._builder(launch)
-        self._events, self._starting, self.last_end = [], True, ""
-        self.job = job = BatchJob(self._context(profile.backend), self.user.name)
+        plan = Plan(profile, self._builder(launch))
+        self.last_end = ""
+        self.job = job = BatchJob(self._context(profile.backend), self.user.name, plan)
         try:
-            await job.submit(builder, profile, self.api_token)
-            host, port = job.address or await job.wait(profile, builder, self.api_token)
-            job.running()
-            self._emit(95, messages.listening(host, port))
-            return host, port
+            return await job.start(self.api_token)
         except JobFailed as exc:
             if exc.reason == "job":
                 self.last_end = exc.message
             raise SpawnException(exc.message, reason=exc.reason, status_code=exc.status_code,
                                  log_message=exc.log_message) from None
-        finally:
-            self._starting = False
-            self._event_added.set()
 
     async def poll(self) -> int | None:
         job = self.job
@@ -586,8 +562,11 @@ class HPCSpawner(Spawner):
             job.forget()
             await job.remove_secret()
             return 1
-        if job.resumed and job.address is None:
-            return await self._resume(job)
+        if job.resumed and job.address is None:  # the hub restarted while it was starting
+            status = await job.resume()
+            if job.failure:
+                self.last_end = job.failure
+            return status
         if job.address is not None and info is not None and info.state is JobState.RUNNING:
             return self._idle_check(job)
         return None  # alive, completing or unknown: never drop a server on doubt
@@ -650,61 +629,6 @@ class HPCSpawner(Spawner):
                 self.hub.api_url, "hpcspawner/activity", self.user.escaped_name)
         return env
 
-    async def _resume(self, job: BatchJob) -> int | None:
-        """One background wait per spawner for a job that was starting when the hub
-        restarted. The first poll() (JupyterHub's start-up check) waits for it; any other
-        poll() (e.g. from a stop) answers at once; stop() cancels it."""
-        if self._resume_task is None:
-            self._resume_task = asyncio.ensure_future(self._resume_start(job))
-            try:
-                return await self._resume_task
-            except asyncio.CancelledError:
-                if self.job is not None and not self.job.stopping:
-                    raise  # the hub shuts down: the job goes on, and so does its state
-                return 1
-        task = self._resume_task
-        if not task.done():
-            return None
-        return 1 if task.cancelled() else task.result()
-
-    async def _resume_start(self, job: BatchJob) -> int | None:
-        """The hub restarted while this job was starting: keep waiting for it, then re-attach.
-
-        Its limits and the fast path's fall-back count from the original submission. A
-        profile removed or broken since only means no limits: a config edit never kills.
-        JupyterHub lets this check run in the background (``init_spawners_timeout``) and then
-        asks get_url() where the server is.
-        """
-        self.log.info("%s: hub restarted while job %s was starting; still waiting for it",
-                      self._log_name, job.job_id)
-        profile, builder = self._resume_plan(job)
-        self._starting = True
-        job.ctx.poller.watch(job.job_id, tag=job.tag, starting=True)
-        try:
-            await job.wait(profile, builder, None)
-        except JobFailed as exc:
-            self.last_end = exc.message
-            self.log.warning("%s: %s", self._log_name, one_line(exc.message))
-            return 1
-        finally:
-            self._starting = False
-        job.running()
-        return None
-
-    def _resume_plan(self, job: BatchJob) -> tuple[Profile | None, JobBuilder | None]:
-        try:
-            profile = self._profiles().by_name.get(job.profile_name)
-            if profile is None:
-                return None, None
-            choice = self.resolve(self.user_options)
-            if choice.profile.name != profile.name:
-                choice = Choice(profile)
-            return choice.profile, self._builder(self._launch(choice))
-        except SpawnException as exc:
-            self.log.warning("%s: waiting for job %s without its profile's limits: %s",
-                             self._log_name, job.job_id, exc.message)
-            return None, None
-
     async def get_url(self) -> str:
         if self.job is not None and self.job.address is not None:
             host, port = self.job.address
@@ -715,9 +639,7 @@ class HPCSpawner(Spawner):
     async def stop(self, now: bool = False) -> None:
         if self.job is None:
             return  # nothing was submitted
-        await self.job.stop()
-        if self._resume_task is not None and not self._resume_task.done():
-            self._resume_task.cancel()
+        await self.job.stop()  # a resumed wait ends with it
 
 
 # The launcher's report route (and the servers' own activity route) must exist before the hub

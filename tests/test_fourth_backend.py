@@ -21,7 +21,7 @@ from hpcspawner.availability import outlook
 from hpcspawner.backends import Availability, Backend, JobInfo, JobState, SubmitRequest
 from hpcspawner.backends.base import CancelRefused, Tool
 from hpcspawner.commands import Result
-from hpcspawner.job import BatchJob, JobContext
+from hpcspawner.job import BatchJob, JobContext, Plan
 from hpcspawner.jobspec import JobBuilder
 from hpcspawner.poller import Poller
 from hpcspawner.profiles import parse_profiles
@@ -122,29 +122,31 @@ profiles:
                          python="/usr/bin/python3", cmd=["jupyterhub-singleuser"],
                          template_dirs=(str(tmp_path / "templates"),))
     poller = Poller(toyq, "hpcspawner:hub:", fast=0.01, slow=0.05, jitter=0)
-    said: list[str] = []
-    job = BatchJob(JobContext(backend=toyq, poller=poller, emit=lambda _p, m: said.append(m),
-                              save=lambda: None, on_gone=lambda info: None,
-                              log=logging.getLogger("toyq"), name=f"{ME}/default",
-                              fast_poll_interval=0.01), ME)
+    job = BatchJob(JobContext(backend=toyq, poller=poller, save=lambda: None,
+                              on_gone=lambda info: None, log=logging.getLogger("toyq"),
+                              name=f"{ME}/default", fast_poll_interval=0.01),
+                   ME, Plan(profile, builder))
+
+    def said() -> list[str]:
+        return [event["message"] for event in job.events]
 
     async def spawn() -> tuple[str, int]:
-        await job.submit(builder, profile, TOKEN)
-        waiting = asyncio.ensure_future(job.wait(profile, builder, TOKEN))
-        while not any("Waiting in queue" in m for m in said):
+        starting = asyncio.ensure_future(job.start(TOKEN))
+        while not any("Waiting in queue" in m for m in said()):
             await asyncio.sleep(0.005)
         toyq.queue[job.job_id].update(state="R", node="toy1")
         await poller.refresh()
         await accept(job, "", TOKEN, Report(port=5000, host="toy1", submission=job.submission))
-        address = await asyncio.wait_for(waiting, 5)
+        address = await asyncio.wait_for(starting, 5)
         await job.cancel()
         poller.stop()
         return address
 
     assert asyncio.run(asyncio.wait_for(spawn(), 10)) == ("toy1", 5000)
     [written] = [argv for argv in toyq.helper_calls if "write-token" in argv]
-    assert said[0] == f"Submitted job toy1 ({profile.title})"
-    assert "Waiting in queue: busy (every toy node is taken)" in said[1]
+    assert said()[0] == f"Submitted job toy1 ({profile.title})"
+    assert "Waiting in queue: busy (every toy node is taken)" in said()[1]
+    assert said()[-1] == "Server ready on toy1:5000"
     assert toyq.queue["toy1"]["state"] == "X"
     assert toyq.queue["toy1"]["tag"] == "hpcspawner:hub:" + ME + ":"
     assert outlook(profile, asyncio.run(toyq.availability())).text == \

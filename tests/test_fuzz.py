@@ -133,7 +133,7 @@ def test_the_report_checks(token: str, port: int, host: str, submission: str,
     scheduler's one node, whatever host the job names; everything else is refused."""
     backend = ScriptedSlurm()
     poller = Poller(backend, "hpcspawner:hub:")
-    ctx = JobContext(backend=backend, poller=poller, emit=lambda *_: None, save=lambda: None,
+    ctx = JobContext(backend=backend, poller=poller, save=lambda: None,
                      on_gone=lambda _: None, log=logging.getLogger("fuzz"), name="fuzz")
     job = BatchJob.from_state({"job_id": "1", "backend": "slurm", "submission": "n1",
                                "token_sha256": hashlib.sha256(REAL_TOKEN.encode()).hexdigest(),

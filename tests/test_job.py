@@ -23,7 +23,7 @@ from hpcspawner.backends.base import Backend, JobInfo, JobState, SubmitRequest
 from hpcspawner.backends.htcondor import HTCondorBackend
 from hpcspawner.backends.slurm import SlurmBackend
 from hpcspawner.commands import KEEP_ENV, CommandError, Result
-from hpcspawner.job import BatchJob, JobContext, JobFailed
+from hpcspawner.job import BatchJob, JobContext, JobFailed, Plan
 from hpcspawner.jobspec import JobBuilder
 from hpcspawner.poller import Poller
 from hpcspawner.profiles import Profile, parse_profiles
@@ -129,7 +129,7 @@ class World:
                                               "htcondor": ScriptedCondor()}
         self.pollers = {name: Poller(b, "hpcspawner:hub:", fast=0.01, slow=0.05, jitter=0)
                         for name, b in self.backends.items()}
-        self.said: list[str] = []
+        self.jobs: list[BatchJob] = []
         self.saves = 0
         self.builder = JobBuilder(username=ME, server_name="", home=str(tmp),
                                   job_dir=str(tmp / ".hpcspawner"), hub_id="hub",
@@ -140,12 +140,20 @@ class World:
             self.saves += 1
 
         return JobContext(backend=self.backends[backend], poller=self.pollers[backend],
-                          emit=lambda _p, m: self.said.append(m), save=save,
+                          save=save,
                           on_gone=lambda info: None, log=logging.getLogger("test"),
                           name=f"{ME}/default", fast_poll_interval=0.01, progress_every=60)
 
-    def job(self, backend: str = "slurm") -> BatchJob:
-        return BatchJob(self.ctx(backend), ME)
+    def job(self, backend: str, chosen: str | Profile) -> BatchJob:
+        """A job of ``chosen`` (a profile of PROFILES, or one made in the test)."""
+        plan = Plan(profile(chosen) if isinstance(chosen, str) else chosen, self.builder)
+        self.jobs.append(BatchJob(self.ctx(backend), ME, plan))
+        return self.jobs[-1]
+
+    @property
+    def said(self) -> list[str]:
+        """What the jobs told the user (their progress messages), in order."""
+        return [event["message"] for job in self.jobs for event in job.events]
 
     def close(self) -> None:
         for poller in self.pollers.values():
@@ -182,13 +190,13 @@ def test_submit_queue_run_report_ready(tmp_path: Path) -> None:
     world = World(tmp_path)
 
     async def scenario() -> None:
-        job = world.job()
-        await job.submit(world.builder, profile("small"), TOKEN)
+        job = world.job("slurm", "small")
+        await job.submit(TOKEN)
         sched = world.backends["slurm"]
         assert job.job_id == "1" and world.saves == 1
         assert sched.token_writes() == [job.secret_file]
         assert TOKEN not in sched.submitted[0].script
-        waiting = asyncio.ensure_future(job.wait(profile("small"), world.builder, TOKEN))
+        waiting = asyncio.ensure_future(job.wait())
         await until("a queue message", lambda: any("Waiting in queue" in m for m in world.said))
         sched.set("1", JobState.RUNNING, host="node1")
         await until("the running message",
@@ -208,11 +216,11 @@ def test_a_job_that_ends_while_starting_says_where_its_output_is(tmp_path: Path)
     world = World(tmp_path)
 
     async def scenario() -> None:
-        job = world.job()
-        await job.submit(world.builder, profile("small"), TOKEN)
+        job = world.job("slurm", "small")
+        await job.submit(TOKEN)
         world.backends["slurm"].set("1", JobState.GONE, reason="the job failed")
         with pytest.raises(JobFailed) as failed:
-            await job.wait(profile("small"), world.builder, TOKEN)
+            await job.wait()
         assert failed.value.message == (
             "Your job ended before the server started: the job failed. Its output is in "
             "~/.hpcspawner/logs/default-1.log. Job id for support: 1.")
@@ -239,9 +247,9 @@ def test_a_refusal_is_a_configuration_problem_and_only_an_outage_says_try_again(
     sched.submit_error = CommandError(["condor_submit", "-terse"], 1, stderr)
 
     async def scenario() -> None:
-        job = world.job("htcondor")
+        job = world.job("htcondor", "fast")
         with pytest.raises(JobFailed) as failed:
-            await job.submit(world.builder, profile("fast"), TOKEN)
+            await job.submit(TOKEN)
         assert says in failed.value.message
         assert stderr.strip() in failed.value.log_message  # the admin reads the scheduler
         assert sched.removed() == sched.token_writes(), "the token file must go"
@@ -254,11 +262,11 @@ def test_pending_timeout_counts_from_the_submission_and_cancels(tmp_path: Path) 
     world = World(tmp_path)
 
     async def scenario() -> None:
-        job = world.job()
-        await job.submit(world.builder, profile("small"), TOKEN)
+        job = world.job("slurm", "small")
+        await job.submit(TOKEN)
         job.submitted_at -= 601  # queued for 10 min + 1 s (pending_timeout: 10m)
         with pytest.raises(JobFailed, match="waited longer than 10 min"):
-            await job.wait(profile("small"), world.builder, TOKEN)
+            await job.wait()
         assert world.backends["slurm"].cancelled == ["1"]
         world.close()
 
@@ -270,11 +278,11 @@ def test_hold_timeout_removes_a_held_job_and_says_why(tmp_path: Path) -> None:
     held = profile("fast").model_copy(update={"hold_timeout": 0})
 
     async def scenario() -> None:
-        job = world.job("htcondor")
-        await job.submit(world.builder, held, TOKEN, fast=False)
+        job = world.job("htcondor", held)
+        await job.submit(TOKEN, fast=False)
         world.backends["htcondor"].set("1", JobState.HELD, reason="disk full")
         with pytest.raises(JobFailed, match="put on hold and removed: disk full"):
-            await job.wait(held, world.builder, TOKEN)
+            await job.wait()
         assert world.backends["htcondor"].cancelled == ["1"]
         sched = world.backends["htcondor"]
         assert sched.removed() == sched.token_writes(), "the unread token file must go"
@@ -288,13 +296,13 @@ def test_fast_path_falls_back_to_the_regular_pool_with_a_fresh_token_file(
     world = World(tmp_path)
 
     async def scenario() -> None:
-        job = world.job("htcondor")
-        await job.submit(world.builder, profile("fast"), TOKEN)
+        job = world.job("htcondor", "fast")
+        await job.submit(TOKEN)
         sched = world.backends["htcondor"]
         first_secret = job.secret_file
         assert sched.submitted[0].fast and sched.rescheduled == ["1"]
         job.submitted_at -= 31  # fast_path.timeout: 30s
-        waiting = asyncio.ensure_future(job.wait(profile("fast"), world.builder, TOKEN))
+        waiting = asyncio.ensure_future(job.wait())
         await until("the fall-back submission", lambda: len(sched.submitted) == 2)
         assert not sched.submitted[1].fast and sched.cancelled == ["1"]
         assert job.job_id == "2" and not job.fast
@@ -313,8 +321,8 @@ def test_stop_during_submit_leaves_no_job_and_no_token_file(tmp_path: Path) -> N
     async def scenario() -> None:
         sched = world.backends["slurm"]
         sched.hold_submit = asyncio.Event()
-        job = world.job()
-        submitting = asyncio.ensure_future(job.submit(world.builder, profile("small"), TOKEN))
+        job = world.job("slurm", "small")
+        submitting = asyncio.ensure_future(job.submit(TOKEN))
         await until("the token hand-off", lambda: sched.token_writes())
         await job.stop()
         sched.hold_submit.set()  # the scheduler answers after the stop
@@ -331,9 +339,9 @@ def test_stop_during_wait_cancels_the_job_and_ends_the_wait(tmp_path: Path) -> N
     world = World(tmp_path)
 
     async def scenario() -> None:
-        job = world.job()
-        await job.submit(world.builder, profile("small"), TOKEN)
-        waiting = asyncio.ensure_future(job.wait(profile("small"), world.builder, TOKEN))
+        job = world.job("slurm", "small")
+        await job.submit(TOKEN)
+        waiting = asyncio.ensure_future(job.wait())
         await until("a queue message", lambda: any("Waiting" in m for m in world.said))
         await job.stop()
         with pytest.raises(asyncio.CancelledError):
@@ -351,14 +359,14 @@ def test_hub_restart_mid_queue_keeps_waiting_and_accepts_the_report_by_hash(
     world = World(tmp_path)
 
     async def scenario() -> None:
-        job = world.job()
-        await job.submit(world.builder, profile("small"), TOKEN)
+        job = world.job("slurm", "small")
+        await job.submit(TOKEN)
         state = job.to_state()
         assert TOKEN not in str(state)
         again = BatchJob.from_state(state, world.ctx("slurm"), ME)  # the restarted hub
         assert again.resumed and again.job_id == "1"
         assert again.submitted_at == job.submitted_at
-        waiting = asyncio.ensure_future(again.wait(profile("small"), world.builder, None))
+        waiting = asyncio.ensure_future(again.wait())
         await report_when_running(again)
         assert await waiting == ("node1", 5000)
         assert world.backends["slurm"].cancelled == []
@@ -380,8 +388,8 @@ def test_fast_path_falls_back_after_a_hub_restart_at_its_original_deadline(
     profiles_file.write_text(PROFILES_TEXT)
 
     async def scenario() -> None:
-        job = world.job("htcondor")
-        await job.submit(world.builder, profile("fast"), TOKEN)
+        job = world.job("htcondor", "fast")
+        await job.submit(TOKEN)
         state = {**job.to_state(), "submitted_at": time.time() - 31}
         spawner = make_spawner(profiles_file)
         spawner.load_state(state)  # what JupyterHub does for a restarted hub
@@ -408,8 +416,8 @@ def test_reports_are_checked_token_nonce_state_and_host(tmp_path: Path) -> None:
     world = World(tmp_path)
 
     async def scenario() -> None:
-        job = world.job()
-        await job.submit(world.builder, profile("small"), TOKEN)
+        job = world.job("slurm", "small")
+        await job.submit(TOKEN)
         sched, nonce = world.backends["slurm"], job.submission
         with pytest.raises(Forbidden):
             await accept(job, "", "not-the-token", Report(port=5000, submission=nonce))
@@ -445,8 +453,8 @@ def test_the_route_is_the_schedulers_node_whatever_host_the_job_names(
     world = World(tmp_path)
 
     async def scenario() -> None:
-        job = world.job()
-        await job.submit(world.builder, profile("small"), TOKEN)
+        job = world.job("slurm", "small")
+        await job.submit(TOKEN)
         world.backends["slurm"].set("1", JobState.RUNNING, host="node7")
         await job.ctx.poller.refresh()
         # the job names its host by another spelling (checked, by name only) ...
@@ -503,8 +511,8 @@ def test_the_end_time_comes_from_the_report_only_within_the_jobs_runtime(
     runtime = profile("small").resources.runtime
 
     async def scenario() -> tuple[float, float]:
-        job = world.job()
-        await job.submit(world.builder, profile("small"), TOKEN)
+        job = world.job("slurm", "small")
+        await job.submit(TOKEN)
         world.backends["slurm"].set(job.job_id, JobState.RUNNING, host="node1")
         await job.ctx.poller.refresh()
         now = time.time()
@@ -591,10 +599,10 @@ def test_two_hundred_reports_at_once_check_one_at_a_time_and_query_at_most_once_
     sched.query = query  # type: ignore[method-assign]
 
     async def scenario() -> None:
-        job = world.job()
+        job = world.job("slurm", "small")
         poller = job.ctx.poller
         poller.fast = 1.0  # one extra query per second at most
-        await job.submit(world.builder, profile("small"), TOKEN)
+        await job.submit(TOKEN)
         before, started = len(calls), time.monotonic()
         outcomes = await asyncio.gather(*(
             accept(job, "", TOKEN, Report(port=5000, submission=job.submission))
@@ -678,8 +686,8 @@ def test_a_report_naming_a_host_whose_name_server_never_answers_is_checked_witho
     monkeypatch.setattr(socket, "getaddrinfo", hang)
 
     async def scenario() -> None:
-        job = world.job()
-        await job.submit(world.builder, profile("small"), TOKEN)
+        job = world.job("slurm", "small")
+        await job.submit(TOKEN)
         world.backends["slurm"].set(job.job_id, JobState.RUNNING, host="node1")
         await job.ctx.poller.refresh()
         began = time.monotonic()

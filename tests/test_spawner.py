@@ -5,6 +5,7 @@ answers, stop while a restarted hub still waits for a starting job, clear_state.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,10 @@ PROFILES = """
 profiles:
   - name: small
     partition: jupyter
+    resources: {cores: 1, memory: 1GiB, runtime: 1h}
+  - name: patient
+    partition: jupyter
+    pending_timeout: 10m
     resources: {cores: 1, memory: 1GiB, runtime: 1h}
   - name: sleepy
     partition: jupyter
@@ -94,7 +99,7 @@ def test_a_job_that_ends_while_starting_fails_the_start_and_is_remembered(
 
     run(scenario())
     assert spawner.last_end.startswith("Your job ended before the server started")
-    assert [e["progress"] for e in spawner._events][:1] == [10]  # "Submitted job 1 …"
+    assert [e["progress"] for e in spawner.job.events][:1] == [10]  # "Submitted job 1 …"
 
 
 def test_poll_says_alive_then_gone_with_the_schedulers_reason(
@@ -148,7 +153,7 @@ def test_stop_while_a_restarted_hub_waits_for_a_starting_job_cancels_it(
         spawner = spawner_for(tmp_path)
         spawner.load_state(state)  # what the restarted hub does
         polling = asyncio.ensure_future(spawner.poll())
-        await until("the resumed wait", lambda: spawner._resume_task is not None)
+        await until("the resumed wait", lambda: spawner.job.starting)
         await spawner.stop()
         assert await asyncio.wait_for(polling, 5) == 1
         assert sched.cancelled == [state["job_id"]]
@@ -168,3 +173,32 @@ def test_an_apps_landing_page_replaces_the_sites_default_url_only_in_its_job(
     assert {**desktop.env, **desktop.private_env}["JUPYTERHUB_DEFAULT_URL"] == "/desktop/"
     assert {**notebook.env, **notebook.private_env}["JUPYTERHUB_DEFAULT_URL"] == "/lab"
     assert spawner.default_url == "/lab"  # the site's setting stays as configured
+
+
+def test_a_restarted_hub_resumes_by_the_plan_the_job_was_submitted_with(
+        world: World, tmp_path: Path) -> None:
+    """The user's options are resolved once per spawn into a plan that is saved with the job
+    (without the private environment): a profile removed from profiles.yaml since still
+    gives the resumed wait its limits, and nothing secret is in the hub's database."""
+    sched = world.backends["slurm"]
+    first = spawner_for(tmp_path, "patient")
+    first.environment = {"SITE_PASSWORD": "not-in-the-state"}
+    resolved: list[object] = []
+    resolve = first.resolve
+    first.resolve = lambda options: resolved.append(options) or resolve(options)
+
+    async def scenario() -> None:
+        starting = asyncio.ensure_future(first.start())
+        await until("the job", lambda: first.job is not None and first.job.job_id)
+        state = first.get_state()
+        starting.cancel()  # the hub went away while the job queued
+        assert len(resolved) == 1
+        assert "not-in-the-state" not in json.dumps(state)
+        (tmp_path / "profiles.yaml").write_text(PROFILES.split("  - name: patient")[0])
+        spawner = spawner_for(tmp_path, "patient")
+        spawner.load_state({**state, "submitted_at": time.time() - 601})  # 10 min + 1 s ago
+        assert await spawner.poll() == 1
+        assert "waited longer than 10 min" in spawner.last_end
+        assert sched.cancelled == [state["job_id"]]
+
+    run(scenario())
