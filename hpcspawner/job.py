@@ -496,10 +496,13 @@ class BatchJob:
             self._report.cancel()
 
     async def stop(self) -> None:
-        """Stop the server: forget, cancel and clean up (safe twice)."""
+        """Stop the server: forget, cancel its job and its Dask workers, clean up (safe
+        twice)."""
         self._stopped = True
         self.forget()
         await self.cancel()
         await self.remove_secret()
+        if self.tag:  # its notebooks' Dask workers end with it (hpcspawner.dask)
+            await self.ctx.poller.cancel_workers(self.tag)
         if self._resume_task is not None and not self._resume_task.done():
             self._resume_task.cancel()

@@ -7,7 +7,9 @@ job UNKNOWN; a good query that lists none of several jobs seen alive is an outag
 A record counts as this hub's only if its tag is this hub's (or the tag a followed job was
 submitted with, whatever the hub is called now) and its owner is the user the tag names.
 Jobs with our tag that no server owns are cancelled (orphans) in the background, a few at a
-time, with capped retries; only users the hub knows are ever cancelled.
+time, with capped retries; only users the hub knows are ever cancelled. A server's Dask
+worker jobs (its tag + ``/dask``, hpcspawner.dask) are owned while their server is followed,
+cancelled when it stops, and orphans once it is gone.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from .backends.base import Backend, BackendError, JobInfo, JobState
 from .commands import CommandError
 from .text import one_line, shown
-from .wire import TAG_ROOT, tag_user
+from .wire import TAG_ROOT, server_tag, tag_user
 
 log = logging.getLogger("hpcspawner.poller")  # default; spawners pass the hub's logger
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
@@ -391,10 +393,13 @@ class Poller:
         now = time.monotonic()
         key = self.backend.job_key
         owned = {(self.results[j].tag, key(j)) for j in self.jobs if j in self.results}
+        servers = {job.tag for job in self.jobs.values() if job.tag}
         for job_id, info in list(self.results.items()):
             if not info.state.alive or info.state is JobState.UNKNOWN or job_id in self.jobs:
                 continue
             if (info.tag, key(job_id)) in owned:  # the same job under another name
+                continue
+            if server_tag(info.tag) in servers:  # a Dask worker of a followed server
                 continue
             if info.tag in self._submitting or job_id in self._cancels or \
                     job_id in self._refused or job_id in self._strangers:
@@ -412,6 +417,15 @@ class Poller:
         for job_id in list(self._orphan_seen):
             if job_id not in self.results or job_id in self.jobs:
                 self._orphan_seen.pop(job_id, None)
+
+    async def cancel_workers(self, tag: str) -> None:
+        """Cancel the Dask worker jobs of the server tagged ``tag`` (it stops): those the
+        next query lists (shared, at most one per fast interval), now."""
+        await self.refresh_soon()
+        for job_id, info in list(self.results.items()):
+            if server_tag(info.tag) == tag and info.state.alive and job_id not in self.jobs:
+                self._cancels.setdefault(job_id, _Cancel(info.user, info.tag))
+        await self.retry_cancels()
 
     async def sweep(self) -> None:
         """Find orphans and cancel them (and retry failed cancels) now."""

@@ -147,6 +147,8 @@ class Caps(_Strict):
     total_memory: Size | None = None
     total_cores: PositiveInt | None = None
     total_gpus: NonNegativeInt | None = None
+    # the most Dask worker jobs one server may run at once (hpcspawner.dask; docs/dask.md)
+    dask_workers: NonNegativeInt | None = None
 
 
 class CapTable(_Strict):
@@ -163,6 +165,18 @@ class CapTable(_Strict):
             for name, value in entry.model_dump(exclude_none=True).items():
                 merged[name] = max(merged.get(name, value), value)
         return Caps.model_construct(None, **merged)  # values checked already
+
+
+class DaskSettings(_Strict):
+    """The Dask worker jobs a server of this profile may start from its notebooks
+    (``dask:``; docs/dask.md). Workers use the backend, partition, extra options and runtime
+    of ``worker_profile`` (default: the server's own profile), sized ``cores``/``memory``
+    (default: that profile's)."""
+
+    worker_profile: str | None = None
+    max_workers: NonNegativeInt = 4  # 0: no Dask cluster from this profile
+    cores: PositiveInt | None = None
+    memory: Size | None = None
 
 
 class _Location(_Strict):
@@ -309,6 +323,7 @@ class Profile(_Strict):
     users: list[str] = Field(default_factory=list)
     htcondor: HTCondorOptions = Field(default_factory=HTCondorOptions)
     choices: Choices = Field(default_factory=Choices)
+    dask: DaskSettings = Field(default_factory=DaskSettings)
 
     @field_validator("name")
     @classmethod
@@ -546,6 +561,7 @@ def parse_profiles(text: str, path: str = "profiles.yaml") -> ProfileSet:
                             "\\uDFFF escape?); write the character itself")
     problems += _clashes(profiles, lines, path)
     problems += _unknown_apps(profiles, entries, apps, lines, path)
+    problems += _unknown_worker_profiles(profiles, entries, lines, path)
     if problems:
         raise ProfileError(problems)
     return ProfileSet(path=path, profiles=tuple(profiles), by_name={p.name: p for p in profiles},
@@ -589,6 +605,32 @@ def _apps(data: Any, lines: dict[Path_, int], path: str,
                 line = lines.get(("apps", name, *err["loc"][:1]), lines.get(("apps", name), 1))
                 problems.append(f"{path}:{line}: app '{name}': {_message(err)}")
     return apps
+
+
+def _unknown_worker_profiles(profiles: list[Profile], entries: list[Any],
+                             lines: dict[Path_, int], path: str) -> list[str]:
+    """Each ``dask.worker_profile`` names a profile of the same scheduler."""
+    by_name = {p.name: p for p in profiles}
+    problems = []
+    for profile in profiles:
+        worker = profile.dask.worker_profile
+        if worker is None:
+            continue
+        if worker not in by_name:
+            problem = (f"'{worker}' is not a profile here; use one of: "
+                       f"{', '.join(sorted(by_name))}")
+        elif by_name[worker].backend != profile.backend:
+            problem = (f"'{worker}' runs on {by_name[worker].backend}, the server on "
+                       f"{profile.backend}; workers must use the server's scheduler")
+        else:
+            continue
+        index = next(i for i, e in enumerate(entries)
+                     if isinstance(e, dict) and e.get("name") == profile.name)
+        line = lines.get(("profiles", index, "dask", "worker_profile"),
+                         lines.get(("defaults", "dask", "worker_profile"), 1))
+        problems.append(f"{path}:{line}: profile '{profile.name}': dask.worker_profile "
+                        f"{problem}")
+    return problems
 
 
 def _unknown_apps(profiles: list[Profile], entries: list[Any], apps: dict[str, CustomApp],

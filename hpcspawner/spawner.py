@@ -24,6 +24,7 @@ from .apps import Launch, ScriptError, launch_for
 from .availability import Outlook, outlook, with_expected_start
 from .backends import HelperRefused, JobInfo, JobState
 from .compat import SpawnException
+from .dask import plan_env, worker_plan
 from .job import BatchJob, JobContext, JobFailed, Plan
 from .jobspec import JobBuilder
 from .options import RESOURCE_KEYS, Choice, check_totals, choose, choose_profile, form_fields
@@ -32,7 +33,7 @@ from .profiles import Caps, Profile, ProfileError, ProfileSet, Resources
 from .render import render_template
 from .report import DropRoute, Report, accept, ended, register_report_handler
 from .text import one_line
-from .wire import JOB_DIR_NAME, START_TIMEOUT, WALLTIME_WARNING
+from .wire import JOB_DIR_NAME, START_TIMEOUT, WALLTIME_WARNING, job_tag
 
 HUB_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -412,11 +413,22 @@ class HPCSpawner(Spawner):
         for name in sorted({p.backend for p in profiles}):
             self._poller(name).start()
 
-    def _builder(self, launch: Launch) -> JobBuilder:
+    def _dask_env(self, profile: Profile) -> dict[str, str]:
+        """What the server's notebooks may start as Dask workers (hpcspawner.dask)."""
+        home = self._home()
+        menu = self._menu()
+        return plan_env(worker_plan(
+            profile, menu.profiles, menu.caps, lambda name: registry.backend(name, self.config),
+            job_tag(self.hub_id, self.user.name, self.name),
+            self.job_dir.format(home=home, username=self.user.name)))
+
+    def _builder(self, launch: Launch, job_env: dict[str, str] | None = None) -> JobBuilder:
         """Who, which server, where its files go and what runs: the same for every
-        submission of this spawn (the CLI builds jobs through JobBuilder too)."""
+        submission of this spawn (the CLI builds jobs through JobBuilder too). ``job_env``:
+        more public variables (the Dask plan)."""
         home = self._home()
         public, private = self._job_env(launch)
+        public.update(job_env or {})
         return JobBuilder(
             username=self.user.name, server_name=self.name, home=home,
             job_dir=self.job_dir.format(home=home, username=self.user.name),
@@ -532,7 +544,7 @@ class HPCSpawner(Spawner):
         profile, launch = choice.profile, self._launch(choice)
         check_totals(profile, self._others_resources(), self._menu().caps)
         await self._check_script(choice)
-        plan = Plan(profile, self._builder(launch))
+        plan = Plan(profile, self._builder(launch, self._dask_env(profile)))
         self.last_end = ""
         self.job = job = BatchJob(self._context(profile.backend), self.user.name, plan)
         try:
@@ -642,8 +654,44 @@ class HPCSpawner(Spawner):
         await self.job.stop()  # a resumed wait ends with it
 
 
+class _TheHub:
+    """The user of the spawner the hub starts its pollers with: no one (only its database)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.name = ""
+        self.admin = False
+        self.groups: list[Any] = []
+
+
+def _follow_jobs_from_hub_start() -> None:
+    """JupyterHub makes spawners only for the servers it has: a hub restarted with none would
+    never sweep up orphans (e.g. the jobs and Dask workers of a server removed from its
+    database). JupyterHub has no start-up hook for spawners and imports this module before
+    its event loop runs, so its own init_spawners is wrapped: once it is done, every
+    backend's poller starts as a spawner would start it."""
+    from jupyterhub.app import JupyterHub
+
+    original = JupyterHub.init_spawners
+    if getattr(original, "hpcspawner", False):
+        return
+
+    async def init_spawners(app: Any) -> None:
+        await original(app)
+        if app.spawner_class is not HPCSpawner and not issubclass(app.spawner_class,
+                                                                  HPCSpawner):
+            return
+        app.log.info("hpcspawner: following this hub's jobs from now on (orphans included)")
+        HPCSpawner(config=app.config, user=_TheHub(app.db), hub=app.hub,
+                   log=app.log).start_pollers()
+
+    init_spawners.hpcspawner = True  # type: ignore[attr-defined]
+    JupyterHub.init_spawners = init_spawners
+
+
 # The launcher's report route (and the servers' own activity route) must exist before the hub
 # builds its handlers; the hub imports this module while loading its config
 # (`spawner_class = "hpcspawner"`), which is early enough.
 register_report_handler()
 register_activity_handler()
+_follow_jobs_from_hub_start()

@@ -27,6 +27,19 @@ def job_tag(hub_id: str, username: str, server_name: str) -> str:
     return f"{TAG_ROOT}{hub_id}:{username}:{server_name}"
 
 
+DASK_SUFFIX = "/dask"  # a server's Dask worker jobs: its tag and this ('/' is in no server name)
+
+
+def worker_tag(tag: str) -> str:
+    """The tag on the Dask worker jobs a server starts (hpcspawner.dask)."""
+    return tag + DASK_SUFFIX
+
+
+def server_tag(tag: str) -> str:
+    """The tag of the server whose worker job carries ``tag``; '' if it is no worker's."""
+    return tag.removesuffix(DASK_SUFFIX) if tag.endswith(DASK_SUFFIX) else ""
+
+
 def tag_user(tag: str) -> str:
     """The user a tag names (``hpcspawner:HUB:USER:SERVER``); '' if it is not one."""
     parts = tag.split(":", 3)
@@ -49,6 +62,7 @@ class Env:
     APP_READY = "HPCSPAWNER_APP_READY"  # a path below the server the launcher waits for
     PORT = "HPCSPAWNER_PORT"  # set by the launcher: the job's TCP port
     REPORT_HOST = "HPCSPAWNER_REPORT_HOST"  # what the launcher reports instead of its name
+    DASK = "HPCSPAWNER_DASK"  # the Dask worker jobs this server may start, JSON (dask.py)
     # jupyter-remote-desktop-proxy's own variable: the desktop session to start
     XSTARTUP = "JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP"
 

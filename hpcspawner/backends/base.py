@@ -204,6 +204,12 @@ class Backend(LoggingConfigurable):
         """Where a profile's job goes, in words for the progress message ('' = default)."""
         return ""
 
+    def dask_cluster(self, profile: Profile, tag: str) -> tuple[str, dict[str, Any]] | None:
+        """The dask-jobqueue cluster class (its name) and options whose worker jobs go where
+        ``profile``'s jobs go, sized like it, and carry ``tag`` and this hub's job name, so
+        the one status query sees them (hpcspawner.dask). None: no Dask on this scheduler."""
+        return None
+
     def job_key(self, job_id: str) -> str:
         """What identifies a job across the names it is listed under (see HTCondor)."""
         return job_id

@@ -27,6 +27,8 @@ from ..commands import CommandError
 from ..profiles import Profile, fast_path_misfit
 from ..render import RenderError, envname
 from ..text import one_line, shown
+from ..units import mebibytes
+from ..wire import tag_user
 from .base import (
     Availability,
     Backend,
@@ -295,6 +297,22 @@ class HTCondorBackend(Backend):
             return "the reserved notebook slots (fast path)"
         schedd = self.location(profile)[0]
         return f"schedd {schedd}" if schedd else ""
+
+    def dask_cluster(self, profile: Profile, tag: str) -> tuple[str, dict[str, Any]] | None:
+        res = profile.resources
+        where = location_args(*self.location(profile))
+        return "HTCondorCluster", {
+            "cores": res.cores, "processes": 1, "memory": f"{mebibytes(res.memory)}MiB",
+            "disk": "1GiB", "submit_command_extra": where, "cancel_command_extra": where,
+            "job_extra_directives": {
+                "+HPCSpawner": "True", "+HPCSpawnerTag": classad_string(tag),
+                "+HPCSpawnerUser": classad_string(tag_user(tag)),
+                "allowed_job_duration": str(res.runtime),
+                "periodic_remove": "(JobStatus == 5) && (HoldReasonCode == 46)",
+                **dict(line.split(" = ", 1) for line in profile.extra_options
+                       if " = " in line),
+            },
+        }
 
     def job_key(self, job_id: str) -> str:
         """One schedd reached under two names lists a job twice: compare its cluster."""

@@ -265,6 +265,17 @@ class SlurmBackend(Backend):
     def where(self, profile: Profile, fast: bool = False) -> str:
         return f"partition {profile.partition}" if profile.partition else ""
 
+    def dask_cluster(self, profile: Profile, tag: str) -> tuple[str, dict[str, Any]] | None:
+        res = profile.resources
+        return "SLURMCluster", {
+            "queue": profile.partition, "cores": res.cores, "processes": 1,
+            "memory": f"{mebibytes(res.memory)}MiB", "walltime": slurm_time(res.runtime),
+            "job_name": self.job_name,
+            # NONE: the notebook's environment (its API token) stays out of SLURM's record
+            "job_extra_directives": [f"--comment={tag}", "--export=NONE",
+                                     *profile.extra_options],
+        }
+
     async def submit(self, request: SubmitRequest) -> str:
         result = await self.as_user(
             request.username, [self.sbatch, "--parsable"], input=request.script,

@@ -110,8 +110,14 @@ on_node() {
 
 # on_host NETNS NAME COMMAND...: run COMMAND in NETNS with the host name NAME.
 on_host() {
-    local ns=$1 name=$2
+    host_argv "$1" "$2"
     shift 2
-    nsenter --net="/run/netns/$ns" -- unshare --uts -- /bin/sh -c \
-        'hostname "$0" && exec "$@"' "$name" "$@"
+    "${HOST_ARGV[@]}" "$@"
+}
+
+# host_argv NETNS NAME: HOST_ARGV is the command prefix of on_host. Each part execs the
+# next (no fork), so `setsid "${HOST_ARGV[@]}" daemon &` leaves the daemon's own PID in $!.
+host_argv() {
+    HOST_ARGV=(nsenter --net="/run/netns/$1" -- unshare --uts -- /bin/sh -c
+        'hostname "$0" && exec "$@"' "$2")
 }

@@ -1,7 +1,9 @@
 """HTCondor on the hub host apart from its nodes: the schedd and both negotiators on the hub
-host, a startd on node01 and one on node02 (the stand-in with ``--node``: it starts each job
-in its node's network and UTS namespaces). A notebook on the fast path lands on a node and
-is routed by that node's address."""
+host, a startd on node01 and one on node02. On the stand-in (``--node``: it starts each job
+in its node's network and UTS namespaces) and on the real pool where this machine has one
+(``scripts/condor-pool up --nodes 2``: a condor_master with a startd in each node's
+namespace). A notebook on the fast path lands on a node and is routed by that node's
+address."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.e2e.condor import STANDIN_BIN, Condor
+from tests.e2e.condor import STANDIN_BIN, Condor, find_condor
 from tests.e2e.nodes.cluster import (
     HUB_NAME,
     REPO,
@@ -25,11 +27,23 @@ from tests.hubtools import Hub, server_environ, wait_for
 pytestmark = [pytest.mark.nodes, pytest.mark.e2e, pytest.mark.htcondor]
 
 STANDIN_UP = REPO / "tests" / "htcondor_standin" / "standin-up"
+CONDOR_POOL = REPO / "scripts" / "condor-pool"
 
 
-@pytest.fixture(scope="module")
-def condor_on_nodes(network: dict[str, str]) -> Iterator[Condor]:
-    """The stand-in with a startd on each node; as scripts/test starts it again afterwards."""
+@pytest.fixture(scope="module", params=["standin", "real"])
+def condor_on_nodes(request: pytest.FixtureRequest, network: dict[str, str]) -> Iterator[Condor]:
+    """HTCondor with a startd on each node; one node's pool again afterwards, as scripts/test
+    started it."""
+    if request.param == "real":
+        found, why = find_condor("real")
+        if found is None:
+            pytest.skip(why)
+        up = [str(CONDOR_POOL), "up"]
+        done = subprocess.run([*up, "--nodes", "2"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        yield found
+        subprocess.run(up, check=True, capture_output=True)
+        return
     subprocess.run([str(STANDIN_UP), "--node", "node01=hpc-node01", "--node",
                     "node02=hpc-node02"], check=True, capture_output=True)
     yield Condor("standin", str(STANDIN_BIN))

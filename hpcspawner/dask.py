@@ -1,0 +1,155 @@
+"""Dask clusters from the notebook, out of the box (docs/dask.md)::
+
+    from hpcspawner.dask import cluster
+    c = cluster(workers=8)          # a dask-jobqueue cluster of this server's profile
+    client = c.get_client()
+
+The hub writes what a server's worker jobs may be into its job's environment (``Env.DASK``,
+JSON, no secret): the dask-jobqueue cluster class and the options its backend gives for the
+worker profile (partition or pool, account, cores, memory, runtime, and the tag that makes
+the hub see the workers, cancel them with the server and sweep them up as orphans), the
+most workers the user may run, and the directory for the workers' logs and certificates.
+
+``cluster()`` in the notebook builds that cluster: scheduler and workers speak TLS with a
+certificate made for this cluster (the workers' copy in 0600 files of the user's job
+directory, never in a job script: anyone on the cluster can read those), the dashboard is
+reached through the server at ``…/proxy/PORT/status`` behind the hub's login, and asking for
+more workers than allowed (``scale``, ``adapt``) is refused with the allowed range.
+
+The hub side (``worker_plan``) needs no Dask; the notebook side imports dask-jobqueue.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import posixpath
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from .backends.base import Backend
+from .profiles import Caps, Profile, ProfileSet
+from .wire import Env, worker_tag
+
+DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"  # behind the hub's login
+
+
+class TooManyWorkers(ValueError):
+    """More Dask workers than this server's profile (and the user's caps) allow."""
+
+
+# -- the hub: what a server's worker jobs may be ---------------------------------------------
+def worker_plan(profile: Profile, profiles: ProfileSet, caps: Caps,
+                backend_for: Callable[[str], Backend], tag: str,
+                job_dir: str) -> dict[str, Any] | None:
+    """What the server of ``profile`` (tagged ``tag``) may start as Dask workers; None when
+    its backend has no Dask cluster. The workers are the profile's ``dask.worker_profile``
+    (default: the server's own profile as the user chose it), sized by ``dask.cores`` and
+    ``dask.memory`` where set."""
+    settings = profile.dask
+    worker = profiles.by_name.get(settings.worker_profile or "", profile)
+    resources = worker.resources.model_copy(update={
+        k: v for k, v in (("cores", settings.cores), ("memory", settings.memory))
+        if v is not None} | {"gpus": 0, "gpu_model": None})
+    worker = worker.model_copy(update={"resources": resources})
+    found = backend_for(worker.backend).dask_cluster(worker, worker_tag(tag))
+    if found is None:
+        return None
+    cluster_class, options = found
+    most = settings.max_workers
+    if caps.dask_workers is not None:
+        most = min(most, caps.dask_workers)
+    return {"cluster": cluster_class, "options": options, "max_workers": most,
+            "directory": posixpath.join(job_dir, "dask"), "worker": worker.title}
+
+
+def plan_env(plan: dict[str, Any] | None) -> dict[str, str]:
+    """The job's variables for ``plan`` (none without one)."""
+    return {Env.DASK: json.dumps(plan, sort_keys=True)} if plan is not None else {}
+
+
+# -- the notebook: the cluster ----------------------------------------------------------------
+def _plan() -> dict[str, Any]:
+    text = os.environ.get(Env.DASK, "")
+    if not text:
+        raise RuntimeError("This server was not started by hpcspawner with Dask workers "
+                           f"allowed ({Env.DASK} is not set): ask the hub's administrators "
+                           "(docs/dask.md).")
+    plan: dict[str, Any] = json.loads(text)
+    return plan
+
+
+def check_workers(asked: float, most: int, what: str = "Dask workers") -> None:
+    """TooManyWorkers unless 0 <= ``asked`` <= ``most``, saying the allowed range."""
+    if asked < 0:
+        raise TooManyWorkers(f"{asked} {what} is not a number of workers; ask for 0 to "
+                             f"{most}.")
+    if asked > most:
+        allowed = f"ask for 0 to {most}" if most else "this profile offers no Dask workers"
+        raise TooManyWorkers(f"Your server's profile allows at most {most} {what} at once; "
+                             f"you asked for {asked:g}: {allowed} (the limit is the hub's: "
+                             "profiles.yaml, dask.max_workers and caps).")
+
+
+def _capped(base: Any, most: int) -> type:
+    """``base`` (a dask-jobqueue cluster class) whose scale() and adapt() keep to ``most``
+    worker jobs (one worker process per job)."""
+
+    def scale(self: Any, n: int | None = None, jobs: int = 0, memory: Any = None,
+              cores: int | None = None) -> Any:
+        job = self._dummy_job
+        wanted = float(jobs if n is None else math.ceil(n / job.worker_processes))
+        if memory is not None:
+            from dask.utils import parse_bytes
+
+            wanted = max(wanted, math.ceil(parse_bytes(memory) / job.worker_memory))
+        if cores is not None:
+            wanted = max(wanted, math.ceil(cores / job.worker_cores))
+        check_workers(wanted, most)
+        return base.scale(self, n, jobs=jobs, memory=memory, cores=cores)
+
+    def adapt(self: Any, *args: Any, minimum: int = 0, maximum: float | None = None,
+              minimum_jobs: int | None = None, maximum_jobs: int | None = None,
+              **kwargs: Any) -> Any:
+        top = maximum_jobs if maximum_jobs is not None else maximum
+        if top is None or top == math.inf:
+            top = most
+        check_workers(top, most)
+        check_workers(minimum_jobs if minimum_jobs is not None else minimum, most)
+        return base.adapt(self, *args, minimum=minimum, maximum=top, minimum_jobs=minimum_jobs,
+                          maximum_jobs=maximum_jobs if maximum_jobs is None else top, **kwargs)
+
+    return type(base.__name__, (base,), {"scale": scale, "adapt": adapt,
+                                        "__module__": __name__})
+
+
+def cluster(workers: int = 0, **options: Any) -> Any:
+    """A dask-jobqueue cluster whose workers are batch jobs of this server's profile (or its
+    worker profile), with ``workers`` of them asked for at once. ``options`` go to the
+    cluster class (e.g. ``asynchronous=True`` for dask-labextension)."""
+    plan = _plan()
+    most = int(plan["max_workers"])
+    check_workers(workers, most)
+    import dask
+    import dask_jobqueue
+
+    directory = str(plan["directory"])
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)  # the workers' copy of the certificate lives here, 0600
+    logs = posixpath.join(directory, "logs")
+    os.makedirs(logs, mode=0o700, exist_ok=True)
+    dask.config.set({"distributed.dashboard.link": DASHBOARD_LINK})
+    base = getattr(dask_jobqueue, str(plan["cluster"]))
+    made = _capped(base, most)(
+        **{**plan["options"], "security": True, "shared_temp_directory": directory,
+           "log_directory": logs, **options},
+        # workers on other nodes reach the scheduler by this node's name; the dashboard
+        # only through the server (jupyter-server-proxy, behind the hub's login)
+        scheduler_options={"host": socket.gethostbyname(socket.gethostname()),
+                           "dashboard_address": "127.0.0.1:0"},
+    )
+    if workers:
+        made.scale(workers)
+    return made

@@ -1,0 +1,183 @@
+"""Dask from the notebook (hpcspawner.dask), without a scheduler: what the hub puts in the
+job's environment for each backend, the caps, the refusals the user reads, and the poller
+owning, cancelling and sweeping up a server's worker jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from hpcspawner.backends.base import JobInfo, JobState
+from hpcspawner.backends.htcondor import HTCondorBackend
+from hpcspawner.backends.slurm import SlurmBackend
+from hpcspawner.dask import TooManyWorkers, _capped, check_workers, cluster, plan_env, worker_plan
+from hpcspawner.poller import Poller
+from hpcspawner.profiles import ProfileError, parse_profiles
+from hpcspawner.wire import Env, job_tag, worker_tag
+from tests.test_poller import PREFIX, FakeBackend
+
+PROFILES = """
+caps:
+  default: {dask_workers: 10}
+  users:
+    carol: {dask_workers: 25}
+profiles:
+  - name: small
+    partition: jupyter
+    extra_options: ["--account=physics"]
+    resources: {cores: 1, memory: 12GiB, runtime: 12h}
+  - name: analysis
+    partition: jupyter
+    resources: {cores: 2, memory: 8GiB, runtime: 6h}
+    dask: {worker_profile: worker, max_workers: 30, memory: 3GiB}
+  - name: worker
+    partition: batch
+    users: [nobody]
+    resources: {cores: 1, memory: 2GiB, runtime: 2h}
+  - name: condor
+    backend: htcondor
+    htcondor: {schedd: sched1.example.org}
+    resources: {cores: 1, memory: 2GiB, runtime: 1h}
+"""
+TAG = job_tag("hub", "alice", "")
+
+
+def backend_for(name: str) -> Any:
+    return {"slurm": SlurmBackend(), "htcondor": HTCondorBackend()}[name]
+
+
+def plan(profile: str, user: str = "alice") -> dict[str, Any]:
+    profiles = parse_profiles(PROFILES)
+    found = worker_plan(profiles.by_name[profile], profiles, profiles.caps.for_user(user, []),
+                        backend_for, job_tag("hub", user, ""), f"/home/{user}/.hpcspawner")
+    assert found is not None
+    return found
+
+
+def test_slurm_workers_are_the_servers_profile_tagged_and_named_for_the_one_query() -> None:
+    found = plan("small")
+    assert found["cluster"] == "SLURMCluster"
+    assert found["options"] == {
+        "queue": "jupyter", "cores": 1, "processes": 1, "memory": "12288MiB",
+        "walltime": "12:00:00", "job_name": SlurmBackend().job_name,
+        "job_extra_directives": [f"--comment={worker_tag(TAG)}", "--export=NONE",
+                                 "--account=physics"]}
+    assert found["max_workers"] == 4  # the profile's default, under the cap of 10
+    assert found["directory"] == "/home/alice/.hpcspawner/dask"
+    assert json.loads(plan_env(found)[Env.DASK]) == found
+
+
+def test_a_worker_profile_sizes_the_workers_and_caps_bound_them() -> None:
+    found = plan("analysis")
+    options = found["options"]
+    assert (options["queue"], options["cores"], options["memory"], options["walltime"]) == (
+        "batch", 1, "3072MiB", "02:00:00")  # the worker profile, dask.memory over its own
+    assert found["max_workers"] == 10  # dask.max_workers 30, the default cap 10
+    assert plan("analysis", "carol")["max_workers"] == 25  # carol's own cap is larger
+
+
+def test_htcondor_workers_carry_the_hubs_attributes_and_go_to_the_profiles_schedd() -> None:
+    found = plan("condor")
+    options = found["options"]
+    assert found["cluster"] == "HTCondorCluster"
+    assert options["submit_command_extra"] == ["-name", "sched1.example.org"]
+    assert options["job_extra_directives"]["+HPCSpawnerTag"] == f'"{worker_tag(TAG)}"'
+    assert options["job_extra_directives"]["+HPCSpawnerUser"] == '"alice"'
+    assert options["job_extra_directives"]["allowed_job_duration"] == "3600"
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    ("worker_profile: nonesuch", "dask.worker_profile 'nonesuch' is not a profile here"),
+    ("worker_profile: condor", "'condor' runs on htcondor, the server on slurm"),
+    ("max_workers: -1", "dask.max_workers"),
+    ("memory: 3", "has no unit"),
+])
+def test_hpcspawner_check_names_a_broken_dask_setting_with_its_line(edit: str,
+                                                                   says: str) -> None:
+    text = PROFILES.replace("dask: {worker_profile: worker, max_workers: 30, memory: 3GiB}",
+                            "dask: {" + edit + "}")
+    with pytest.raises(ProfileError) as broken:
+        parse_profiles(text)
+    [problem] = broken.value.problems
+    assert says in problem and problem.startswith("profiles.yaml:14: profile 'analysis'")
+
+
+def test_asking_for_more_workers_than_allowed_says_the_range() -> None:
+    with pytest.raises(TooManyWorkers) as refused:
+        check_workers(25, 20)
+    assert str(refused.value).startswith(
+        "Your server's profile allows at most 20 Dask workers at once; you asked for 25: ask "
+        "for 0 to 20")
+    with pytest.raises(TooManyWorkers, match="this profile offers no Dask workers"):
+        check_workers(1, 0)
+    check_workers(20, 20)
+
+
+class FakeCluster:
+    """The part of dask-jobqueue's JobQueueCluster the cap wraps."""
+
+    def __init__(self) -> None:
+        self._dummy_job = type("Job", (), {"worker_processes": 1, "worker_memory": 2**30,
+                                           "worker_cores": 1})()
+        self.asked: list[tuple[str, Any]] = []
+
+    def scale(self, n: Any = None, jobs: int = 0, memory: Any = None, cores: Any = None) -> None:
+        self.asked.append(("scale", n))
+
+    def adapt(self, *args: Any, **kwargs: Any) -> None:
+        self.asked.append(("adapt", (kwargs["minimum"], kwargs["maximum"])))
+
+
+def test_scale_and_adapt_keep_to_the_cap_and_nothing_is_asked_beyond_it() -> None:
+    made = _capped(FakeCluster, 4)()
+    made.scale(4)
+    made.adapt()  # no maximum: the cap is the maximum
+    made.adapt(minimum=1, maximum=3)
+    for beyond in (lambda: made.scale(5), lambda: made.scale(jobs=5),
+                   lambda: made.scale(memory="5GiB"), lambda: made.scale(cores=8),
+                   lambda: made.adapt(maximum=10), lambda: made.adapt(maximum_jobs=5)):
+        with pytest.raises(TooManyWorkers, match="at most 4 Dask workers"):
+            beyond()
+    assert made.asked == [("scale", 4), ("adapt", (0, 4)), ("adapt", (1, 3))]
+
+
+def test_a_notebook_of_a_server_without_the_plan_is_told_why(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(Env.DASK, raising=False)
+    with pytest.raises(RuntimeError, match="not started by hpcspawner with Dask workers"):
+        cluster(workers=2)
+    monkeypatch.setenv(Env.DASK, json.dumps({**plan("small", "carol"), "max_workers": 2}))
+    with pytest.raises(TooManyWorkers, match="at most 2 Dask workers"):
+        cluster(workers=3)  # refused before anything is imported or submitted
+
+
+def worker(job_id: str, server: str, user: str = "alice") -> JobInfo:
+    return JobInfo(job_id=job_id, state=JobState.RUNNING, user=user,
+                   tag=worker_tag(f"{PREFIX}{user}:{server}"))
+
+
+def test_a_followed_servers_workers_are_its_own_and_go_with_it() -> None:
+    """Worker jobs of a followed server are no orphans; stopping the server cancels them at
+    once; a worker whose server the hub no longer follows is an orphan and is swept up."""
+
+    async def scenario() -> None:
+        backend = FakeBackend()
+        poller = Poller(backend, PREFIX, orphan_grace=0)
+        backend.jobs["1"] = JobInfo(job_id="1", state=JobState.RUNNING, user="alice",
+                                    tag=f"{PREFIX}alice:")
+        backend.jobs["2"] = worker("2", "")
+        backend.jobs["3"] = worker("3", "")
+        backend.jobs["4"] = worker("4", "other")  # a server the hub no longer follows
+        poller.watch("1", tag=f"{PREFIX}alice:")
+        await poller.refresh()
+        await poller.sweep()
+        assert backend.cancelled == ["4"]
+        poller.unwatch("1")  # the server stops ...
+        await poller.cancel_workers(f"{PREFIX}alice:")  # ... and its workers with it
+        assert sorted(backend.cancelled) == ["2", "3", "4"]
+        assert backend.queries == 2  # one shared query before the cancels
+
+    asyncio.run(scenario())
