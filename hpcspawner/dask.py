@@ -57,12 +57,12 @@ def worker_plan(profile: Profile, profiles: ProfileSet, caps: Caps,
     found = backend_for(worker.backend).dask_cluster(worker, worker_tag(tag))
     if found is None:
         return None
-    cluster_class, options = found
     most = settings.max_workers
     if caps.dask_workers is not None:
         most = min(most, caps.dask_workers)
-    return {"cluster": cluster_class, "options": options, "max_workers": most,
-            "directory": posixpath.join(job_dir, "dask"), "worker": worker.title}
+    return {"cluster": found.cls, "options": found.options, "path": list(found.tool_dirs),
+            "max_workers": most, "directory": posixpath.join(job_dir, "dask"),
+            "worker": worker.title}
 
 
 def plan_env(plan: dict[str, Any] | None) -> dict[str, str]:
@@ -141,6 +141,8 @@ def cluster(workers: int = 0, **options: Any) -> Any:
     logs = posixpath.join(directory, "logs")
     os.makedirs(logs, mode=0o700, exist_ok=True)
     dask.config.set({"distributed.dashboard.link": DASHBOARD_LINK})
+    path = os.environ.get("PATH", "").split(os.pathsep)  # the site's scheduler commands first
+    os.environ["PATH"] = os.pathsep.join([*plan.get("path", []), *path])
     base = getattr(dask_jobqueue, str(plan["cluster"]))
     made = _capped(base, most)(
         **{**plan["options"], "security": True, "shared_temp_directory": directory,

@@ -46,7 +46,9 @@ TAG = job_tag("hub", "alice", "")
 
 
 def backend_for(name: str) -> Any:
-    return {"slurm": SlurmBackend(), "htcondor": HTCondorBackend()}[name]
+    condor = HTCondorBackend(condor_submit="/opt/condor/bin/condor_submit",
+                             condor_rm="/opt/condor/bin/condor_rm")
+    return {"slurm": SlurmBackend(), "htcondor": condor}[name]
 
 
 def plan(profile: str, user: str = "alice") -> dict[str, Any]:
@@ -65,6 +67,7 @@ def test_slurm_workers_are_the_servers_profile_tagged_and_named_for_the_one_quer
         "walltime": "12:00:00", "job_name": SlurmBackend().job_name,
         "job_extra_directives": [f"--comment={worker_tag(TAG)}", "--export=NONE",
                                  "--account=physics"]}
+    assert found["path"] == []  # sbatch and scancel by name: the job's PATH has them
     assert found["max_workers"] == 4  # the profile's default, under the cap of 10
     assert found["directory"] == "/home/alice/.hpcspawner/dask"
     assert json.loads(plan_env(found)[Env.DASK]) == found
@@ -87,6 +90,7 @@ def test_htcondor_workers_carry_the_hubs_attributes_and_go_to_the_profiles_sched
     assert options["job_extra_directives"]["+HPCSpawnerTag"] == f'"{worker_tag(TAG)}"'
     assert options["job_extra_directives"]["+HPCSpawnerUser"] == '"alice"'
     assert options["job_extra_directives"]["allowed_job_duration"] == "3600"
+    assert found["path"] == ["/opt/condor/bin"]  # the site's commands, first on PATH
 
 
 @pytest.mark.parametrize(("edit", "says"), [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+import posixpath
 import subprocess
 import sys
 from collections.abc import Callable, Collection
@@ -83,6 +84,23 @@ class SubmitRequest:
     username: str
     profile: Profile
     fast: bool = False
+
+
+@dataclass(frozen=True)
+class DaskCluster:
+    """How a server's notebook makes its Dask workers (hpcspawner.dask): a dask-jobqueue
+    cluster class (its name there), its options, and the directories of the scheduler
+    commands it runs, put first on the notebook's PATH."""
+
+    cls: str
+    options: dict[str, Any]
+    tool_dirs: tuple[str, ...] = ()
+
+
+def tool_dirs(*tools: str) -> tuple[str, ...]:
+    """The directories of the commands configured by absolute path (a bare name is found on
+    the job's PATH)."""
+    return tuple(dict.fromkeys(posixpath.dirname(t) for t in tools if t.startswith("/")))
 
 
 class BackendError(Exception):
@@ -204,7 +222,7 @@ class Backend(LoggingConfigurable):
         """Where a profile's job goes, in words for the progress message ('' = default)."""
         return ""
 
-    def dask_cluster(self, profile: Profile, tag: str) -> tuple[str, dict[str, Any]] | None:
+    def dask_cluster(self, profile: Profile, tag: str) -> DaskCluster | None:
         """The dask-jobqueue cluster class (its name) and options whose worker jobs go where
         ``profile``'s jobs go, sized like it, and carry ``tag`` and this hub's job name, so
         the one status query sees them (hpcspawner.dask). None: no Dask on this scheduler."""
@@ -323,6 +341,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "CommandError",
+    "DaskCluster",
     "HelperRefused",
     "JobInfo",
     "JobState",

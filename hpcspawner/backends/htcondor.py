@@ -34,10 +34,12 @@ from .base import (
     Backend,
     BackendError,
     CancelRefused,
+    DaskCluster,
     JobInfo,
     JobState,
     SubmitRequest,
     Tool,
+    tool_dirs,
 )
 
 CONDOR_ID_RE = re.compile(r"^\d{1,20}(@[A-Za-z0-9_.:-]*@[A-Za-z0-9_.:-]*)?$")
@@ -298,10 +300,10 @@ class HTCondorBackend(Backend):
         schedd = self.location(profile)[0]
         return f"schedd {schedd}" if schedd else ""
 
-    def dask_cluster(self, profile: Profile, tag: str) -> tuple[str, dict[str, Any]] | None:
+    def dask_cluster(self, profile: Profile, tag: str) -> DaskCluster | None:
         res = profile.resources
         where = location_args(*self.location(profile))
-        return "HTCondorCluster", {
+        return DaskCluster("HTCondorCluster", {
             "cores": res.cores, "processes": 1, "memory": f"{mebibytes(res.memory)}MiB",
             "disk": "1GiB", "submit_command_extra": where, "cancel_command_extra": where,
             "job_extra_directives": {
@@ -312,7 +314,7 @@ class HTCondorBackend(Backend):
                 **dict(line.split(" = ", 1) for line in profile.extra_options
                        if " = " in line),
             },
-        }
+        }, tool_dirs(self.condor_submit, self.condor_rm))
 
     def job_key(self, job_id: str) -> str:
         """One schedd reached under two names lists a job twice: compare its cluster."""

@@ -32,10 +32,12 @@ from .base import (
     Backend,
     BackendError,
     CancelRefused,
+    DaskCluster,
     JobInfo,
     JobState,
     SubmitRequest,
     Tool,
+    tool_dirs,
 )
 
 SLURM_ID_RE = re.compile(r"^\d{1,20}$")
@@ -265,16 +267,16 @@ class SlurmBackend(Backend):
     def where(self, profile: Profile, fast: bool = False) -> str:
         return f"partition {profile.partition}" if profile.partition else ""
 
-    def dask_cluster(self, profile: Profile, tag: str) -> tuple[str, dict[str, Any]] | None:
+    def dask_cluster(self, profile: Profile, tag: str) -> DaskCluster | None:
         res = profile.resources
-        return "SLURMCluster", {
+        return DaskCluster("SLURMCluster", {
             "queue": profile.partition, "cores": res.cores, "processes": 1,
             "memory": f"{mebibytes(res.memory)}MiB", "walltime": slurm_time(res.runtime),
             "job_name": self.job_name,
             # NONE: the notebook's environment (its API token) stays out of SLURM's record
             "job_extra_directives": [f"--comment={tag}", "--export=NONE",
                                      *profile.extra_options],
-        }
+        }, tool_dirs(self.sbatch, self.scancel))
 
     async def submit(self, request: SubmitRequest) -> str:
         result = await self.as_user(

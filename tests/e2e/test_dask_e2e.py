@@ -46,6 +46,7 @@ client = c.get_client()
 client.wait_for_workers({n}, timeout=240)
 """
 WHERE = """
+import json, os
 jobs = sorted(set(client.run(lambda: __import__("os").environ.get("SLURM_JOB_ID")).values()))
 print(json.dumps({"worker_jobs": jobs, "notebook_job": os.environ.get("SLURM_JOB_ID")}))
 """
