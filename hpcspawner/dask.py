@@ -10,11 +10,13 @@ worker profile (partition or pool, account, cores, memory, runtime, and the tag 
 the hub see the workers, cancel them with the server and sweep them up as orphans), the
 most workers the user may run, and the directory for the workers' logs and certificates.
 
-``cluster()`` in the notebook builds that cluster: scheduler and workers speak TLS with a
-certificate made for this cluster (the workers' copy in 0600 files of the user's job
-directory, never in a job script: anyone on the cluster can read those), the dashboard is
-reached through the server at ``…/proxy/PORT/status`` behind the hub's login, and asking for
-more workers than allowed (``scale``, ``adapt``) is refused with the allowed range.
+``cluster()`` in the notebook builds that cluster: scheduler, workers and clients speak TLS
+with a certificate made for this server (0600 files in the user's job directory, named on
+the workers' command line, never in a job script: anyone on the cluster can read those),
+the dashboard is reached through the server at ``…/proxy/PORT/status`` behind the hub's
+login, and asking for more workers than allowed (``scale``, ``adapt``) is refused with the
+allowed range. JupyterLab's Dask sidebar makes its clusters with ``cluster`` too, and a
+profile may have it start one with the server (``dask.offer_at_start``).
 
 The hub side (``worker_plan``) needs no Dask; the notebook side imports dask-jobqueue.
 """
@@ -25,7 +27,9 @@ import json
 import math
 import os
 import posixpath
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -43,11 +47,12 @@ class TooManyWorkers(ValueError):
 # -- the hub: what a server's worker jobs may be ---------------------------------------------
 def worker_plan(profile: Profile, profiles: ProfileSet, caps: Caps,
                 backend_for: Callable[[str], Backend], tag: str,
-                job_dir: str) -> dict[str, Any] | None:
+                directory: str) -> dict[str, Any] | None:
     """What the server of ``profile`` (tagged ``tag``) may start as Dask workers; None when
     its backend has no Dask cluster. The workers are the profile's ``dask.worker_profile``
     (default: the server's own profile as the user chose it), sized by ``dask.cores`` and
-    ``dask.memory`` where set."""
+    ``dask.memory`` where set. ``directory``: the server's own, for the workers' logs and the
+    TLS certificate."""
     settings = profile.dask
     worker = profiles.by_name.get(settings.worker_profile or "", profile)
     resources = worker.resources.model_copy(update={
@@ -57,17 +62,39 @@ def worker_plan(profile: Profile, profiles: ProfileSet, caps: Caps,
     found = backend_for(worker.backend).dask_cluster(worker, worker_tag(tag))
     if found is None:
         return None
-    most = settings.max_workers
-    if caps.dask_workers is not None:
-        most = min(most, caps.dask_workers)
     return {"cluster": found.cls, "options": found.options, "path": list(found.tool_dirs),
-            "max_workers": most, "directory": posixpath.join(job_dir, "dask"),
+            "max_workers": settings.most(caps), "directory": directory,
             "worker": worker.title}
 
 
-def plan_env(plan: dict[str, Any] | None) -> dict[str, str]:
-    """The job's variables for ``plan`` (none without one)."""
-    return {Env.DASK: json.dumps(plan, sort_keys=True)} if plan is not None else {}
+def plan_env(plan: dict[str, Any] | None, at_start: int = 0) -> dict[str, str]:
+    """The job's variables for ``plan`` (none without one): the plan; the dashboard link and
+    the TLS files every Dask client of the server uses (so a plain ``Client(address)``, as
+    JupyterLab's Dask sidebar writes it, reaches the cluster); the sidebar's clusters made by
+    ``cluster``; and ``at_start`` workers the sidebar starts with the server."""
+    if plan is None:
+        return {}
+    cert, key = tls_files(str(plan["directory"]))
+    env = {
+        Env.DASK: json.dumps(plan, sort_keys=True),
+        "DASK_DISTRIBUTED__DASHBOARD__LINK": DASHBOARD_LINK,
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": cert,
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": cert,
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": key,
+        "DASK_LABEXTENSION__FACTORY__MODULE": __name__,
+        "DASK_LABEXTENSION__FACTORY__CLASS": "cluster",
+    }
+    if at_start:
+        env["DASK_LABEXTENSION__INITIAL"] = json.dumps(
+            [{"name": f"Dask, {at_start} workers (started with the server)",
+              "workers": at_start}])
+    return env
+
+
+def tls_files(directory: str) -> tuple[str, str]:
+    """The certificate and key the server's Dask scheduler, workers and clients share."""
+    return posixpath.join(directory, "tls", "cert.pem"), posixpath.join(directory, "tls",
+                                                                        "key.pem")
 
 
 # -- the notebook: the cluster ----------------------------------------------------------------
@@ -125,6 +152,30 @@ def _capped(base: Any, most: int) -> type:
                                         "__module__": __name__})
 
 
+def _security(directory: str) -> Any:
+    """TLS for the server's clusters, from the certificate in ``directory``/tls (made on
+    first use: a self-signed pair, like distributed's Security.temporary(), 0600 files in a
+    0700 directory of the user's, put in place whole: two kernels never mix their pairs)."""
+    from distributed.security import Security
+
+    cert, key = tls_files(directory)
+    if not os.path.exists(cert):
+        made = Security.temporary()
+        partial = tempfile.mkdtemp(prefix=".tls-", dir=directory)  # 0700
+        for path, text in ((key, made.tls_client_key), (cert, made.tls_client_cert)):
+            fd = os.open(posixpath.join(partial, posixpath.basename(path)),
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+        try:
+            os.rename(partial, posixpath.dirname(cert))
+        except OSError:  # another kernel's pair is in place: use that one
+            shutil.rmtree(partial, ignore_errors=True)
+    return Security(tls_ca_file=cert, tls_client_cert=cert, tls_client_key=key,
+                    tls_scheduler_cert=cert, tls_scheduler_key=key, tls_worker_cert=cert,
+                    tls_worker_key=key, require_encryption=True)
+
+
 def cluster(workers: int = 0, **options: Any) -> Any:
     """A dask-jobqueue cluster whose workers are batch jobs of this server's profile (or its
     worker profile), with ``workers`` of them asked for at once. ``options`` go to the
@@ -136,17 +187,16 @@ def cluster(workers: int = 0, **options: Any) -> Any:
     import dask_jobqueue
 
     directory = str(plan["directory"])
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    os.chmod(directory, 0o700)  # the workers' copy of the certificate lives here, 0600
     logs = posixpath.join(directory, "logs")
     os.makedirs(logs, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    security = _security(directory)
     dask.config.set({"distributed.dashboard.link": DASHBOARD_LINK})
     path = os.environ.get("PATH", "").split(os.pathsep)  # the site's scheduler commands first
     os.environ["PATH"] = os.pathsep.join([*plan.get("path", []), *path])
     base = getattr(dask_jobqueue, str(plan["cluster"]))
     made = _capped(base, most)(
-        **{**plan["options"], "security": True, "shared_temp_directory": directory,
-           "log_directory": logs, **options},
+        **{**plan["options"], "security": security, "log_directory": logs, **options},
         # workers on other nodes reach the scheduler by this node's name; the dashboard
         # only through the server (jupyter-server-proxy, behind the hub's login)
         scheduler_options={"host": socket.gethostbyname(socket.gethostname()),

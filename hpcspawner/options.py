@@ -13,16 +13,20 @@ from .units import format_duration, format_size, parse_duration, parse_size, sho
 
 RESOURCE_KEYS = ("memory", "cores", "gpus", "gpu_model", "runtime")
 NUMBERS = ("memory", "cores", "gpus", "runtime")  # the resources caps limit
-OPTION_KEYS = {"profile", "script", *RESOURCE_KEYS}
+DASK_WORKERS = "dask_workers"  # Dask workers started with the server (dask.offer_at_start)
+FORM_KEYS = (*RESOURCE_KEYS, DASK_WORKERS)  # what a profile's fieldset of the form may hold
+OPTION_KEYS = {"profile", "script", *FORM_KEYS}
 
 
 @dataclass(frozen=True)
 class Choice:
     """What the user chose: a profile, and for a dashboard profile that lets users name one,
-    the script (an absolute path in their home, checked by name; ``""`` otherwise)."""
+    the script (an absolute path in their home, checked by name; ``""`` otherwise), and the
+    Dask workers to start with the server (docs/dask.md)."""
 
     profile: Profile
     script: str = ""
+    dask_workers: int = 0
 
 
 def choose(options: Any, visible: list[Profile], default: Profile, home: str,
@@ -30,19 +34,39 @@ def choose(options: Any, visible: list[Profile], default: Profile, home: str,
     """The Choice ``options`` make; SpawnException (400) with a sentence otherwise. A choice
     of resources gives a copy of the profile with those resources."""
     profile = choose_profile(options, visible, default, hidden)
+    workers = 0
     if isinstance(options, dict):
         profile = choose_resources(profile, options, caps or Caps())
+        workers = choose_dask_workers(profile, options.get(DASK_WORKERS), caps or Caps())
     raw = options.get("script") if isinstance(options, dict) else None
     if not profile.app.user_script:
         if raw not in (None, ""):
             raise SpawnException(f"The profile {profile.name!r} does not take a script; only "
                                  "dashboard profiles that let you name one do.",
                                  reason="options")
-        return Choice(profile)
+        return Choice(profile, dask_workers=workers)
     try:
-        return Choice(profile, check_script_path(raw, home))
+        return Choice(profile, check_script_path(raw, home), workers)
     except ScriptError as exc:
         raise SpawnException(str(exc), reason="options") from None
+
+
+def choose_dask_workers(profile: Profile, raw: object, caps: Caps) -> int:
+    """How many Dask workers to start with the server: 0 to the profile's (and the user's)
+    most, for a profile that offers it; SpawnException (400) naming what is allowed else."""
+    if raw is None or raw == "" or raw == 0:
+        return 0
+    if not profile.dask.offer_at_start:
+        raise SpawnException(f"The profile {profile.name!r} does not start Dask workers with "
+                             "the server; start a cluster from a notebook (docs/dask.md).",
+                             reason="options")
+    most = profile.dask.most(caps)
+    text = str(raw).strip() if isinstance(raw, (str, int)) and not isinstance(raw, bool) else ""
+    if not text.isdigit() or len(text) > 6 or int(text) > most:
+        shown = text if text and len(text) < 20 else "(invalid)"
+        raise SpawnException(f"Dask workers {shown} is outside what you may ask for "
+                             f"{profile.name!r}: 0 to {most}.", reason="options")
+    return int(text)
 
 
 def check_totals(profile: Profile, others: Sequence[Resources], caps: Caps) -> None:
@@ -228,6 +252,12 @@ LABELS = {"memory": "Memory", "cores": "CPU cores", "gpus": "GPUs", "gpu_model":
 
 def form_fields(profile: Profile, caps: Caps) -> list[FormField]:
     fields = []
+    if profile.dask.offer_at_start and profile.dask.most(caps):
+        most = profile.dask.most(caps)
+        fields.append(FormField(
+            name=DASK_WORKERS, label="Dask workers started with the server", default="0",
+            values=None, hint=f"0 to {most}: batch jobs of their own, in JupyterLab's Dask "
+                              "sidebar, ended with the server"))
     for name in profile.choices.fields():
         if name == "gpu_model":
             offered = models(profile)

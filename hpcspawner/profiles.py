@@ -177,6 +177,14 @@ class DaskSettings(_Strict):
     max_workers: NonNegativeInt = 4  # 0: no Dask cluster from this profile
     cores: PositiveInt | None = None
     memory: Size | None = None
+    # the spawn form asks how many workers to start with the server (CSCS's question)
+    offer_at_start: bool = False
+
+    def most(self, caps: Caps) -> int:
+        """The most worker jobs one server of this profile may run for a user of ``caps``."""
+        if caps.dask_workers is None:
+            return self.max_workers
+        return min(self.max_workers, caps.dask_workers)
 
 
 class _Location(_Strict):

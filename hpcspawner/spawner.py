@@ -27,7 +27,16 @@ from .compat import SpawnException
 from .dask import plan_env, worker_plan
 from .job import BatchJob, JobContext, JobFailed, Plan
 from .jobspec import JobBuilder
-from .options import RESOURCE_KEYS, Choice, check_totals, choose, choose_profile, form_fields
+from .options import (
+    DASK_WORKERS,
+    FORM_KEYS,
+    RESOURCE_KEYS,
+    Choice,
+    check_totals,
+    choose,
+    choose_profile,
+    form_fields,
+)
 from .poller import Poller, listed_as_ended, log_end
 from .profiles import Caps, Profile, ProfileError, ProfileSet, Resources
 from .render import render_template
@@ -290,6 +299,16 @@ class HPCSpawner(Spawner):
         return profile.title if profile is not None else str(name or "")
 
     @property
+    def home_title(self) -> str:
+        """The profile and the Dask workers started with the server, for the home page."""
+        title = self.profile_title
+        options = self.user_options if isinstance(self.user_options, dict) else {}
+        workers = str(options.get(DASK_WORKERS) or "0")
+        if title and workers.isdigit() and int(workers):
+            title += f" + Dask cluster, {int(workers)} workers"
+        return title
+
+    @property
     def ends_at(self) -> float:
         """When the running server's time limit ends (epoch seconds; 0 when not running)."""
         job = self.job
@@ -319,7 +338,7 @@ class HPCSpawner(Spawner):
         script = (formdata.get("script") or [""])[0].strip()
         if script and profile.app.user_script:  # the field is on the page for every profile
             options["script"] = script
-        for name in RESOURCE_KEYS:
+        for name in FORM_KEYS:
             value = (formdata.get(f"{profile.name}.{name}") or formdata.get(name) or [""])[0]
             if value.strip():
                 options[name] = value.strip()
@@ -413,14 +432,15 @@ class HPCSpawner(Spawner):
         for name in sorted({p.backend for p in profiles}):
             self._poller(name).start()
 
-    def _dask_env(self, profile: Profile) -> dict[str, str]:
-        """What the server's notebooks may start as Dask workers (hpcspawner.dask)."""
-        home = self._home()
+    def _dask_env(self, profile: Profile, at_start: int = 0) -> dict[str, str]:
+        """What the server's notebooks may start as Dask workers (hpcspawner.dask), and the
+        workers to start with it."""
+        job_dir = self.job_dir.format(home=self._home(), username=self.user.name)
         menu = self._menu()
         return plan_env(worker_plan(
             profile, menu.profiles, menu.caps, lambda name: registry.backend(name, self.config),
             job_tag(self.hub_id, self.user.name, self.name),
-            self.job_dir.format(home=home, username=self.user.name)))
+            posixpath.join(job_dir, "dask", self.name or "default")), at_start)
 
     def _builder(self, launch: Launch, job_env: dict[str, str] | None = None) -> JobBuilder:
         """Who, which server, where its files go and what runs: the same for every
@@ -544,7 +564,7 @@ class HPCSpawner(Spawner):
         profile, launch = choice.profile, self._launch(choice)
         check_totals(profile, self._others_resources(), self._menu().caps)
         await self._check_script(choice)
-        plan = Plan(profile, self._builder(launch, self._dask_env(profile)))
+        plan = Plan(profile, self._builder(launch, self._dask_env(profile, choice.dask_workers)))
         self.last_end = ""
         self.job = job = BatchJob(self._context(profile.backend), self.user.name, plan)
         try:

@@ -54,7 +54,8 @@ def backend_for(name: str) -> Any:
 def plan(profile: str, user: str = "alice") -> dict[str, Any]:
     profiles = parse_profiles(PROFILES)
     found = worker_plan(profiles.by_name[profile], profiles, profiles.caps.for_user(user, []),
-                        backend_for, job_tag("hub", user, ""), f"/home/{user}/.hpcspawner")
+                        backend_for, job_tag("hub", user, ""),
+                        f"/home/{user}/.hpcspawner/dask/default")
     assert found is not None
     return found
 
@@ -69,8 +70,16 @@ def test_slurm_workers_are_the_servers_profile_tagged_and_named_for_the_one_quer
                                  "--account=physics"]}
     assert found["path"] == []  # sbatch and scancel by name: the job's PATH has them
     assert found["max_workers"] == 4  # the profile's default, under the cap of 10
-    assert found["directory"] == "/home/alice/.hpcspawner/dask"
-    assert json.loads(plan_env(found)[Env.DASK]) == found
+    assert found["directory"] == "/home/alice/.hpcspawner/dask/default"
+    env = plan_env(found)
+    assert json.loads(env[Env.DASK]) == found
+    # every client of the server speaks TLS with its certificate (JupyterLab's sidebar too)
+    assert env["DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT"] == \
+        "/home/alice/.hpcspawner/dask/default/tls/cert.pem"
+    assert env["DASK_LABEXTENSION__FACTORY__MODULE"] == "hpcspawner.dask"
+    assert "DASK_LABEXTENSION__INITIAL" not in env
+    assert json.loads(plan_env(found, at_start=3)["DASK_LABEXTENSION__INITIAL"]) == [
+        {"name": "Dask, 3 workers (started with the server)", "workers": 3}]
 
 
 def test_a_worker_profile_sizes_the_workers_and_caps_bound_them() -> None:
@@ -185,3 +194,34 @@ def test_a_followed_servers_workers_are_its_own_and_go_with_it() -> None:
         assert backend.queries == 2  # one shared query before the cancels
 
     asyncio.run(scenario())
+
+
+AT_START = PROFILES.replace("dask: {worker_profile: worker, max_workers: 30, memory: 3GiB}",
+                            "dask: {worker_profile: worker, max_workers: 30, "
+                            "offer_at_start: true}")
+
+
+@pytest.mark.parametrize(("asked", "says"), [
+    ("11", "Dask workers 11 is outside what you may ask for 'analysis': 0 to 10."),
+    ("-1", "Dask workers -1 is outside"),
+    ("two", "Dask workers two is outside"),
+    (["2"], "Dask workers (invalid) is outside"),
+])
+def test_workers_at_start_are_offered_inside_the_cap_and_a_forged_number_is_refused(
+        asked: object, says: str) -> None:
+    from hpcspawner.compat import SpawnException
+    from hpcspawner.options import choose, form_fields
+
+    profiles = parse_profiles(AT_START)
+    analysis, small = profiles.by_name["analysis"], profiles.by_name["small"]
+    caps = profiles.caps.for_user("alice", [])
+    [field] = form_fields(analysis, caps)
+    assert (field.name, field.default, field.hint[:7]) == ("dask_workers", "0", "0 to 10")
+    assert form_fields(small, caps) == []  # small does not offer it
+    options = {"profile": "analysis", "dask_workers": "4"}
+    assert choose(options, [analysis, small], small, "/home/alice", caps).dask_workers == 4
+    with pytest.raises(SpawnException) as refused:
+        choose({**options, "dask_workers": asked}, [analysis], small, "/home/alice", caps)
+    assert refused.value.message.startswith(says)
+    with pytest.raises(SpawnException, match="'small' does not start Dask workers"):
+        choose({"profile": "small", "dask_workers": "1"}, [small], small, "/home/alice", caps)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import figure
 from tests.e2e.kernel import Kernel, KernelError
@@ -36,6 +37,11 @@ profiles:
     partition: bench
     users: [nobody]
     resources: {cores: 1, memory: 1GiB, runtime: 1h}
+  - name: atstart
+    display_name: "Analysis with Dask"
+    partition: bench
+    resources: {cores: 1, memory: 2GiB, runtime: 1h}
+    dask: {worker_profile: tiny, max_workers: 3, offer_at_start: true}
 """
 
 MAKE = """
@@ -160,3 +166,47 @@ def test_twenty_workers_cost_no_query_of_their_own(make_hub: Callable[..., Hub])
     assert asked <= 3 + 1, f"{asked} squeue calls in {window:.0f} s with 20 workers"
     hub.stop_server("alice")
     wait_for("the 20 workers to leave the queue", lambda: workers_of(hub) == [], timeout=30)
+
+
+def test_a_cluster_started_with_the_server_is_in_jupyterlabs_dask_sidebar(
+        make_hub: Callable[..., Hub]) -> None:
+    """CSCS's "start Dask automatically? how many workers?": the form's Dask workers start
+    with the server (dask-labextension's initial cluster, made by hpcspawner.dask.cluster);
+    the sidebar lists it, a plain Client(address) of the sidebar's kind reaches it over TLS,
+    the sidebar's "new cluster" and scaling keep to the cap, and the home page says so."""
+    hub = make_hub(PROFILES).start()
+    assert hub.spawn("alice", {"profile": "atstart", "dask_workers": "2"}).status_code in (
+        201, 202)
+    hub.wait_ready("alice")
+    wait_for("the 2 workers started with the server",
+             lambda: len([j for j in workers_of(hub) if j["state"] == "RUNNING"]) == 2,
+             timeout=120)
+    sidebar = f"{hub.url}/user/alice/dask/clusters"
+    auth = {"Authorization": f"token {hub.token}"}
+
+    def listed() -> list[dict[str, object]]:
+        clusters = requests.get(sidebar, headers=auth, timeout=30).json()
+        return clusters if clusters and clusters[0]["workers"] == 2 else []
+
+    [model] = wait_for("the sidebar to list the cluster with its workers", listed,
+                       timeout=120)
+    assert str(model["name"]).startswith("Dask, 2 workers")
+    assert str(model["dashboard_link"]).startswith("/user/alice/proxy/")
+    address = str(model["scheduler_address"])
+    assert address.startswith("tls://"), address
+    said = Kernel(hub, "alice").run(
+        f"from distributed import Client\nclient = Client({address!r})\n"
+        "import dask.array as da\n"
+        "print(int(da.ones((1000, 1000), chunks=(100, 100)).sum().compute()))")
+    assert said.split() == ["1000000"]
+    too_many = requests.patch(f"{sidebar}/{model['id']}", headers=auth,
+                              data=json.dumps({"workers": 4}), timeout=30)
+    assert too_many.status_code == 500 and "at most 3 Dask workers" in too_many.text
+    made = requests.put(sidebar, headers=auth, timeout=120)  # the sidebar's "+ NEW"
+    assert made.status_code == 200, made.text[:300]
+    assert str(made.json()["scheduler_address"]).startswith("tls://")
+    session = hub.login("alice")
+    home = session.get(f"{hub.url}/hub/home", timeout=10).content.decode()
+    assert "Analysis with Dask + Dask cluster, 2 workers" in home
+    hub.stop_server("alice")
+    wait_for("the workers to leave the queue", lambda: workers_of(hub) == [], timeout=10)
