@@ -684,15 +684,18 @@ class _TheHub:
         self.groups: list[Any] = []
 
 
-def _follow_jobs_from_hub_start() -> None:
+def follow_jobs_from_hub_start(hub_class: Any = None) -> None:
     """JupyterHub makes spawners only for the servers it has: a hub restarted with none would
     never sweep up orphans (e.g. the jobs and Dask workers of a server removed from its
     database). JupyterHub has no start-up hook for spawners and imports this module before
     its event loop runs, so its own init_spawners is wrapped: once it is done, every
-    backend's poller starts as a spawner would start it."""
-    from jupyterhub.app import JupyterHub
+    backend's poller starts as a spawner would start it. (``hub_class``: JupyterHub's app,
+    or a test's stand-in for it.)"""
+    if hub_class is None:
+        from jupyterhub.app import JupyterHub
 
-    original = JupyterHub.init_spawners
+        hub_class = JupyterHub
+    original = hub_class.init_spawners
     if getattr(original, "hpcspawner", False):
         return
 
@@ -706,7 +709,7 @@ def _follow_jobs_from_hub_start() -> None:
                    log=app.log).start_pollers()
 
     init_spawners.hpcspawner = True  # type: ignore[attr-defined]
-    JupyterHub.init_spawners = init_spawners
+    hub_class.init_spawners = init_spawners
 
 
 # The launcher's report route (and the servers' own activity route) must exist before the hub
@@ -714,4 +717,4 @@ def _follow_jobs_from_hub_start() -> None:
 # (`spawner_class = "hpcspawner"`), which is early enough.
 register_report_handler()
 register_activity_handler()
-_follow_jobs_from_hub_start()
+follow_jobs_from_hub_start()

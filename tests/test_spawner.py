@@ -202,3 +202,40 @@ def test_a_restarted_hub_resumes_by_the_plan_the_job_was_submitted_with(
         assert sched.cancelled == [state["job_id"]]
 
     run(scenario())
+
+
+def test_the_hub_follows_its_jobs_from_its_start_even_with_no_server(
+        world: World, tmp_path: Path) -> None:
+    """JupyterHub makes spawners only for the servers it has: its init_spawners, wrapped,
+    starts every backend's poller (and so the orphan sweep) once its own work is done."""
+    import logging
+    from types import SimpleNamespace
+
+    from traitlets.config import Config
+
+    from hpcspawner.spawner import HPCSpawner, follow_jobs_from_hub_start
+
+    class Hub:  # JupyterHub's app, as far as the wrapper sees it
+        spawner_class = HPCSpawner
+        config = Config({"HPCSpawner": {"profiles_path": str(tmp_path / "profiles.yaml"),
+                                        "hub_id": "hub"}})
+        db = None
+        log = logging.getLogger("hub")
+        hub = SimpleNamespace(api_url="http://127.0.0.1:8081/hub/api")
+        done = False
+
+        async def init_spawners(self) -> None:
+            self.done = True
+
+    follow_jobs_from_hub_start(Hub)
+    follow_jobs_from_hub_start(Hub)  # once only
+
+    async def scenario() -> None:
+        app = Hub()
+        await app.init_spawners()
+        assert app.done
+        poller = registry.poller("slurm", "hpcspawner:hub:", lambda: None)  # type: ignore
+        assert poller._task is not None and not poller._task.done()  # the sweep runs
+        poller.stop()
+
+    run(scenario())
