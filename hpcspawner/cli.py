@@ -18,10 +18,11 @@ from traitlets.config.loader import ConfigFileNotFound, PyFileConfigLoader
 
 from .apps import ScriptError, check_script_path, launch_for
 from .backends import backend_classes
+from .dask import plan_env, worker_plan
 from .jobspec import JobBuilder
 from .profiles import Profile, ProfileError, load_profiles
 from .render import RenderError
-from .wire import START_TIMEOUT, WALLTIME_WARNING, token_file_name
+from .wire import START_TIMEOUT, WALLTIME_WARNING, job_tag, token_file_name
 
 
 class SiteConfigError(Exception):
@@ -132,9 +133,14 @@ def render(args: argparse.Namespace) -> int:
         return 1
     if launch.url:
         env["JUPYTERHUB_DEFAULT_URL"] = launch.url
+    hub_id = str(setting("hub_id", args.hub_id, "hub"))
+    env.update(plan_env(worker_plan(  # what the server's notebooks may start (docs/dask.md)
+        profile, profiles, profiles.caps.for_user(args.user, []),
+        lambda name: backend_classes()[name](config=config),
+        job_tag(hub_id, args.user, args.server), posixpath.join(job_dir, "dask", server))))
     builder = JobBuilder(
         username=args.user, server_name=args.server, home=home, job_dir=job_dir,
-        hub_id=str(setting("hub_id", args.hub_id, "hub")), python=python, cmd=words(cmd),
+        hub_id=hub_id, python=python, cmd=words(cmd),
         env=env, launch=launch,
         template_dirs=tuple(words(setting("template_paths", args.template_dir, []))),
         start_timeout=int(str(setting("start_timeout", None, START_TIMEOUT))),
