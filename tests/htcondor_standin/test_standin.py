@@ -650,3 +650,43 @@ def test_unknown_options_are_rejected(standin: Standin) -> None:
     assert r.rc == 1 and r.err.startswith("Unrecognized option: -bogus\nUsage: condor_rm ")
     r = standin.run("condor_status", "-bogus")
     assert r.rc == 1 and r.err.startswith("Error:  Unknown option -bogus\n")
+
+
+def test_dask_jobqueue_workers_name_their_files_by_job_id_and_ask_by_expressions(
+        standin: Standin, workdir: Path) -> None:
+    """dask-jobqueue's HTCondorCluster (hpcspawner.dask) names each worker's files with
+    $F(MY.JobId) and asks for resources with RequestCpus = MY.DaskWorkerCores and the like
+    (its submit description, as dask-jobqueue 0.9 writes it)."""
+    text = f"""#!/usr/bin/env condor_submit
+
+MY.DaskWorkerName = "htcondor--$F(MY.JobId)--"
+batch_name = dummy-name
+RequestCpus = MY.DaskWorkerCores
+RequestMemory = floor(MY.DaskWorkerMemory / 1048576)
+RequestDisk = floor(MY.DaskWorkerDisk / 1024)
+MY.JobId = "$(ClusterId).$(ProcId)"
+MY.DaskWorkerCores = 1
+MY.DaskWorkerMemory = 1073741824
+MY.DaskWorkerDisk = 1073741824
+LogDirectory = {workdir}
+Output = $(LogDirectory)/worker-$F(MY.JobId).out
+Error = $(LogDirectory)/worker-$F(MY.JobId).err
+Log = $(LogDirectory)/worker-$(ClusterId).log
+Stream_Output = True
+Stream_Error = True
+
+Arguments = "-c 'echo a worker'"
+Executable = /bin/sh
+"""
+    job = standin.submit(text + JUPYTER, cwd=str(workdir))
+    assert standin.af(job, "Out", "DaskWorkerName", "RequestCpus", "RequestMemory") == [
+        f"{workdir}/worker-{job}.0.out", f"htcondor--{job}.0--", "1", "1024"]
+    wait_for(f"job {job} to finish", lambda: standin.status(job) == 0, FAST_CYCLE + 4)
+    assert (workdir / f"worker-{job}.0.out").read_text() == "a worker\n"
+    # dask-jobqueue submits from a file and removes a worker by CLUSTER.PROC
+    (workdir / "worker.sub").write_text(text.replace("echo a worker", "exec sleep 300") + JUPYTER)
+    r = standin.run("condor_submit", str(workdir / "worker.sub"), user="alice", cwd=str(workdir))
+    assert r.rc == 0 and "1 job(s) submitted to cluster" in r.out, r
+    sleeper = r.out.split("submitted to cluster ")[1].rstrip(".\n")
+    assert standin.run("condor_rm", f"{sleeper}.0", user="alice").rc == 0
+    wait_for(f"job {sleeper} to leave the queue", lambda: standin.status(sleeper) == 0, 10)

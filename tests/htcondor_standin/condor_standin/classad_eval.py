@@ -307,4 +307,11 @@ def _call(name: str, args: list[Value]) -> Value:
         return args[0] in items
     if name == "time" and not args:
         return int(time.time())
+    if name in ("floor", "ceiling") and len(args) == 1:  # Integer of a number
+        v = args[0]
+        if v is UNDEFINED:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return ERROR
+        return math.floor(v) if name == "floor" else math.ceil(v)
     return ERROR

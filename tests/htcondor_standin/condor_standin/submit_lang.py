@@ -2,7 +2,8 @@
 
 `key = value` (keys case-insensitive), `# comments`, trailing-backslash continuation,
 `+Attr = expr` and `MY.Attr = expr`, `$(macro)` expansion (ClusterId/Cluster,
-ProcId/Process and any submit key), `queue` / `queue N`.  Unknown keys are ignored, like
+ProcId/Process and any submit key), `$F(macro)` (its value without quotes; dask-jobqueue
+names its workers' files with `$F(MY.JobId)`), `queue` / `queue N`.  Unknown keys are ignored, like
 condor_submit does.  The job ad is built the way condor_submit + the schedd build it
 (submit_utils.cpp): Args/Arguments, Environment, Request*, the generated Requirements, ...
 """
@@ -134,6 +135,11 @@ class _Hash:
                 return m.group(0)
             if m.group("env") is not None:
                 return self.ctx.submit_env.get(m.group("env"), "")
+            if m.group("fname") is not None:  # $F(name): the value, its quotes stripped
+                low = m.group("fname").lower()
+                raw = self.my_attrs[low[3:]][1] if low.startswith("my.") and \
+                    low[3:] in self.my_attrs else self.values.get(low, "")
+                return self.expand(raw, depth + 1).strip().strip('"')
             name, _, default = m.group("name").partition(":")
             low = name.lower()
             if low in ("cluster", "clusterid"):
@@ -144,7 +150,8 @@ class _Hash:
                 return self.expand(self.values[low], depth + 1)
             return default
 
-        pattern = r"\$\$\([^)]*\)|\$ENV\((?P<env>[^)]*)\)|\$\((?P<name>[^)]*)\)"
+        pattern = (r"\$\$\([^)]*\)|\$ENV\((?P<env>[^)]*)\)|\$Fq?\((?P<fname>[^)]*)\)"
+                   r"|\$\((?P<name>[^)]*)\)")
         return re.sub(pattern, repl, text)
 
 
@@ -302,7 +309,7 @@ def _requirements(h: _Hash, job: ClassAd) -> str:
 
 
 def _request_value(h: _Hash, key: str, attr: str, default: str, base_power: int) -> Expr:
-    raw = h.lookup(key)
+    raw = h.lookup(key) or h.lookup(attr)  # request_cpus, or its attribute's name RequestCpus
     text = raw if raw else default
     if base_power >= 0:
         amount = parse_bytes(text, base_power)
