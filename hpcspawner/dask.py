@@ -29,6 +29,7 @@ import os
 import posixpath
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +39,11 @@ from .profiles import Caps, Profile, ProfileSet
 from .wire import Env, worker_tag
 
 DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"  # behind the hub's login
+# A worker listens on the address its node's name resolves to, as the scheduler does (not
+# on the address of a default route, which a node may not have). Backticks, not $(...):
+# condor_submit would expand that as a macro.
+WORKER_HOST = ('export DASK_WORKER_HOST=`{python} -c "import socket; '
+               'print(socket.gethostbyname(socket.gethostname()))"`')
 
 
 class TooManyWorkers(ValueError):
@@ -196,7 +202,9 @@ def cluster(workers: int = 0, **options: Any) -> Any:
     os.environ["PATH"] = os.pathsep.join([*plan.get("path", []), *path])
     base = getattr(dask_jobqueue, str(plan["cluster"]))
     made = _capped(base, most)(
-        **{**plan["options"], "security": security, "log_directory": logs, **options},
+        **{**plan["options"], "security": security, "log_directory": logs,
+           "job_script_prologue": [WORKER_HOST.format(python=sys.executable)],
+           "worker_extra_args": ["--host", "$DASK_WORKER_HOST"], **options},
         # workers on other nodes reach the scheduler by this node's name; the dashboard
         # only through the server (jupyter-server-proxy, behind the hub's login)
         scheduler_options={"host": socket.gethostbyname(socket.gethostname()),

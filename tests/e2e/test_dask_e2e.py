@@ -174,7 +174,8 @@ def test_a_cluster_started_with_the_server_is_in_jupyterlabs_dask_sidebar(
     with the server (dask-labextension's initial cluster, made by hpcspawner.dask.cluster);
     the sidebar lists it, a plain Client(address) of the sidebar's kind reaches it over TLS,
     the sidebar's "new cluster" and scaling keep to the cap, and the home page says so."""
-    hub = make_hub(PROFILES).start()
+    hub = make_hub(PROFILES, extra_config="import hpcspawner\n"
+                   "c.JupyterHub.template_paths = [hpcspawner.hub_templates()]\n").start()
     assert hub.spawn("alice", {"profile": "atstart", "dask_workers": "2"}).status_code in (
         201, 202)
     hub.wait_ready("alice")
