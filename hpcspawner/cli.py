@@ -137,7 +137,8 @@ def render(args: argparse.Namespace) -> int:
     env.update(plan_env(worker_plan(  # what the server's notebooks may start (docs/dask.md)
         profile, profiles, profiles.caps.for_user(args.user, []),
         lambda name: backend_classes()[name](config=config),
-        job_tag(hub_id, args.user, args.server), posixpath.join(job_dir, "dask", server))))
+        job_tag(hub_id, args.user, args.server), posixpath.join(job_dir, "dask", server),
+        [profile.resources])))
     builder = JobBuilder(
         username=args.user, server_name=args.server, home=home, job_dir=job_dir,
         hub_id=hub_id, python=python, cmd=words(cmd),

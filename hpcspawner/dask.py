@@ -31,11 +31,12 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .backends.base import Backend
-from .profiles import Caps, Profile, ProfileSet
+from .profiles import Caps, Profile, ProfileSet, Resources
+from .units import show_size
 from .wire import Env, worker_tag
 
 DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"  # behind the hub's login
@@ -53,12 +54,13 @@ class TooManyWorkers(ValueError):
 # -- the hub: what a server's worker jobs may be ---------------------------------------------
 def worker_plan(profile: Profile, profiles: ProfileSet, caps: Caps,
                 backend_for: Callable[[str], Backend], tag: str,
-                directory: str) -> dict[str, Any] | None:
+                directory: str, held: Sequence[Resources] = ()) -> dict[str, Any] | None:
     """What the server of ``profile`` (tagged ``tag``) may start as Dask workers; None when
     its backend has no Dask cluster. The workers are the profile's ``dask.worker_profile``
     (default: the server's own profile as the user chose it), sized by ``dask.cores`` and
     ``dask.memory`` where set. ``directory``: the server's own, for the workers' logs and the
-    TLS certificate."""
+    TLS certificate. ``held``: what the user's servers hold (this one too): the workers fit
+    in what the user's total caps leave beside them."""
     settings = profile.dask
     worker = profiles.by_name.get(settings.worker_profile or "", profile)
     resources = worker.resources.model_copy(update={
@@ -68,9 +70,34 @@ def worker_plan(profile: Profile, profiles: ProfileSet, caps: Caps,
     found = backend_for(worker.backend).dask_cluster(worker, worker_tag(tag))
     if found is None:
         return None
+    most, limit = worker_limit(settings.most(caps), resources, held, caps)
     return {"cluster": found.cls, "options": found.options, "path": list(found.tool_dirs),
-            "max_workers": settings.most(caps), "directory": directory,
+            "max_workers": most, "limit": limit, "directory": directory,
             "worker": worker.title}
+
+
+def worker_limit(most: int, worker: Resources, held: Sequence[Resources],
+                 caps: Caps) -> tuple[int, str]:
+    """The most workers of size ``worker`` that fit beside ``held`` in the user's total
+    cores and memory (and at most ``most``: the profile's and the caps' number), and what sets
+    that limit, in words."""
+    limit = "dask.max_workers of the profile and dask_workers of your caps"
+    for name, total in (("cores", caps.total_cores), ("memory", caps.total_memory)):
+        size = getattr(worker, name)
+        if total is None or not size:
+            continue
+        used = sum(getattr(r, name) for r in held)
+        fits = max(0, (total - used) // size)
+        if fits < most:
+            def show(value: int, what: str = name) -> str:
+                if what == "memory":
+                    return show_size(value)
+                return f"{value} core" + ("s" if value != 1 else "")
+
+            most = fits
+            limit = (f"your total of {show(total)} for all your servers and workers: your "
+                     f"servers hold {show(used)}, a worker {show(size)}")
+    return most, limit
 
 
 def plan_env(plan: dict[str, Any] | None, at_start: int = 0) -> dict[str, str]:
@@ -114,21 +141,22 @@ def _plan() -> dict[str, Any]:
     return plan
 
 
-def check_workers(asked: float, most: int, what: str = "Dask workers") -> None:
-    """TooManyWorkers unless 0 <= ``asked`` <= ``most``, saying the allowed range."""
+def check_workers(asked: float, most: int, limit: str = "", what: str = "Dask workers") -> None:
+    """TooManyWorkers unless 0 <= ``asked`` <= ``most``, saying the allowed range and what
+    sets it (``limit``, from the hub's plan)."""
     if asked < 0:
         raise TooManyWorkers(f"{asked} {what} is not a number of workers; ask for 0 to "
                              f"{most}.")
     if asked > most:
-        allowed = f"ask for 0 to {most}" if most else "this profile offers no Dask workers"
-        raise TooManyWorkers(f"Your server's profile allows at most {most} {what} at once; "
-                             f"you asked for {asked:g}: {allowed} (the limit is the hub's: "
-                             "profiles.yaml, dask.max_workers and caps).")
+        allowed = f"ask for 0 to {most}" if most else "no Dask workers are allowed"
+        raise TooManyWorkers(f"Your server allows at most {most} {what} at once; you asked "
+                             f"for {asked:g}: {allowed} (the limit is the hub's: "
+                             f"{limit or 'profiles.yaml, dask.max_workers and caps'}).")
 
 
-def _capped(base: Any, most: int) -> type:
+def _capped(base: Any, most: int, limit: str = "") -> type:
     """``base`` (a dask-jobqueue cluster class) whose scale() and adapt() keep to ``most``
-    worker jobs (one worker process per job)."""
+    worker jobs (one worker process per job); ``limit`` says what sets it."""
 
     def scale(self: Any, n: int | None = None, jobs: int = 0, memory: Any = None,
               cores: int | None = None) -> Any:
@@ -140,7 +168,7 @@ def _capped(base: Any, most: int) -> type:
             wanted = max(wanted, math.ceil(parse_bytes(memory) / job.worker_memory))
         if cores is not None:
             wanted = max(wanted, math.ceil(cores / job.worker_cores))
-        check_workers(wanted, most)
+        check_workers(wanted, most, limit)
         return base.scale(self, n, jobs=jobs, memory=memory, cores=cores)
 
     def adapt(self: Any, *args: Any, minimum: int = 0, maximum: float | None = None,
@@ -149,8 +177,8 @@ def _capped(base: Any, most: int) -> type:
         top = maximum_jobs if maximum_jobs is not None else maximum
         if top is None or top == math.inf:
             top = most
-        check_workers(top, most)
-        check_workers(minimum_jobs if minimum_jobs is not None else minimum, most)
+        check_workers(top, most, limit)
+        check_workers(minimum_jobs if minimum_jobs is not None else minimum, most, limit)
         return base.adapt(self, *args, minimum=minimum, maximum=top, minimum_jobs=minimum_jobs,
                           maximum_jobs=maximum_jobs if maximum_jobs is None else top, **kwargs)
 
@@ -187,9 +215,8 @@ def cluster(workers: int = 0, **options: Any) -> Any:
     worker profile), with ``workers`` of them asked for at once. ``options`` go to the
     cluster class (e.g. ``asynchronous=True`` for dask-labextension)."""
     plan = _plan()
-    most = int(plan["max_workers"])
-    check_workers(workers, most)
-    import dask
+    most, limit = int(plan["max_workers"]), str(plan.get("limit", ""))
+    check_workers(workers, most, limit)
     import dask_jobqueue
 
     directory = str(plan["directory"])
@@ -197,11 +224,10 @@ def cluster(workers: int = 0, **options: Any) -> Any:
     os.makedirs(logs, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
     security = _security(directory)
-    dask.config.set({"distributed.dashboard.link": DASHBOARD_LINK})
     path = os.environ.get("PATH", "").split(os.pathsep)  # the site's scheduler commands first
     os.environ["PATH"] = os.pathsep.join([*plan.get("path", []), *path])
     base = getattr(dask_jobqueue, str(plan["cluster"]))
-    made = _capped(base, most)(
+    made = _capped(base, most, limit)(
         **{**plan["options"], "security": security, "log_directory": logs,
            "job_script_prologue": [WORKER_HOST.format(python=sys.executable)],
            "worker_extra_args": ["--host", "$DASK_WORKER_HOST"], **options},

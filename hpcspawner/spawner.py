@@ -432,15 +432,22 @@ class HPCSpawner(Spawner):
         for name in sorted({p.backend for p in profiles}):
             self._poller(name).start()
 
-    def _dask_env(self, profile: Profile, at_start: int = 0) -> dict[str, str]:
-        """What the server's notebooks may start as Dask workers (hpcspawner.dask), and the
-        workers to start with it."""
+    def _dask_env(self, profile: Profile, menu: Menu, held: list[Resources],
+                  at_start: int = 0) -> dict[str, str]:
+        """What the server's notebooks may start as Dask workers (hpcspawner.dask): in what
+        the user's total caps leave beside ``held`` (the user's other servers) and this
+        server; and the workers to start with it (SpawnException (400) when more than that)."""
         job_dir = self.job_dir.format(home=self._home(), username=self.user.name)
-        menu = self._menu()
-        return plan_env(worker_plan(
+        plan = worker_plan(
             profile, menu.profiles, menu.caps, lambda name: registry.backend(name, self.config),
             job_tag(self.hub_id, self.user.name, self.name),
-            posixpath.join(job_dir, "dask", self.name or "default")), at_start)
+            posixpath.join(job_dir, "dask", self.name or "default"),
+            [*held, profile.resources])
+        if plan is not None and at_start > plan["max_workers"]:
+            raise SpawnException(
+                f"Dask workers {at_start} is more than your server may run: at most "
+                f"{plan['max_workers']} ({plan['limit']}). Ask for fewer.", reason="options")
+        return plan_env(plan, at_start)
 
     def _builder(self, launch: Launch, job_env: dict[str, str] | None = None) -> JobBuilder:
         """Who, which server, where its files go and what runs: the same for every
@@ -562,9 +569,11 @@ class HPCSpawner(Spawner):
         and submit, wait for the launcher's report (falling back or timing out on the way)."""
         choice = self.resolve(self.user_options)  # the user's options, resolved once
         profile, launch = choice.profile, self._launch(choice)
-        check_totals(profile, self._others_resources(), self._menu().caps)
+        menu, held = self._menu(), self._others_resources()
+        check_totals(profile, held, menu.caps)
         await self._check_script(choice)
-        plan = Plan(profile, self._builder(launch, self._dask_env(profile, choice.dask_workers)))
+        dask_env = self._dask_env(profile, menu, held, choice.dask_workers)
+        plan = Plan(profile, self._builder(launch, dask_env))
         self.last_end = ""
         self.job = job = BatchJob(self._context(profile.backend), self.user.name, plan)
         try:

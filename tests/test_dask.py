@@ -15,7 +15,7 @@ from hpcspawner.backends.htcondor import HTCondorBackend
 from hpcspawner.backends.slurm import SlurmBackend
 from hpcspawner.dask import TooManyWorkers, _capped, check_workers, cluster, plan_env, worker_plan
 from hpcspawner.poller import Poller
-from hpcspawner.profiles import ProfileError, parse_profiles
+from hpcspawner.profiles import ProfileError, Resources, parse_profiles
 from hpcspawner.wire import Env, job_tag, worker_tag
 from tests.test_poller import PREFIX, FakeBackend
 
@@ -91,6 +91,39 @@ def test_a_worker_profile_sizes_the_workers_and_caps_bound_them() -> None:
     assert plan("analysis", "carol")["max_workers"] == 25  # carol's own cap is larger
 
 
+def test_workers_fit_in_what_the_users_total_caps_leave_beside_their_servers() -> None:
+    """Cores and memory caps over all a user's servers bound the workers too: the plan says
+    how many fit beside the servers the user holds, and the notebook's refusal names it."""
+    text = PROFILES.replace("default: {dask_workers: 10}",
+                            "default: {dask_workers: 10, total_cores: 6, total_memory: 20GiB}")
+    profiles = parse_profiles(text)
+    analysis = profiles.by_name["analysis"]
+
+    def planned(*held: Resources) -> dict[str, Any]:
+        found = worker_plan(analysis, profiles, profiles.caps.for_user("alice", []),
+                            backend_for, TAG, "/tmp/d", held)
+        assert found is not None
+        return found
+
+    alone = planned(analysis.resources)  # 2 cores, 8 GiB held; a worker 1 core, 3 GiB
+    assert alone["max_workers"] == 4  # memory: (20 - 8) // 3; cores would allow 4 too
+    other = analysis.resources.model_copy(update={"cores": 3, "memory": 2**30})
+    beside = planned(analysis.resources, other)  # 5 cores held: 1 left
+    assert beside["max_workers"] == 1
+    assert beside["limit"] == ("your total of 6 cores for all your servers and workers: your "
+                               "servers hold 5 cores, a worker 1 core")
+    full = planned(analysis.resources, other.model_copy(update={"cores": 4}))
+    assert full["max_workers"] == 0
+    assert planned()["max_workers"] == 6  # nothing held: memory 20 // 3, under the cap of 10
+    without = worker_plan(analysis, parse_profiles(PROFILES), parse_profiles(
+        PROFILES).caps.for_user("alice", []), backend_for, TAG, "/tmp/d", [analysis.resources])
+    assert without is not None and without["max_workers"] == 10  # no totals: the cap
+    with pytest.raises(TooManyWorkers) as refused:
+        check_workers(2, beside["max_workers"], beside["limit"])
+    assert "at most 1 Dask workers at once; you asked for 2: ask for 0 to 1 (the limit is " \
+        "the hub's: your total of 6 cores" in str(refused.value)
+
+
 def test_htcondor_workers_carry_the_hubs_attributes_and_go_to_the_profiles_schedd() -> None:
     found = plan("condor")
     options = found["options"]
@@ -122,9 +155,9 @@ def test_asking_for_more_workers_than_allowed_says_the_range() -> None:
     with pytest.raises(TooManyWorkers) as refused:
         check_workers(25, 20)
     assert str(refused.value).startswith(
-        "Your server's profile allows at most 20 Dask workers at once; you asked for 25: ask "
-        "for 0 to 20")
-    with pytest.raises(TooManyWorkers, match="this profile offers no Dask workers"):
+        "Your server allows at most 20 Dask workers at once; you asked for 25: ask for 0 to "
+        "20 (the limit is the hub's: profiles.yaml")
+    with pytest.raises(TooManyWorkers, match="no Dask workers are allowed"):
         check_workers(1, 0)
     check_workers(20, 20)
 
@@ -225,3 +258,32 @@ def test_workers_at_start_are_offered_inside_the_cap_and_a_forged_number_is_refu
     assert refused.value.message.startswith(says)
     with pytest.raises(SpawnException, match="'small' does not start Dask workers"):
         choose({"profile": "small", "dask_workers": "1"}, [small], small, "/home/alice", caps)
+
+
+def test_a_server_stopped_after_a_hub_restart_takes_its_workers_with_it(tmp_path: Any) -> None:
+    """Hub restart then stop: the job restored from its saved state (a new hub: new poller)
+    still knows its tag, and its stop cancels the server's worker jobs, not another's."""
+    from hpcspawner.job import BatchJob
+    from tests.test_job import ME, TOKEN, World
+
+    async def scenario() -> None:
+        world = World(tmp_path)
+        job = world.job("slurm", "small")
+        await job.submit(TOKEN)
+        sched = world.backends["slurm"]
+        sched.jobs["w1"] = JobInfo(job_id="w1", state=JobState.RUNNING, user=ME,
+                                   tag=worker_tag(job.tag))
+        sched.jobs["w2"] = JobInfo(job_id="w2", state=JobState.PENDING, user=ME,
+                                   tag=worker_tag(job.tag))
+        sched.jobs["x"] = JobInfo(job_id="x", state=JobState.RUNNING, user=ME,
+                                  tag=worker_tag(job.tag + "other"))
+        state = json.loads(json.dumps(job.to_state()))  # what the hub's database keeps
+        restarted = World(tmp_path)  # the new hub: its own poller, nothing followed yet
+        restarted.backends["slurm"] = sched
+        restarted.pollers["slurm"] = Poller(sched, "hpcspawner:hub:", fast=0.01, slow=0.05,
+                                            jitter=0)
+        again = BatchJob.from_state(state, restarted.ctx("slurm"), ME)
+        await again.stop()
+        assert sorted(sched.cancelled) == [job.job_id, "w1", "w2"]
+
+    asyncio.run(scenario())

@@ -239,3 +239,23 @@ def test_the_hub_follows_its_jobs_from_its_start_even_with_no_server(
         poller.stop()
 
     run(scenario())
+
+
+def test_workers_at_start_beyond_the_users_total_caps_are_refused_before_any_job(
+        world: World, tmp_path: Path) -> None:
+    """The form's Dask workers at start count against the totals beside the user's servers:
+    more than fit is refused with the limit in the sentence, and nothing is submitted."""
+    (tmp_path / "profiles.yaml").write_text(
+        "caps:\n  default: {total_cores: 3}\n" + PROFILES.replace(
+            "  - name: small\n", "  - name: small\n    dask: {offer_at_start: true}\n"))
+    spawner = spawner_for(tmp_path)
+    spawner.user_options = {"profile": "small", "dask_workers": "3"}  # 1 + 3 cores > 3
+    with pytest.raises(SpawnException) as refused:
+        run(spawner.start())
+    assert refused.value.message == (
+        "Dask workers 3 is more than your server may run: at most 2 (your total of 3 cores "
+        "for all your servers and workers: your servers hold 1 core, a worker 1 core). Ask "
+        "for fewer.")
+    assert world.backends["slurm"].submitted == []
+    spawner.user_options = {"profile": "small", "dask_workers": "2"}
+    assert run(started(spawner, world))
