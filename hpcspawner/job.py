@@ -25,7 +25,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import messages
-from .backends.base import Backend, BackendError, JobInfo, JobState, SubmitRequest
+from .backends.base import (
+    Backend,
+    BackendError,
+    ExtendRefused,
+    JobInfo,
+    JobState,
+    SubmitRequest,
+)
 from .commands import CommandError
 from .jobspec import JobBuilder
 from .poller import Poller
@@ -33,6 +40,7 @@ from .profiles import Profile, Resources
 from .render import RenderError
 from .text import one_line
 from .tokenfile import remove_file, write_token_file
+from .units import format_duration
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -135,6 +143,8 @@ class BatchJob:
         self._report: asyncio.Future[tuple[str, int]] | None = None
         self._event_added = asyncio.Event()
         self._resume_task: asyncio.Future[int | None] | None = None
+        self._extending = asyncio.Lock()  # one extension at a time
+        self._extended_at = -1.0  # time.monotonic() of the last extension
 
     @property
     def stopping(self) -> bool:
@@ -389,6 +399,58 @@ class BatchJob:
         report = self._future()
         if not report.done():
             report.set_result((host, port))
+
+    # -- more time -------------------------------------------------------------------------
+    def time_limit(self) -> tuple[float, int]:
+        """When the time limit ends (epoch; 0 unknown) and the limit in all (seconds), as the
+        scheduler's last query says (an admin's change or an extension shows within a poll),
+        else as the launcher reported and the job was submitted."""
+        poller = self.ctx.poller
+        info = poller.latest(self.job_id) if self.job_id else None
+        if (info is not None and info.state is JobState.RUNNING and info.ends and info.starts
+                and poller.queried_since(self._extended_at)):
+            return info.ends, round(info.ends - info.starts)
+        return self.ends_at, self.runtime
+
+    async def extend(self, by: int) -> float:
+        """Give the running server ``by`` seconds more, within its profile's
+        ``extend.max_runtime``; the new end (epoch). ExtendRefused with a sentence for the
+        user otherwise, and nothing changes. The job is checked to be this server's running
+        job in a fresh query first: the hub raises only its own job's limit."""
+        profile = self.plan.profile if self.plan is not None else None
+        settings = profile.extend if profile is not None else None
+        if profile is None or settings is None:
+            raise ExtendRefused("This server's profile does not allow more time; save your "
+                                "work before the end.")
+        if self.address is None or self.exited or self._stopped:
+            raise ExtendRefused("Only a running server can be given more time.")
+        if by <= 0:
+            raise ExtendRefused("Ask for more time as a positive duration, e.g. 1h.")
+        async with self._extending:
+            await self.ctx.poller.refresh_soon()
+            info = self.ctx.poller.latest(self.job_id)
+            if (info is None or info.state is not JobState.RUNNING or info.tag != self.tag
+                    or info.user != self.username):
+                raise ExtendRefused(f"The scheduler does not list job {self.job_id} as this "
+                                    "server's running job now; nothing was changed.")
+            ends, limit = self.time_limit()
+            most = settings.max_runtime
+            if limit + by > most:
+                room = most - limit
+                more = (f"; you may add at most {format_duration(room)}" if room >= 60
+                        else "; save your work before the end")
+                raise ExtendRefused(
+                    f"This server may run {format_duration(most)} at most (its profile's "
+                    f"extend.max_runtime) and has {format_duration(limit)} already{more}.")
+            await self.ctx.backend.extend(self.job_id, limit + by, profile)
+            self._extended_at = time.monotonic()  # older answers know the old limit
+            self.runtime = limit + by
+            self.ends_at = (ends or self.ends_at) + by
+            self.ctx.save()
+            self.ctx.log.info("%s: job %s was given %s more; it may run %s in all",
+                              self.ctx.name, self.job_id, format_duration(by),
+                              format_duration(self.runtime))
+            return self.ends_at
 
     def running(self) -> None:
         """The server is up: slow polling is enough, and its end must be heard."""

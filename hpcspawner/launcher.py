@@ -102,11 +102,12 @@ class HandOffError(Exception):
 
 
 def app_environment(env: dict[str, str]) -> None:
-    """Point the server at this package's files for the profile's app (apps.py): the
-    jupyter-server-proxy config file, and the default desktop session."""
-    if env.get(Env.SERVER_PROXY):
-        extra = env.get("JUPYTER_CONFIG_PATH")
-        env["JUPYTER_CONFIG_PATH"] = str(SHARE / "jupyter") + (f":{extra}" if extra else "")
+    """Point the server at this package's files: its Jupyter config (the session extension
+    that tells JupyterLab when the job ends, labnotify.py; the jupyter-server-proxy app of the
+    profile, apps.py), the lab extension that shows it, and the default desktop session."""
+    for name in ("JUPYTER_CONFIG_PATH", "JUPYTER_PATH"):
+        extra = env.get(name)
+        env[name] = str(SHARE / "jupyter") + (f":{extra}" if extra else "")
     if env.get(Env.APP) == "desktop" and not env.get(Env.XSTARTUP):
         env[Env.XSTARTUP] = str(SHARE / "xstartup")
 

@@ -116,11 +116,14 @@ def runs_until(ends: float, left: float) -> str:
     return f"Runs until {clock(ends)} ({_left(left)} left)."
 
 
-def walltime_warning(server_name: str, title: str, ends: float, left: float) -> str:
+def walltime_warning(server_name: str, title: str, ends: float, left: float,
+                     extendable: bool = False) -> str:
     which = f"Your server {server_name!r}" if server_name else "Your server"
     what = f" ({title})" if title else ""
+    more = ("extend it from its card on the hub's home page" if extendable
+            else "start it again")
     return (f"{which}{what} stops at {clock(ends)}, in {_left(left)}, when its job's time "
-            "limit ends. Save your work; start it again for more time.")
+            f"limit ends. Save your work; {more} for more time.")
 
 
 def expected_start(epoch: float, now: float) -> str:

@@ -176,6 +176,10 @@ class Poller:
                            reason=self._unlisted(job))
         return None
 
+    def queried_since(self, moment: float) -> bool:
+        """Did the last finished query start after ``moment`` (time.monotonic())?"""
+        return self.query_count > 0 and self._query_started > moment
+
     def covered(self, job_id: str) -> bool:
         """Has a finished query (or accounting) said anything of this job since it was
         watched? Until then an UNKNOWN from latest() only means "not asked yet" (a query that

@@ -187,6 +187,21 @@ class DaskSettings(_Strict):
         return min(self.max_workers, caps.dask_workers)
 
 
+class ExtendSettings(_Strict):
+    """More time for a running server (``extend:``; docs/sessions.md): ``step`` at a time from
+    the server's card (or the REST API), up to ``max_runtime`` in all."""
+
+    step: Duration = 3600
+    max_runtime: Duration
+
+    @field_validator("step")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 60:
+            raise ValueError("extend.step must be at least 1 minute (e.g. 1h)")
+        return value
+
+
 class _Location(_Strict):
     """Where HTCondor jobs go: a schedd (`-name`) and a pool (`-pool`); None = local."""
 
@@ -332,6 +347,7 @@ class Profile(_Strict):
     htcondor: HTCondorOptions = Field(default_factory=HTCondorOptions)
     choices: Choices = Field(default_factory=Choices)
     dask: DaskSettings = Field(default_factory=DaskSettings)
+    extend: ExtendSettings | None = None  # None: the time limit cannot be extended
 
     @field_validator("name")
     @classmethod
@@ -387,6 +403,21 @@ class Profile(_Strict):
             if not low <= value <= high:
                 raise ValueError(f"choices.{name}: the profile's own resources.{name} (the "
                                  "default) must lie between min and max")
+        return self
+
+    @model_validator(mode="after")
+    def _extends_beyond_its_runtime(self) -> Profile:
+        extend = self.extend
+        if extend is None:
+            return self
+        from .backends import backend_classes
+
+        if not backend_classes()[self.backend].can_extend:
+            raise ValueError(f"extend: servers on {self.backend} cannot be given more time by "
+                             "hpcspawner yet (docs/sessions.md); leave extend out")
+        if extend.max_runtime <= self.resources.runtime:
+            raise ValueError("extend.max_runtime must be longer than resources.runtime (the "
+                             "time a server gets at start); otherwise leave extend out")
         return self
 
     @model_validator(mode="after")

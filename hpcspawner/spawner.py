@@ -41,6 +41,8 @@ from .poller import Poller, listed_as_ended, log_end
 from .profiles import Caps, Profile, ProfileError, ProfileSet, Resources
 from .render import render_template
 from .report import DropRoute, Report, accept, ended, register_report_handler
+from .sessions import Card, register_session_handlers
+from .sessions import card as session_card
 from .text import one_line
 from .wire import JOB_DIR_NAME, START_TIMEOUT, WALLTIME_WARNING, job_tag
 
@@ -219,6 +221,7 @@ class HPCSpawner(Spawner):
         super().__init__(**kwargs)
         self.job: BatchJob | None = None
         self.last_end = ""  # why the last server ended; shown on the next spawn page
+        self.extend_note = ""  # what the last try to give this server more time did (card)
         self._notify: asyncio.Future[Any] | None = None
         self._explain: asyncio.Future[Any] | None = None
 
@@ -310,9 +313,15 @@ class HPCSpawner(Spawner):
 
     @property
     def ends_at(self) -> float:
-        """When the running server's time limit ends (epoch seconds; 0 when not running)."""
+        """When the running server's time limit ends (epoch seconds; 0 when not running): the
+        scheduler's last word (an extension, an admin's change), else the launcher's."""
         job = self.job
-        return job.ends_at if job is not None and job.address is not None else 0.0
+        return job.time_limit()[0] if job is not None and job.address is not None else 0.0
+
+    @property
+    def card(self) -> Card | None:
+        """This server's session card on the hub's home page (sessions.py)."""
+        return session_card(self)
 
     @property
     def end_note(self) -> str:
@@ -327,7 +336,9 @@ class HPCSpawner(Spawner):
         left = ends - time.time()
         if not ends or left > self.walltime_warning:
             return ""
-        return messages.walltime_warning(self.name, self.profile_title, ends, left)
+        found = self.card
+        return messages.walltime_warning(self.name, self.profile_title, ends, left,
+                                         bool(found and found.can_extend))
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
         """The form's fields (and a spawn URL's query): ``profile``; ``script`` for a dashboard
@@ -574,7 +585,7 @@ class HPCSpawner(Spawner):
         await self._check_script(choice)
         dask_env = self._dask_env(profile, menu, held, choice.dask_workers)
         plan = Plan(profile, self._builder(launch, dask_env))
-        self.last_end = ""
+        self.last_end = self.extend_note = ""
         self.job = job = BatchJob(self._context(profile.backend), self.user.name, plan)
         try:
             return await job.start(self.api_token)
@@ -726,4 +737,5 @@ def follow_jobs_from_hub_start(hub_class: Any = None) -> None:
 # (`spawner_class = "hpcspawner"`), which is early enough.
 register_report_handler()
 register_activity_handler()
+register_session_handlers()
 follow_jobs_from_hub_start()

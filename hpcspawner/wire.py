@@ -20,6 +20,8 @@ REFUSED = "hpcspawner-helper: refused: "
 
 # -- the launcher's report: POST to the hub's API URL + REPORT_PATH ----------------------------
 REPORT_PATH = "/hpcspawner/report"
+# a server asks its job's end time as the hub knows it now: GET the API URL + SESSION_PATH
+SESSION_PATH = "/hpcspawner/session"
 
 
 def job_tag(hub_id: str, username: str, server_name: str) -> str:

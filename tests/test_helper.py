@@ -143,7 +143,8 @@ def fake_squeue(tmp_path: Path, user: str, comment: str, state: str = "RUNNING")
     bin_dir.mkdir(exist_ok=True)
     bin_dir.chmod(0o755)
     values = {"i": "41", "T": state, "r": "None", "N": "vm", "u": user,
-              "V": "2026-11-22T04:43:21", "k": comment}
+              "V": "2026-11-22T04:43:21", "S": "2026-11-22T04:43:22",
+              "e": "2026-11-22T16:43:22", "k": comment}
     # %Nk as squeue prints it: cut at N characters and padded with spaces to N
     (bin_dir / "squeue").write_text(
         f"#!{sys.executable}\nimport re, sys\nfmt = sys.argv[sys.argv.index('-o') + 1]\n"

@@ -24,16 +24,18 @@ from hpcspawner.wire import MAX_TAG
 
 FRAME = ("f00dfeed0badcafe", "0123456789abcdef")
 
-# `squeue -h -a --states=all --name=jupyterhub -o 'F1|%i|%T|%r|%N|%u|%V|%k|F2'` on the test
+# `squeue -h -a --states=all --name=jupyterhub -o 'F1|%i|%T|%r|%N|%u|%V|%S|%e|%k|F2'` on the test
 # cluster, without the frame (framed() adds it)
 SQUEUE = """\
-101|RUNNING|None|vm|alice|2026-11-22T04:43:21|hpcspawner:hub:alice:
-102|PENDING|Resources||bob|2026-11-22T04:43:30|hpcspawner:hub:bob:
-103|PENDING|ReqNodeNotAvail, UnavailableNodes:big01||carol|2026-11-22T04:44:00|hpcspawner:hub:c:
-104|CANCELLED|None|vm|alice|2026-11-22T04:40:00|hpcspawner:hub:alice:old
-105|TIMEOUT|None|vm|bob|2026-11-22T03:40:00|hpcspawner:hub:bob:old
-106|RUNNING|None|vm|dave|2026-11-22T04:40:00|hpcspawner:otherhub:dave:
-107|COMPLETING|None|vm|alice|2026-11-22T04:40:00|hpcspawner:hub:alice:x
+101|RUNNING|None|vm|alice|2026-11-22T04:43:21|2026-11-22T04:43:22|2026-11-22T16:43:22|\
+hpcspawner:hub:alice:
+102|PENDING|Resources||bob|2026-11-22T04:43:30|2026-11-22T05:00:00|N/A|hpcspawner:hub:bob:
+103|PENDING|ReqNodeNotAvail, UnavailableNodes:big01||carol|2026-11-22T04:44:00|N/A|N/A|\
+hpcspawner:hub:c:
+104|CANCELLED|None|vm|alice|2026-11-22T04:40:00|N/A|N/A|hpcspawner:hub:alice:old
+105|TIMEOUT|None|vm|bob|2026-11-22T03:40:00|N/A|N/A|hpcspawner:hub:bob:old
+106|RUNNING|None|vm|dave|2026-11-22T04:40:00|N/A|N/A|hpcspawner:otherhub:dave:
+107|COMPLETING|None|vm|alice|2026-11-22T04:40:00|N/A|N/A|hpcspawner:hub:alice:x
 """
 
 
@@ -53,17 +55,18 @@ def test_comments_are_cut_and_padded_by_squeue_and_a_cut_one_is_never_a_tag() ->
     and a comment that long (perhaps cut) is nobody's tag."""
     tag = "hpcspawner:hub:alice:"
     long = ("hpcspawner:hub:bob:" + "x" * 2000)[:MAX_TAG]
-    out = framed(f"101|RUNNING|None|vm|alice|2026-11-22T04:43:21|{tag.ljust(MAX_TAG)}\n"
-                 f"102|PENDING|None||bob|2026-11-22T04:43:21|{long}")
+    out = framed(f"101|RUNNING|None|vm|alice|2026-11-22T04:43:21|N/A|N/A|{tag.ljust(MAX_TAG)}\n"
+                 f"102|PENDING|None||bob|2026-11-22T04:43:21|N/A|N/A|{long}")
     jobs = parse_squeue(out, "hpcspawner:hub:", FRAME)
     assert list(jobs) == ["101"] and jobs["101"].tag == tag
 
 
 def test_a_comment_with_a_newline_cannot_forge_a_record() -> None:
     # bob: sbatch --comment=$'x\n999|RUNNING|...|alice|...|hpcspawner:hub:alice:'
-    forged = ("999|RUNNING|None|vm|alice|2026-11-22T04:43:21|hpcspawner:hub:alice:")
-    out = (f"{FRAME[0]}|201|RUNNING|None|vm|bob|2026-11-22T04:43:21|x\n{forged}|{FRAME[1]}\n"
-           + framed("101|RUNNING|None|vm|alice|2026-11-22T04:43:21|hpcspawner:hub:alice:"))
+    forged = ("999|RUNNING|None|vm|alice|2026-11-22T04:43:21|N/A|N/A|hpcspawner:hub:alice:")
+    out = (f"{FRAME[0]}|201|RUNNING|None|vm|bob|2026-11-22T04:43:21|N/A|N/A|x\n"
+           f"{forged}|{FRAME[1]}\n"
+           + framed("101|RUNNING|None|vm|alice|2026-11-22T04:43:21|N/A|N/A|hpcspawner:hub:alice:"))
     jobs = parse_squeue(out, "hpcspawner:hub:", FRAME)
     assert set(jobs) == {"101"}
     # a forgery that guesses the shape of a frame but not this query's words
@@ -72,14 +75,14 @@ def test_a_comment_with_a_newline_cannot_forge_a_record() -> None:
 
 
 def test_a_job_listed_twice_is_not_believed() -> None:
-    line = "101|CANCELLED|None|vm|alice|2026-11-22T04:43:21|hpcspawner:hub:alice:"
+    line = "101|CANCELLED|None|vm|alice|2026-11-22T04:43:21|N/A|N/A|hpcspawner:hub:alice:"
     jobs = parse_squeue(framed(line + "\n" + line.replace("CANCELLED", "RUNNING")),
                         "hpcspawner:hub:", FRAME)
     assert jobs["101"].state is JobState.UNKNOWN
 
 
 def test_job_ids_must_be_numbers() -> None:
-    out = framed("12x|RUNNING|None|vm|alice|2026-11-22T04:43:21|hpcspawner:hub:alice:")
+    out = framed("12x|RUNNING|None|vm|alice|2026-11-22T04:43:21|N/A|N/A|hpcspawner:hub:alice:")
     assert parse_squeue(out, "hpcspawner:hub:", FRAME) == {}
 
 
@@ -99,13 +102,19 @@ def test_squeue_lines_become_states_with_reasons_and_nodes() -> None:
     assert jobs["105"].reason == "the job reached its time limit"
     assert jobs["107"].state is JobState.COMPLETING
     assert jobs["101"].since is not None
+    # the scheduler's own times: a running job's start and end (its limit), a queued job's
+    # expected start; N/A is none
+    assert jobs["101"].ends is not None and jobs["101"].starts is not None
+    assert jobs["101"].ends - jobs["101"].starts == 12 * 3600
+    assert jobs["102"].starts is not None and jobs["102"].ends is None
+    assert jobs["104"].starts is None
 
 
 def test_unknown_scheduler_words_are_gone_with_the_word_kept() -> None:
     assert slurm_state("PENDING") is JobState.PENDING
     assert slurm_state("SUSPENDED") is JobState.PENDING
     assert slurm_state("SOMETHING_NEW") is JobState.GONE
-    jobs = parse_squeue(framed("9|SOMETHING_NEW|None||a|x|hpcspawner:hub:a:"),
+    jobs = parse_squeue(framed("9|SOMETHING_NEW|None||a|x|N/A|N/A|hpcspawner:hub:a:"),
                         "hpcspawner:hub:", FRAME)
     assert jobs["9"].reason == "the job ended (SOMETHING_NEW)"
 

@@ -60,6 +60,10 @@ class JobInfo:
     since: float | None = None  # when the job entered this state (epoch), when known
     raw_state: str = ""  # the scheduler's own word (PENDING, CANCELLED, 5, ...)
     exit_code: int | None = None
+    # the scheduler's own times (epoch), when it says: a queued job's expected start or a
+    # running job's start, and when its time limit ends (moved by an extension or an admin)
+    starts: float | None = None
+    ends: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,10 @@ class CancelRefused(Exception):
     failed: the helper refuses, with this sentence."""
 
 
+class ExtendRefused(BackendError):
+    """A running server cannot be given more time: the sentence says why (nothing changed)."""
+
+
 class HelperRefused(BackendError):
     """hpcspawner-helper refused (exit 2): ``why`` is its own sentence, for the person who
     asked; the message adds the command, for the hub's log."""
@@ -135,6 +143,7 @@ class Backend(LoggingConfigurable):
     """One per scheduler per hub process; shared by all spawners through the poller."""
 
     name = "base"
+    can_extend = False  # Backend.extend raises a running job's time limit
     template_name = ""
     submit_path = ""  # the submit command where Debian installs it (`hpcspawner sudoers`)
     # what the hub's log calls the scheduler's two sources of a job's end
@@ -294,6 +303,13 @@ class Backend(LoggingConfigurable):
             if why is not None:
                 raise HelperRefused(str(exc), why) from None
             raise
+
+    async def extend(self, job_id: str, runtime: int, profile: Profile) -> None:
+        """Raise the time limit of the running hub job ``job_id`` of ``profile`` to
+        ``runtime`` seconds in all, as the hub (a job's owner cannot raise their own limit);
+        the hub has checked that the job is the server's. ExtendRefused with a sentence."""
+        raise ExtendRefused(f"Servers on {self.name} cannot be given more time by "
+                            "hpcspawner.")
 
     async def cancel(self, job_id: str, username: str, tag: str) -> None:
         """Cancel the job as its user, through the helper, which first asks the scheduler

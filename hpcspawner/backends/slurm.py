@@ -25,7 +25,8 @@ from traitlets import Bool, Unicode
 from ..commands import CommandError
 from ..profiles import Profile
 from ..render import RenderError
-from ..units import mebibytes
+from ..text import one_line
+from ..units import format_duration, mebibytes
 from ..wire import MAX_TAG
 from .base import (
     Availability,
@@ -33,6 +34,7 @@ from .base import (
     BackendError,
     CancelRefused,
     DaskCluster,
+    ExtendRefused,
     JobInfo,
     JobState,
     SubmitRequest,
@@ -48,7 +50,7 @@ log = logging.getLogger("hpcspawner.slurm")
 # The comment is the one field a job's owner writes: squeue cuts it (and pads it with spaces)
 # at MAX_TAG characters, so a flood of jobs with huge comments stays small; a comment that
 # long may have been cut and is never a tag.
-SQUEUE_FIELDS = f"%i|%T|%r|%N|%u|%V|%{MAX_TAG}k"
+SQUEUE_FIELDS = f"%i|%T|%r|%N|%u|%V|%S|%e|%{MAX_TAG}k"  # %S start (expected), %e end
 JOB_ID_RE = re.compile(r"^(\d+)(?:;\S+)?\s*$")
 NUMERIC_ID_RE = re.compile(r"^\d+$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:@+%=/-]+$")
@@ -99,10 +101,10 @@ def parse_squeue(text: str, tag_prefix: str, frame: tuple[str, str]) -> dict[str
     for line in text.split("\n"):
         if not (line.startswith(start) and line.endswith(end)):
             continue
-        parts = line[len(start):-len(end)].split("|", 6)
-        if len(parts) != 7:
+        parts = line[len(start):-len(end)].split("|", 8)
+        if len(parts) != 9:
             continue
-        job_id, raw, reason, nodes, user, submitted, comment = parts
+        job_id, raw, reason, nodes, user, submitted, starts, ends, comment = parts
         comment = comment.rstrip(" ")
         if not NUMERIC_ID_RE.match(job_id):
             continue
@@ -125,6 +127,7 @@ def parse_squeue(text: str, tag_prefix: str, frame: tuple[str, str]) -> dict[str
             job_id=job_id, state=state, host=nodes if state is JobState.RUNNING else "",
             reason=why, user=user, tag=comment, since=_epoch(submitted), raw_state=raw,
             meaning=PENDING_WORDS.get(why.split(",")[0].strip(), "") if why else "",
+            starts=_epoch(starts), ends=_epoch(ends),
         )
     return jobs
 
@@ -136,6 +139,24 @@ def slurm_time(seconds: int) -> str:
     minutes, secs = divmod(rest, 60)
     clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
     return f"{days}-{clock}" if days else clock
+
+
+def slurm_seconds(text: str) -> int | None:
+    """A SLURM time (``D-HH:MM:SS``, ``HH:MM:SS``, ``MM:SS``, ``MM``) in seconds; None for
+    UNLIMITED, INFINITE or what does not read."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if match is None:
+        return None
+    days, first, second, third = (int(g) if g else 0 for g in match.groups())
+    if match.group(4) is not None:
+        hours, minutes, secs = first, second, third
+    elif match.group(1) is not None:  # D-HH or D-HH:MM
+        hours, minutes, secs = first, second, 0
+    elif match.group(3) is not None:  # MM:SS
+        hours, minutes, secs = 0, first, second
+    else:  # MM
+        hours, minutes, secs = 0, first, 0
+    return ((days * 24 + hours) * 60 + minutes) * 60 + secs
 
 
 def slurm_gpus(count: int, model: str | None) -> str:
@@ -202,6 +223,7 @@ def _epoch(stamp: str) -> float | None:
 
 class SlurmBackend(Backend):
     name = "slurm"
+    can_extend = True
     template_name = "slurm.sbatch.j2"
     submit_path = "/usr/bin/sbatch"
     queue_tool, accounting_tool = "squeue", "sacct"
@@ -371,6 +393,30 @@ class SlurmBackend(Backend):
             raise CommandError(result.argv, result.returncode, result.stderr or result.stdout)
         # off the event loop: a long answer must not stall the hub's other requests
         return await asyncio.to_thread(parse_squeue, result.stdout, tag_prefix, frame)
+
+    async def extend(self, job_id: str, runtime: int, profile: Profile) -> None:
+        """``scontrol update TimeLimit=`` as the hub's account, which must be a SLURM operator
+        (docs/slurm.md#more-time): only operators and admins may raise a limit, and they
+        may raise it past the partition's MaxTime, so the hub holds to MaxTime itself."""
+        if profile.partition:
+            most = await self._max_time(profile.partition)
+            if most is not None and runtime > most:
+                raise ExtendRefused(
+                    f"The partition {profile.partition!r} lets a job run at most "
+                    f"{format_duration(most)}; this server would run "
+                    f"{format_duration(runtime)}.")
+        result = await self.as_hub([self.scontrol, "update", f"JobId={job_id}",
+                                    f"TimeLimit={slurm_time(runtime)}"], check=False)
+        if result.returncode != 0:
+            said = one_line(result.stderr or result.stdout).removeprefix("scontrol: error: ")
+            raise ExtendRefused(f"SLURM refused more time for job {job_id}: {said}")
+
+    async def _max_time(self, partition: str) -> int | None:
+        """The partition's MaxTime in seconds (None: UNLIMITED or not said)."""
+        result = await self.as_hub([self.scontrol, "show", "partition", partition, "-o"],
+                                   check=False)
+        match = re.search(r"\bMaxTime=(\S+)", result.stdout)
+        return slurm_seconds(match.group(1)) if match and result.returncode == 0 else None
 
     def tools_dir(self) -> str:
         return posixpath.dirname(self.scancel) if posixpath.isabs(self.scancel) else ""

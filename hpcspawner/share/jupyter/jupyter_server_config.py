@@ -1,10 +1,14 @@
 # Read by the user's Jupyter server inside an hpcspawner job: the launcher puts this directory
-# first on JUPYTER_CONFIG_PATH when the profile's app needs jupyter-server-proxy. The app comes
+# first on JUPYTER_CONFIG_PATH. The jupyter-server-proxy app of a profile's app comes
 # as JSON in the variable wire.Env.SERVER_PROXY names (public: no secret in it; docs/apps.md).
 import json
 import os
 
 from hpcspawner.wire import Env
+
+# the job's end as the hub says now, for JupyterLab's notification (hpcspawner.labnotify)
+_extensions = c.ServerApp.jpserver_extensions  # type: ignore[name-defined]  # noqa: F821
+_extensions.update({"hpcspawner.labnotify": True})
 
 _servers = os.environ.get(Env.SERVER_PROXY)
 if _servers:
