@@ -23,7 +23,6 @@ checks in a fresh query that the scheduler lists it as that server's running job
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -238,17 +237,13 @@ class SessionFormHandler(BaseHandler):
 
 
 async def stop(handler: BaseHandler, user: Any, server: str) -> None:
-    """Stop a server, or cancel it while it still waits in the queue (as JupyterHub's own
-    DELETE does: the spawn is cancelled, which cancels its job, then the server stops)."""
+    """Stop a server; or, while it still waits in the queue, cancel its job (the spawn then
+    ends as cancelled, as the spawn page says)."""
     spawner = user.spawners[server]
-    if spawner.pending == "spawn" and spawner._spawn_future is not None:
-        spawner._spawn_future.cancel()
-        deadline = time.monotonic() + 30
-        while spawner.pending == "spawn" and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)  # JupyterHub sets no event for the end of a spawn
-    if spawner.pending or not spawner.active:
-        return
-    await handler.stop_single_user(user, server)
+    if spawner.pending == "spawn":
+        await spawner.stop()
+    elif spawner.active and not spawner.pending:
+        await handler.stop_single_user(user, server)
 
 
 class AdminSessionsHandler(BaseHandler):
