@@ -11,6 +11,7 @@ from typing import Generic, TypeVar
 
 from . import messages
 from .backends import Availability, backend_classes
+from .metrics import CAN_START
 from .profiles import Profile
 from .units import show_size
 
@@ -65,7 +66,15 @@ def _cores(n: int) -> str:
 
 
 def outlook(profile: Profile, slots: list[Availability] | None) -> Outlook:
-    """Can ``profile`` start now, in words (the profile's own resources or the user's)."""
+    """Can ``profile`` start now, in words (the profile's own resources or the user's); the
+    answer is also the hub's metric hpcspawner_profile_can_start."""
+    found = _outlook(profile, slots)
+    if found.can_start is not None:
+        CAN_START.labels(profile.name).set(1 if found.can_start else 0)
+    return found
+
+
+def _outlook(profile: Profile, slots: list[Availability] | None) -> Outlook:
     if slots is None:
         return Outlook(None, "Availability unknown right now (the scheduler did not answer).")
     res = profile.resources

@@ -35,6 +35,7 @@ from .backends.base import (
 )
 from .commands import CommandError
 from .jobspec import JobBuilder
+from .metrics import FAST_PATH, QUEUED, TO_REPORT
 from .poller import Poller
 from .profiles import Profile, Resources
 from .render import RenderError
@@ -145,6 +146,8 @@ class BatchJob:
         self._resume_task: asyncio.Future[int | None] | None = None
         self._extending = asyncio.Lock()  # one extension at a time
         self._extended_at = -1.0  # time.monotonic() of the last extension
+        self.running_seen_at = 0.0  # when a wait first saw the job running (epoch; metrics)
+        self.fell_back = False  # the fast path fell back to the regular pool in this spawn
 
     @property
     def stopping(self) -> bool:
@@ -274,6 +277,7 @@ class BatchJob:
                             f"job {job_id} was cancelled.", reason="stopped")
         self.job_id, self.profile_name, self.tag = job_id, profile.name, builder.tag
         self.submission, self.fast, self.submitted_at = submission, fast, time.time()
+        self.running_seen_at = 0.0
         self.log_file = builder.log_file(ctx.backend, job_id)
         self.runtime, self.ends_at = profile.resources.runtime, 0.0
         self.resources = profile.resources
@@ -319,6 +323,8 @@ class BatchJob:
         while not report.done():
             info = self.ctx.poller.latest(self.job_id)
             if info is not None:
+                if info.state is JobState.RUNNING and not self.running_seen_at:
+                    self.running_seen_at = time.time()
                 self._say(info, told, profile)
                 if profile is not None and self._fast_path_expired(info, profile):
                     await self._fall_back(profile)
@@ -361,7 +367,8 @@ class BatchJob:
         timeout = profile.pending_timeout
         if info.state is JobState.PENDING and timeout and self.waited() > timeout:
             await self.cancel()
-            raise JobFailed(messages.pending_timeout(self.job_id, info, timeout))
+            raise JobFailed(messages.pending_timeout(self.job_id, info, timeout),
+                            reason="timeout")
         held = told.held_since
         if held is not None and time.monotonic() - held >= profile.hold_timeout:
             await self.cancel()
@@ -371,6 +378,8 @@ class BatchJob:
         """No reserved notebook slot in time: remove the job, resubmit to the regular pool."""
         fast = profile.htcondor.fast_path
         old = self.job_id
+        self.fell_back = True
+        FAST_PATH.labels("fell_back").inc()
         self.ctx.poller.unwatch(old)
         await self.cancel()
         self.emit(25, messages.fallback(old, fast.timeout if fast else 0))
@@ -393,6 +402,7 @@ class BatchJob:
         self.address = (host, port)
         now = time.time()
         self.active_at = now
+        self._observe_start(now)
         if self.runtime:
             latest = now + self.runtime
             self.ends_at = ends if now - 60 <= ends <= latest + 5 else latest
@@ -451,6 +461,16 @@ class BatchJob:
                               self.ctx.name, self.job_id, format_duration(by),
                               format_duration(self.runtime))
             return self.ends_at
+
+    def _observe_start(self, now: float) -> None:
+        """The hub's metrics (metrics.py): time queued and from the job's start to the report,
+        and whether the fast path held."""
+        name = self.profile_name or "other"
+        if self.running_seen_at:
+            QUEUED.labels(name).observe(max(0.0, self.running_seen_at - self.submitted_at))
+            TO_REPORT.labels(name).observe(max(0.0, now - self.running_seen_at))
+        if self.fast:
+            FAST_PATH.labels("hit").inc()
 
     def running(self) -> None:
         """The server is up: slow polling is enough, and its end must be heard."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from .backends.base import Backend, BackendError, JobInfo, JobState
 from .commands import CommandError
+from .metrics import ORPHANS, POLL
 from .text import one_line, shown
 from .wire import TAG_ROOT, server_tag, tag_user
 
@@ -281,6 +282,7 @@ class Poller:
             self._query_started = started
             await self._note_changes(started)
         finally:
+            POLL.labels(self.backend.name).observe(time.monotonic() - started)
             event, self._updated = self._updated, asyncio.Event()
             event.set()
 
@@ -480,4 +482,5 @@ class Poller:
             else:
                 self.log.info("cancelled job %s of %s", job_id, cancel.username)
                 self._cancels.pop(job_id, None)
-                self._orphan_seen.pop(job_id, None)
+                if self._orphan_seen.pop(job_id, None) is not None:
+                    ORPHANS.labels(self.backend.name).inc()

@@ -34,6 +34,7 @@ from tornado import web
 
 from .backends.base import JobState
 from .job import token_hash
+from .metrics import REPORTS_REFUSED
 from .wire import HOST_RE, REPORT_PATH, Report
 from .wire import parse_report as wire_report
 
@@ -163,13 +164,17 @@ class ReportHandler(APIHandler):
         try:
             await receive(self.get_auth_token() or "", report, drop_route)
         except Forbidden as exc:
+            REPORTS_REFUSED.labels("forbidden").inc()
             self.log.warning("%s: report refused: %s", user.name, exc)
             raise web.HTTPError(403, str(exc)) from None
         except Busy as exc:
+            REPORTS_REFUSED.labels("busy").inc()
             raise web.HTTPError(429, str(exc)) from None
         except NotYet as exc:  # the launcher retries on 5xx
+            REPORTS_REFUSED.labels("not_yet").inc()
             raise web.HTTPError(503, str(exc)) from None
         except Refused as exc:  # an attack or a bug: the hub's log says which
+            REPORTS_REFUSED.labels("refused").inc()
             self.log.warning("%s: report refused: %s", user.name, exc)
             raise web.HTTPError(409, str(exc)) from None
         self.set_status(204)

@@ -27,6 +27,7 @@ from .compat import SpawnException
 from .dask import plan_env, worker_plan
 from .job import BatchJob, JobContext, JobFailed, Plan
 from .jobspec import JobBuilder
+from .metrics import READY, SPAWNS, follow
 from .options import (
     DASK_WORKERS,
     FORM_KEYS,
@@ -222,6 +223,8 @@ class HPCSpawner(Spawner):
         self.job: BatchJob | None = None
         self.last_end = ""  # why the last server ended; shown on the next spawn page
         self.extend_note = ""  # what the last try to give this server more time did (card)
+        self._counted = ("other", "other")  # this spawn's profile and backend (metrics)
+        follow(self)  # counted in hpcspawner_servers
         self._notify: asyncio.Future[Any] | None = None
         self._explain: asyncio.Future[Any] | None = None
 
@@ -577,8 +580,31 @@ class HPCSpawner(Spawner):
     # -- start / poll / stop ----------------------------------------------------------------
     async def start(self) -> tuple[str, int]:
         """One spawn, top to bottom: choose the profile, build the job, hand over the token
-        and submit, wait for the launcher's report (falling back or timing out on the way)."""
+        and submit, wait for the launcher's report (falling back or timing out on the way);
+        counted in the hub's metrics by how it ended."""
+        started, self._counted = time.monotonic(), ("other", "other")
+        try:
+            address = await self._start()
+        except SpawnException as exc:
+            outcome = {"options": "refused", "timeout": "timed_out"}.get(
+                str(getattr(exc, "reason", "")), "failed")
+            SPAWNS.labels(*self._counted, outcome).inc()
+            raise
+        except asyncio.CancelledError:  # JupyterHub's start_timeout, or the user stopped it
+            SPAWNS.labels(*self._counted, "cancelled").inc()
+            raise
+        except Exception:
+            SPAWNS.labels(*self._counted, "failed").inc()
+            raise
+        job = self.job
+        outcome = "fell_back" if job is not None and job.fell_back else "ready"
+        SPAWNS.labels(*self._counted, outcome).inc()
+        READY.labels(self._counted[0]).observe(time.monotonic() - started)
+        return address
+
+    async def _start(self) -> tuple[str, int]:
         choice = self.resolve(self.user_options)  # the user's options, resolved once
+        self._counted = (choice.profile.name, choice.profile.backend)
         profile, launch = choice.profile, self._launch(choice)
         menu, held = self._menu(), self._others_resources()
         check_totals(profile, held, menu.caps)
@@ -590,7 +616,7 @@ class HPCSpawner(Spawner):
         try:
             return await job.start(self.api_token)
         except JobFailed as exc:
-            if exc.reason == "job":
+            if exc.reason in ("job", "timeout"):
                 self.last_end = exc.message
             raise SpawnException(exc.message, reason=exc.reason, status_code=exc.status_code,
                                  log_message=exc.log_message) from None

@@ -226,3 +226,4 @@ def test_htcondor_profiles_cannot_promise_more_time_yet() -> None:
             "memory: 1GiB, runtime: 1h}\n    extend: {step: 1h, max_runtime: 3h}\n")
     with pytest.raises(ProfileError, match="servers on htcondor cannot be given more time"):
         parse_profiles(text)
+

@@ -7,12 +7,14 @@ to read the scheduler's answers, and the checked cancel hpcspawner-helper runs a
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import posixpath
 import subprocess
 import sys
-from collections.abc import Callable, Collection
+import time
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,7 @@ from ..commands import (
     expand_prefix,
     run_command,
 )
+from ..metrics import observe_command
 from ..profiles import Profile
 from ..wire import REFUSED
 
@@ -139,10 +142,30 @@ def refusal(stderr: str) -> str | None:
     return None
 
 
+@dataclass
+class _Outcome:
+    ok: bool = True
+
+
+@contextlib.contextmanager
+def counted(argv: list[str], known: Collection[str]) -> Iterator[_Outcome]:
+    """Count a scheduler command and its time in the hub's metrics (metrics.py): an error
+    when it raised or (``outcome.ok = False``) answered with one."""
+    outcome, started = _Outcome(), time.monotonic()
+    try:
+        yield outcome
+    except BaseException:
+        outcome.ok = False
+        raise
+    finally:
+        observe_command(argv, known, time.monotonic() - started, outcome.ok)
+
+
 class Backend(LoggingConfigurable):
     """One per scheduler per hub process; shared by all spawners through the poller."""
 
     name = "base"
+    _command_names: frozenset[str] | None = None
     can_extend = False  # Backend.extend raises a running job's time limit
     template_name = ""
     submit_path = ""  # the submit command where Debian installs it (`hpcspawner sudoers`)
@@ -201,15 +224,29 @@ class Backend(LoggingConfigurable):
     def _helper_default(self) -> str:
         return os.path.join(os.path.dirname(sys.executable), "hpcspawner-helper")
 
+    def command_names(self) -> frozenset[str]:
+        """The names of the commands this backend is configured with (its settings that are
+        commands, and the helper): the metrics' bounded command labels."""
+        if self._command_names is None:
+            self._command_names = frozenset(
+                posixpath.basename(value) for value in self.trait_values().values()
+                if isinstance(value, str) and value and " " not in value)
+        return self._command_names
+
     async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
                       hint: str = "", timeout: float | None = None) -> Result:
-        return await run_command([*expand_prefix(self.run_as_prefix, username), *argv],
-                                 input=input, hint=hint, env=bare_environment(self.user_env_keep),
-                                 timeout=self.command_timeout if timeout is None else timeout)
+        with counted(argv, self.command_names()):
+            return await run_command(
+                [*expand_prefix(self.run_as_prefix, username), *argv], input=input, hint=hint,
+                env=bare_environment(self.user_env_keep),
+                timeout=self.command_timeout if timeout is None else timeout)
 
     async def as_hub(self, argv: list[str], *, check: bool = True) -> Result:
-        return await run_command([*self.query_prefix, *argv], timeout=self.command_timeout,
-                                 check=check)
+        with counted(argv, self.command_names()) as result:
+            answer = await run_command([*self.query_prefix, *argv],
+                                       timeout=self.command_timeout, check=check)
+            result.ok = answer.returncode == 0
+            return answer
 
     # -- what the job script needs from the scheduler ------------------------------------
     def template_context(self, profile: Profile) -> dict[str, Any]:
