@@ -159,14 +159,14 @@ async def extend(user: Any, server: str, raw_by: object) -> float:
     if spawner is None or job is None or not job.job_id:
         raise ExtendRefused(f"There is no running server {server!r} to give more time.")
     profile = job.plan.profile if job.plan is not None else None
-    step = profile.extend.step if profile is not None and profile.extend else 3600
+    step = profile.extend.step if profile is not None and profile.extend else 0
     text = str(raw_by) if raw_by not in (None, "") else f"{step}s"
     try:
         try:
             by = int(parse_duration(text))
         except ValueError:
             raise ExtendRefused(f"{text[:40]!r} is not a duration; ask e.g. for 1h.") from None
-        ends = float(await job.extend(by))
+        ends = float(await job.extend(by))  # (a profile without extend: refused first)
     except ExtendRefused as exc:
         spawner.extend_note = str(exc)
         raise
