@@ -145,6 +145,12 @@ def card(spawner: Any, now: float | None = None) -> Card | None:
         extend_step=format_duration(settings.step) if settings else "", extend_note=note)
 
 
+def spawner_of(user: Any, server: str) -> Any:
+    """``user``'s spawner of the server named ``server``; None when she has no such server
+    (looked up without creating one: ``user.spawners`` makes a spawner for any name)."""
+    return user.spawners.get(server) if server in user.orm_user.orm_spawners else None
+
+
 def cards(user: Any) -> list[Card]:
     found = (card(s) for s in user.all_spawners(include_default=True))
     return [c for c in found if c is not None]
@@ -154,7 +160,7 @@ async def extend(user: Any, server: str, raw_by: object) -> float:
     """Give ``user``'s server ``server`` the time ``raw_by`` says (a duration like 1h; the
     profile's step when not said) more; the new end. ExtendRefused says why not, and the
     card shows it."""
-    spawner = user.spawners.get(server) if server in user.orm_user.orm_spawners else None
+    spawner = spawner_of(user, server)
     job = getattr(spawner, "job", None)
     if spawner is None or job is None or not job.job_id:
         raise ExtendRefused(f"There is no running server {server!r} to give more time.")
@@ -223,7 +229,7 @@ class SessionFormHandler(BaseHandler):
             raise web.HTTPError(403, "only the server's user or an admin of her servers may "
                                 "change it")
         owner = self.find_user(name)
-        if owner is None or server not in owner.orm_user.orm_spawners:
+        if owner is None or spawner_of(owner, server) is None:
             raise web.HTTPError(404, "no such server")
         if action == "extend":
             with contextlib.suppress(ExtendRefused):  # the card says why (extend_note)
@@ -275,7 +281,7 @@ class ServerSessionHandler(APIHandler):
         if user is None or not hasattr(user, "spawners"):
             raise web.HTTPError(403, "a server's own token is required")
         server = self.get_argument("server_name", "")
-        spawner = user.spawners.get(server) if server in user.orm_user.orm_spawners else None
+        spawner = spawner_of(user, server)
         job = getattr(spawner, "job", None)
         token = self.get_auth_token() or ""
         if spawner is None or job is None or not token_matches(spawner.api_token or "",
