@@ -18,6 +18,7 @@ from traitlets.config.loader import ConfigFileNotFound, PyFileConfigLoader
 
 from .apps import ScriptError, check_script_path, launch_for
 from .backends import backend_classes
+from .backends.from_batchspawner import import_config
 from .dask import plan_env, worker_plan
 from .jobspec import JobBuilder
 from .profiles import Profile, ProfileError, load_profiles
@@ -193,6 +194,28 @@ def sudoers(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_profiles(path: str, output: str) -> int:
+    """``hpcspawner import``: profiles.yaml to ``output``, what was not carried to stderr."""
+    try:
+        imported = import_config(site_config(path))
+    except (SiteConfigError, ValueError) as exc:
+        print(f"hpcspawner import: {exc}", file=sys.stderr)
+        return 1
+    text = (f"# imported by `hpcspawner import {os.path.basename(path)}`; check it with "
+            "`hpcspawner check`\n" + imported.yaml())
+    if output == "-":
+        sys.stdout.write(text)
+    else:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    for note in imported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"hpcspawner import: {len(imported.profiles)} profile(s)"
+          + (f" written to {output}" if output != "-" else "")
+          + f"; {len(imported.notes)} note(s) above", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hpcspawner", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,7 +259,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "repeat for each (default: the default backend's, /usr/bin/sbatch)")
     p_sudo.add_argument("--helper", action="append",
                         help="absolute path of hpcspawner-helper (default: beside this Python)")
+    p_import = sub.add_parser("import", help="write profiles.yaml from a batchspawner + "
+                              "wrapspawner jupyterhub_config.py (docs/migrating.md)")
+    p_import.add_argument("config", help="the site's jupyterhub_config.py")
+    p_import.add_argument("-o", "--output", default="-",
+                          help="where to write profiles.yaml (default: standard output)")
     args = parser.parse_args(argv)
+    if args.command == "import":
+        return import_profiles(args.config, args.output)
     if args.command == "check":
         try:
             config = site_config(args.config)

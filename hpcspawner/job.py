@@ -42,6 +42,7 @@ from .render import RenderError
 from .text import one_line
 from .tokenfile import remove_file, write_token_file
 from .units import format_duration
+from .usage import Usage
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
@@ -146,7 +147,9 @@ class BatchJob:
         self._resume_task: asyncio.Future[int | None] | None = None
         self._extending = asyncio.Lock()  # one extension at a time
         self._extended_at = -1.0  # time.monotonic() of the last extension
+        self.usage: Usage | None = None  # what the server last said its job uses (card)
         self.running_seen_at = 0.0  # when a wait first saw the job running (epoch; metrics)
+        self.recorded = False  # its end is in the hub's records (records.py)
         self.fell_back = False  # the fast path fell back to the regular pool in this spawn
 
     @property
@@ -162,7 +165,7 @@ class BatchJob:
             "secret_file": self.secret_file, "submission": self.submission,
             "token_sha256": self.token_sha256, "submitted_at": self.submitted_at,
             "fast_path": self.fast, "log_file": self.log_file, "runtime": self.runtime,
-            "ends_at": self.ends_at,
+            "ends_at": self.ends_at, "running_seen_at": self.running_seen_at,
         }
         if self.resources is not None:
             state["resources"] = self.resources.model_dump(mode="json")
@@ -187,6 +190,7 @@ class BatchJob:
         job.log_file = str(state.get("log_file", ""))
         job.runtime = int(state.get("runtime") or 0)
         job.ends_at = float(state.get("ends_at") or 0.0)
+        job.running_seen_at = float(state.get("running_seen_at") or 0.0)
         address = state.get("address")
         job.address = (str(address[0]), int(address[1])) if address else None
         job.resumed = job.address is None

@@ -34,7 +34,7 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
-from . import messages
+from . import messages, records, usage
 from .backends.base import ExtendRefused, JobState
 from .report import token_matches
 from .units import format_duration, parse_duration, show_size
@@ -68,6 +68,8 @@ class Card:
     used_words: str = ""  # "used 0:05:00;" (the page's script counts on)
     left_words: str = ""  # "11:55:00 left"
     ends_words: str = ""  # "(ends 2026-12-02 18:00 UTC)"
+    usage_words: str = ""  # "1.2 GiB of 12 GiB memory, 0.4 of 1 core (20 s ago)"
+    since_words: str = ""  # "queued since 2026-12-02 10:42 UTC"
 
 
 def limits(resources: Any) -> str:
@@ -136,6 +138,9 @@ def card(spawner: Any, now: float | None = None) -> Card | None:
         used_words=f"used {hms(now - started)};" if started else "",
         left_words=f"{hms(shown_ends - now)} left" if shown_ends else "",
         ends_words=f"(ends {messages.clock(shown_ends)})" if shown_ends else "",
+        usage_words=usage.words(job.usage, job.resources, now) if state == "running" else "",
+        since_words=f"{state} since {messages.clock(info.since)}" if info is not None
+        and info.since and state == "queued" else "",
         server=spawner.name, label=f"Server {spawner.name!r}" if spawner.name else
         "Default server", url=spawner.user.url + (f"{spawner.name}/" if spawner.name else ""),
         profile=spawner.home_title, state=state, state_words=words, job_id=job.job_id,
@@ -143,6 +148,18 @@ def card(spawner: Any, now: float | None = None) -> Card | None:
         ends=shown_ends, warning=warning,
         warn_before=warn_before, can_extend=can,
         extend_step=format_duration(settings.step) if settings else "", extend_note=note)
+
+
+def live_session(spawner: Any, now: float | None = None) -> records.Session | None:
+    """A server's batch session that has not ended, as the use-by-profile table counts it
+    (up to now)."""
+    job = getattr(spawner, "job", None)
+    if job is None or not job.job_id or job.ended is not None:
+        return None
+    cores = job.resources.cores if job.resources is not None else 1
+    return records.Session(profile=job.profile_name or "other", cores=cores,
+                           submitted=job.submitted_at, started=job.running_seen_at,
+                           ended=time.time() if now is None else now)
 
 
 def spawner_of(user: Any, server: str) -> Any:
@@ -261,7 +278,12 @@ class AdminSessionsHandler(BaseHandler):
         if not self.has_scope("admin:servers"):
             raise web.HTTPError(403, "only the hub's admins see every user's sessions")
         word = self.get_argument("q", "").strip().lower()
-        rows = []
+        try:
+            days = min(366, max(1, int(self.get_argument("days", "7"))))
+        except ValueError:
+            days = 7
+        now = time.time()
+        rows, live = [], []
         for orm_user in self.db.query(orm.User).order_by(orm.User.name):
             user = self.users[orm_user]
             for found in cards(user):
@@ -269,14 +291,25 @@ class AdminSessionsHandler(BaseHandler):
                                  found.node, found.job_id)).lower()
                 if not word or word in text:
                     rows.append((user.name, found))
-        html = await self.render_template("hpcspawner-admin.html", rows=rows, q=word)
+            live += [s for s in map(live_session, user.all_spawners(include_default=True))
+                     if s is not None]
+        since = now - days * 86400
+        try:
+            ended = records.ended_since(self.db, since)
+        except Exception as exc:  # the database: the sessions are still shown
+            self.log.warning("hpcspawner: the session records cannot be read: %s", exc)
+            ended = []
+        use = records.use_by_profile([*ended, *live], since, now)
+        html = await self.render_template("hpcspawner-admin.html", rows=rows, q=word,
+                                          use=use, days=days, hms=hms)
         self.finish(html)
 
 
 class ServerSessionHandler(APIHandler):
-    """A server asks its own end time with its own token (the report's token check)."""
+    """A server asks its own end time, and tells what its job uses, with its own token (the
+    report's token check)."""
 
-    async def get(self) -> None:
+    def _own_spawner(self) -> Any:
         user = self.current_user
         if user is None or not hasattr(user, "spawners"):
             raise web.HTTPError(403, "a server's own token is required")
@@ -287,6 +320,19 @@ class ServerSessionHandler(APIHandler):
         if spawner is None or job is None or not token_matches(spawner.api_token or "",
                                                                 job.token_sha256, token):
             raise web.HTTPError(403, "this token does not belong to that server")
+        return spawner
+
+    async def post(self) -> None:
+        spawner = self._own_spawner()
+        try:
+            spawner.job.usage = usage.parse(json.loads(self.request.body or b"null"),
+                                            time.time())
+        except ValueError as exc:  # JSONDecodeError too
+            raise web.HTTPError(400, f"unreadable usage: {exc}") from None
+        self.set_status(204)
+
+    async def get(self) -> None:
+        spawner = self._own_spawner()
         found = card(spawner)
         self.write(json.dumps({
             "ends": found.ends if found else 0.0, "warn_before": spawner.walltime_warning,

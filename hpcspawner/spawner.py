@@ -16,9 +16,20 @@ from typing import Any
 
 from jupyterhub.spawner import Spawner
 from jupyterhub.utils import url_path_join
-from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, default, validate
+from traitlets import (
+    Bool,
+    Dict,
+    Enum,
+    Float,
+    Integer,
+    List,
+    TraitError,
+    Unicode,
+    default,
+    validate,
+)
 
-from . import messages, registry
+from . import messages, records, registry
 from .activity import register_activity_handler
 from .apps import Launch, ScriptError, launch_for
 from .availability import Outlook, outlook, with_expected_start
@@ -27,6 +38,7 @@ from .compat import SpawnException
 from .dask import plan_env, worker_plan
 from .job import BatchJob, JobContext, JobFailed, Plan
 from .jobspec import JobBuilder
+from .logline import FORMATS, ServerLog
 from .metrics import READY, SPAWNS, follow
 from .options import (
     DASK_WORKERS,
@@ -85,6 +97,13 @@ class HPCSpawner(Spawner):
         10.0,
         help="""Seconds the spawn page reuses the scheduler's answer on what can start now
         (one sinfo / condor_status per backend per interval, however many users look).""",
+    ).tag(config=True)
+
+    log_format = Enum(
+        list(FORMATS), default_value="keyvalue",
+        help="""How each hub log line about a server names it, at the line's end
+        (docs/metrics.md#logs): "keyvalue" (user=alice server="" job=4242 profile=small)
+        or "json" (the message and those fields as one JSON object).""",
     ).tag(config=True)
 
     walltime_warning = Integer(
@@ -236,7 +255,7 @@ class HPCSpawner(Spawner):
         try:
             return registry.profile_store(self._profiles_path()).get()
         except ProfileError as exc:
-            self.log.error("%s: cannot load profiles:\n%s", self._log_name, exc)
+            self.server_log.error("%s: cannot load profiles:\n%s", self._log_name, exc)
             message = ("The hub's list of server profiles is being fixed, so no server can "
                        "start right now. Please try again later.")
             if getattr(self.user, "admin", False):  # admins read where: file, line, field
@@ -427,11 +446,23 @@ class HPCSpawner(Spawner):
         except Exception:  # the database is not answering: cancel nothing
             return False
 
+    @property
+    def server_log(self) -> ServerLog:
+        """The hub's log for lines about this server: they end with its fields."""
+        return ServerLog(self.log, self._log_fields, self.log_format)
+
+    def _log_fields(self) -> dict[str, str]:
+        job = self.job
+        profile = (job.profile_name if job is not None else "") or \
+            str((self.user_options or {}).get("profile", ""))
+        return {"user": self.user.name, "server": self.name,
+                "job": job.job_id if job is not None else "", "profile": profile}
+
     def _context(self, backend_name: str) -> JobContext:
         return JobContext(
             backend=registry.backend(backend_name, self.config),
             poller=self._poller(backend_name), save=self._save_state,
-            on_gone=self._job_gone, log=self.log, name=self._log_name,
+            on_gone=self._job_gone, log=self.server_log, name=self._log_name,
             fast_poll_interval=self.fast_poll_interval, progress_every=self.progress_every,
         )
 
@@ -560,15 +591,15 @@ class HPCSpawner(Spawner):
                 return
             if not job.exited and not job.stopping:
                 job.exited = True
-                self.log.info("%s: the server of job %s exited; taking its route down",
-                              self._log_name, job.job_id)
+                self.server_log.info("%s: the server of job %s exited; taking its route down",
+                                     self._log_name, job.job_id)
                 await drop_route()
                 self._notify = asyncio.ensure_future(self.poll_and_notify())
             return
         host, port = await accept(job, self.api_token or "", token, report,
                                   check_host=self.check_reported_host)
-        self.log.info("%s: the launcher reported port %d; routing to %s:%d", self._log_name,
-                      port, host, port)
+        self.server_log.info("%s: the launcher reported port %d; routing to %s:%d",
+                             self._log_name, port, host, port)
         self._save_state()
 
     def _job_gone(self, info: JobInfo) -> None:
@@ -627,6 +658,7 @@ class HPCSpawner(Spawner):
             return 0
         if job.exited:  # its launcher said so (its route is gone): stopped now, explained later
             self.last_end = messages.exited(job.job_id)
+            self._record_end(job)
             job.forget()
             self._explain = asyncio.ensure_future(self._explain_end(job))
             return 0
@@ -636,7 +668,8 @@ class HPCSpawner(Spawner):
         if info is not None and info.state is JobState.GONE:
             job.ended = info
             self.last_end = messages.ended(job.job_id, info)
-            self.log.warning("%s: %s", self._log_name, one_line(self.last_end))
+            self.server_log.warning("%s: %s", self._log_name, one_line(self.last_end))
+            self._record_end(job)
             job.forget()
             await job.remove_secret()
             return 1
@@ -666,8 +699,8 @@ class HPCSpawner(Spawner):
                     replace = getattr(spawner, "replace_last_end", None)
                     if replace is not None:
                         replace(said, why)
-                self.log.info("%s: %s", self._log_name, one_line(why))
-                log_end(self.log, info, listed_as_ended(job.ctx.backend))
+                self.server_log.info("%s: %s", self._log_name, one_line(why))
+                log_end(self.server_log, info, listed_as_ended(job.ctx.backend))
                 return
             await asyncio.sleep(job.ctx.fast_poll_interval)
 
@@ -691,8 +724,8 @@ class HPCSpawner(Spawner):
         if idle <= profile.idle_timeout:
             return None
         self.last_end = messages.idle_stopped(profile, idle)
-        self.log.info("%s: idle for %d s (limit %d s): stopping job %s", self._log_name, idle,
-                      profile.idle_timeout, job.job_id)
+        self.server_log.info("%s: idle for %d s (limit %d s): stopping job %s",
+                             self._log_name, idle, profile.idle_timeout, job.job_id)
         return 1  # JupyterHub stops the server: stop() cancels the job
 
     def note_activity(self, when: float) -> None:
@@ -717,7 +750,22 @@ class HPCSpawner(Spawner):
     async def stop(self, now: bool = False) -> None:
         if self.job is None:
             return  # nothing was submitted
+        self._record_end(self.job)
         await self.job.stop()  # a resumed wait ends with it
+
+    def _record_end(self, job: BatchJob) -> None:
+        """The session's end in the hub's records (the admins' use by profile), once."""
+        if job.recorded or not job.job_id:
+            return
+        job.recorded = True
+        try:
+            records.record(self.db, user=self.user.name, server=self.name,
+                           profile=job.profile_name or "other", backend=job.ctx.backend.name,
+                           job_id=job.job_id, cores=job.resources.cores if job.resources
+                           else 1, submitted=job.submitted_at, started=job.running_seen_at,
+                           ended=time.time())
+        except Exception as exc:  # the database: the session ends all the same
+            self.server_log.warning("%s: its end was not recorded: %s", self._log_name, exc)
 
 
 class _TheHub:

@@ -291,6 +291,24 @@ class Hub:
     def stop_server(self, user: str) -> requests.Response:
         return self.api("DELETE", f"/users/{user}/server")
 
+    def user_token(self, user: str) -> str:
+        """A token of ``user``'s own (what her scripts would use against the REST API)."""
+        r = self.api("POST", f"/users/{user}/tokens", json={"note": "test", "expires_in": 600})
+        assert r.status_code == 201, r.text[:300]
+        return str(r.json()["token"])
+
+    def extend(self, token: str, body: dict[str, Any]) -> requests.Response:
+        """POST /hub/api/hpcspawner/extend with ``token`` (docs/sessions.md)."""
+        return requests.post(f"{self.url}/hub/api/hpcspawner/extend", json=body, timeout=60,
+                             headers={"Authorization": f"token {token}"})
+
+    def card(self, user: str) -> dict[str, Any]:
+        """The one session card of ``user`` from GET /hub/api/hpcspawner/sessions/USER."""
+        r = self.api("GET", f"/hpcspawner/sessions/{user}")
+        assert r.status_code == 200, r.text[:300]
+        [card] = r.json()["cards"]
+        return dict(card)
+
     def proxied(self, user: str, path: str = "api/status") -> requests.Response:
         return requests.get(f"{self.url}/user/{user}/{path}",
                             headers={"Authorization": f"token {self.token}"}, timeout=10)

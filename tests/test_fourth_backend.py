@@ -24,7 +24,7 @@ from hpcspawner.commands import Result
 from hpcspawner.job import BatchJob, JobContext, Plan
 from hpcspawner.jobspec import JobBuilder
 from hpcspawner.poller import Poller
-from hpcspawner.profiles import parse_profiles
+from hpcspawner.profiles import ProfileError, parse_profiles
 from hpcspawner.report import Report, accept
 
 ME = pwd.getpwuid(os.getuid()).pw_name
@@ -105,6 +105,14 @@ def toyq(monkeypatch: pytest.MonkeyPatch) -> ToyQBackend:
     monkeypatch.setattr(backends, "_REGISTERED", {})  # registered for this test only
     backends.register_backend(ToyQBackend)
     return ToyQBackend()
+
+
+def test_a_scheduler_that_cannot_give_more_time_gets_no_extend_in_its_profiles(
+        toyq: ToyQBackend) -> None:
+    with pytest.raises(ProfileError, match="servers on toyq cannot be given more time"):
+        parse_profiles("profiles:\n  - name: toy\n    backend: toyq\n    resources: "
+                       "{cores: 1, memory: 1GiB, runtime: 1h}\n"
+                       "    extend: {step: 1h, max_runtime: 3h}\n")
 
 
 def test_a_fourth_scheduler_defined_here_runs_the_whole_spawn(

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from hpcspawner.backends.base import ExtendRefused, JobInfo, JobState
+from hpcspawner.backends.htcondor import HTCondorBackend, ad_to_info
 from hpcspawner.backends.slurm import SlurmBackend, slurm_seconds
 from hpcspawner.commands import Result
 from hpcspawner.profiles import ExtendSettings, Profile, ProfileError, parse_profiles
@@ -197,7 +198,7 @@ def test_slurm_holds_to_the_partitions_max_time_and_says_what_scontrol_refused()
         asyncio.run(scenario("1-00:00:00", "scontrol: error: Access/permission denied for "
                                            "job 42\n"))
     assert str(refused.value) == ("SLURM refused more time for job 42: Access/permission "
-                                  "denied for job 42\\x0a")
+                                  "denied for job 42")
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -221,9 +222,40 @@ def test_hpcspawner_check_refuses_an_extend_that_cannot_work(extend: str, says: 
     assert says in str(broken.value)
 
 
-def test_htcondor_profiles_cannot_promise_more_time_yet() -> None:
-    text = ("profiles:\n  - name: c\n    backend: htcondor\n    resources: {cores: 1, "
-            "memory: 1GiB, runtime: 1h}\n    extend: {step: 1h, max_runtime: 3h}\n")
-    with pytest.raises(ProfileError, match="servers on htcondor cannot be given more time"):
-        parse_profiles(text)
+def test_htcondor_gives_more_time_by_a_forwarded_qedit_and_reads_the_limit_back() -> None:
+    """HTCondor (docs/htcondor.md#more-time): the hub edits AllowedJobDuration with -forward
+    (the running shadow's copy is what holds the job), at the job's own schedd; a refusal
+    is one sentence; the scheduler's start and end come from ShadowBday and the limit."""
+    [prof] = parse_profiles(
+        "profiles:\n  - name: c\n    backend: htcondor\n    resources: {cores: 1, "
+        "memory: 1GiB, runtime: 1h}\n    extend: {step: 1h, max_runtime: 3h}\n").profiles
+    calls: list[list[str]] = []
+
+    async def scenario(err: str = "") -> None:
+        backend = HTCondorBackend()
+
+        async def as_hub(argv: list[str], *, check: bool = True) -> Result:
+            calls.append(argv)
+            return Result(argv, 1 if err else 0, "", err)
+
+        backend.as_hub = as_hub  # type: ignore[method-assign]
+        await backend.extend("77@jupyter-schedd@cm.example.org", 2 * HOUR, prof)
+
+    asyncio.run(scenario())
+    assert calls[-1] == ["condor_qedit", "-name", "jupyter-schedd", "-pool", "cm.example.org",
+                         "-forward", "77.0", "AllowedJobDuration", "7200"]
+    with pytest.raises(ExtendRefused) as refused:
+        asyncio.run(scenario('Failed to set attribute "AllowedJobDuration" for job 77.0.\n'
+                             "Queue transaction failed.  No attributes were set.\n"))
+    assert str(refused.value) == (
+        'HTCondor refused more time for job 77: Failed to set attribute "AllowedJobDuration" '
+        "for job 77.0. Queue transaction failed. No attributes were set. (the hub's account "
+        "must be a queue super user of the schedd).")
+    ad: dict[str, object] = {"ClusterId": 77, "JobStatus": 2, "Owner": "alice",
+                             "ShadowBday": 1_800_000_000, "AllowedJobDuration": 7200}
+    info = ad_to_info(ad)
+    assert (info.starts, info.ends) == (1_800_000_000, 1_800_007_200)
+    # a wrong type (a pool that does not protect it) is not known, and the ad is still read
+    info = ad_to_info({**ad, "AllowedJobDuration": "forever"})
+    assert (info.state, info.ends) == (JobState.RUNNING, None)
 

@@ -35,6 +35,7 @@ from .base import (
     BackendError,
     CancelRefused,
     DaskCluster,
+    ExtendRefused,
     JobInfo,
     JobState,
     SubmitRequest,
@@ -53,6 +54,7 @@ TERSE_RE = re.compile(r"^(\d+)\.\d+ - \d+\.\d+$")
 QUERY_ATTRIBUTES = [
     "ClusterId", "ProcId", "Owner", "JobStatus", "HoldReason", "HoldReasonCode",
     "EnteredCurrentStatus", "LastRejMatchReason", "HPCSpawnerTag", "HPCSpawnerFastPath",
+    "ShadowBday", "AllowedJobDuration",
 ]
 # Attributes a job's owner writes are bounded in the schedd, before they reach the hub: a
 # flood of jobs with huge tags or hold reasons costs the hub nothing (MAX_TAG: jobspec).
@@ -225,12 +227,27 @@ def ad_to_info(ad: dict[str, object], schedd: str | None = None,
     elif status == 4:
         code = ad.get("ExitCode")
         reason = "the job ended" + (f" with exit code {code}" if code not in (None, 0) else "")
+    starts = ends = None
+    if state is JobState.RUNNING:
+        # the shadow counts allowed_job_duration from its birth; both attributes protected
+        # from the job's owner on a pool set up as docs/htcondor.md says
+        starts, limit = _seconds(ad.get("ShadowBday")), _seconds(ad.get("AllowedJobDuration"))
+        ends = starts + limit if starts is not None and limit is not None else None
     return JobInfo(
         job_id=job_id(str(cluster), schedd, pool), state=state, reason=reason,
         meaning=PENDING_WORDS.get(reason, "") if state is JobState.PENDING else "",
         user=str(ad.get("Owner", "")), tag=str(ad.get("HPCSpawnerTag", "")),
         since=float(str(since)) if since is not None else None, raw_state=str(status),
+        starts=starts, ends=ends,
     )
+
+
+def _seconds(value: object) -> float | None:
+    """A time attribute's number; anything else (undefined, or an owner's wrong type on a
+    pool that does not protect it) is not known."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 def ads_to_infos(ads: list[dict[str, object]], schedd: str | None = None,
@@ -268,6 +285,9 @@ class HTCondorBackend(Backend):
     condor_reschedule = Unicode("condor_reschedule", help="condor_reschedule command.").tag(
         config=True)
     condor_status = Unicode("condor_status", help="condor_status command.").tag(config=True)
+    condor_qedit = Unicode("condor_qedit", help="condor_qedit command (more time for a "
+                           "running server, as a queue super user).").tag(config=True)
+    can_extend = True
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -421,6 +441,20 @@ class HTCondorBackend(Backend):
         except ValueError as exc:
             raise CommandError(result.argv, result.returncode,
                                f"unreadable output: {exc}") from None
+
+    async def extend(self, job_id: str, runtime: int, profile: Profile) -> None:
+        """``condor_qedit -forward`` of the job's AllowedJobDuration as the hub's account,
+        which must be a queue super user of the job's schedd: the pool protects the
+        attribute from the job's owner (PROTECTED_JOB_ATTRS, docs/htcondor.md#more-time),
+        and only a forwarded edit reaches the shadow that enforces the limit."""
+        cluster, schedd, pool = split_job_id(job_id)
+        result = await self.as_hub([self.condor_qedit, *location_args(schedd, pool),
+                                    "-forward", f"{cluster}.0", "AllowedJobDuration",
+                                    str(runtime)], check=False)
+        if result.returncode != 0:
+            said = one_line(" ".join((result.stderr or result.stdout).split()), 300)
+            raise ExtendRefused(f"HTCondor refused more time for job {cluster}: {said} (the "
+                                "hub's account must be a queue super user of the schedd).")
 
     async def explain_gone(self, job_ids: Collection[str]) -> dict[str, JobInfo]:
         """Why jobs left the queue, from condor_history (RemoveReason, ExitCode)."""

@@ -408,7 +408,8 @@ class SlurmBackend(Backend):
         result = await self.as_hub([self.scontrol, "update", f"JobId={job_id}",
                                     f"TimeLimit={slurm_time(runtime)}"], check=False)
         if result.returncode != 0:
-            said = one_line(result.stderr or result.stdout).removeprefix("scontrol: error: ")
+            said = one_line(" ".join((result.stderr or result.stdout).split()), 300)
+            said = said.removeprefix("scontrol: error: ")
             raise ExtendRefused(f"SLURM refused more time for job {job_id}: {said}")
 
     async def _max_time(self, partition: str) -> int | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 STANDIN_BIN = Path("/opt/hpcspawner-condor-standin/bin")
 TOOLS = ("condor_submit", "condor_q", "condor_rm", "condor_history", "condor_reschedule",
-         "condor_status", "condor_hold")
+         "condor_status", "condor_hold", "condor_qedit")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Condor:
         """Live jobs (in condor_q) tagged by this hub."""
         out = self.run("condor_q", "-all", "-constraint", "HPCSpawner =?= true", "-json",
                        "-attributes", "ClusterId,Owner,JobStatus,HPCSpawnerTag,RemoteHost,"
-                       "HoldReason,HPCSpawnerFastPath")
+                       "HoldReason,HPCSpawnerFastPath,AllowedJobDuration,ShadowBday")
         assert out.returncode == 0, out.stderr
         ads = json.loads(out.stdout) if out.stdout.strip() else []
         return [ad for ad in ads if str(ad.get("HPCSpawnerTag", "")).startswith(

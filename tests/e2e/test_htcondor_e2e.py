@@ -36,6 +36,12 @@ profiles:
     resources: {cores: 1, memory: 1536MiB, runtime: 12h}
     htcondor:
       fast_path: {timeout: 8s, fallback: true, slot: {cores: 1, memory: 1536MiB}}
+  - name: condor-short
+    display_name: "HTCondor short — 1 core, 1.5 GiB, 45 s, more time"
+    resources: {cores: 1, memory: 1536MiB, runtime: 45s}
+    extend: {step: 1m, max_runtime: 2m}
+    htcondor:
+      fast_path: {timeout: 8s, fallback: true, slot: {cores: 1, memory: 1536MiB}}
   - name: slurm-small
     display_name: "SLURM small — 1 core, 12 GiB, 12 h"
     backend: slurm
@@ -527,3 +533,47 @@ def test_alices_condor_qedit_of_her_own_job_never_moves_her_route(
     assert target.split("//", 1)[1].rsplit(":", 1)[0] == machine, (target, machine)
     assert "127.0.0.2" not in target
     assert hub.proxied("alice", "api/status").status_code == 200
+
+
+def test_the_hub_gives_alices_job_more_time_and_her_own_condor_qedit_cannot(
+        condor_hub: Hub, condor: Condor) -> None:
+    """More time on HTCondor (docs/htcondor.md#more-time): alice's own edits of her running
+    job's AllowedJobDuration and ShadowBday are refused (PROTECTED_JOB_ATTRS); the hub raises
+    the limit for her through the REST API (condor_qedit -forward as a queue super user), the
+    card's end moves, and the job outlives its first limit because the shadow that enforces
+    it got the new one; past extend.max_runtime the hub refuses and nothing changes."""
+    hub = condor_hub.start()
+    assert hub.spawn("alice", {"profile": "condor-short"}).status_code in (201, 202)
+    hub.wait_ready("alice", timeout=regular(condor))
+    [job] = condor.jobs(hub.hub_id)
+    cluster, born = str(job["ClusterId"]), int(str(job["ShadowBday"]))
+    assert (job["JobStatus"], job["AllowedJobDuration"]) == (2, 45)
+    for edit in (["AllowedJobDuration", "3600"], ["-forward", "ShadowBday", str(born + 3600)]):
+        forward = edit[:1] if edit[0] == "-forward" else []
+        own = condor.run("condor_qedit", *forward, f"{cluster}.0", *edit[len(forward):],
+                         user="alice")
+        assert own.returncode == 1 and \
+            f'Failed to set attribute "{edit[-2]}" for job {cluster}.0.' in own.stderr, own
+    wait_for("the card to show the scheduler's end",
+             lambda: abs(hub.card("alice")["ends"] - (born + 45)) <= 1, timeout=30)
+
+    token = hub.user_token("alice")
+    given = hub.extend(token, {"user": "alice", "server": "", "by": "1m"})
+    assert given.status_code == 200, given.text[:300]
+    [job] = condor.jobs(hub.hub_id)
+    assert job["AllowedJobDuration"] == 105
+    wait_for("the card's end to move by 1 min",
+             lambda: abs(hub.card("alice")["ends"] - (born + 105)) <= 1, timeout=30)
+    # the first limit passes (and the pool's check after it): the job and server go on
+    while time.time() < born + 45 + 10:
+        [job] = condor.jobs(hub.hub_id)
+        assert job["JobStatus"] == 2, job
+        time.sleep(1)
+    assert hub.proxied("alice").status_code == 200
+
+    refused = hub.extend(token, {"user": "alice", "server": "", "by": "1m"})
+    assert refused.status_code == 409, refused.text[:300]
+    assert "may run 2 min at most (its profile's extend.max_runtime)" in \
+        refused.json()["message"]
+    [job] = condor.jobs(hub.hub_id)
+    assert job["AllowedJobDuration"] == 105

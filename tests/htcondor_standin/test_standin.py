@@ -629,6 +629,38 @@ def test_an_owner_edits_remote_host_but_the_slot_ad_stays_the_startds(
     assert standin.run("condor_rm", job, user="alice").rc == 0
 
 
+def test_only_a_super_user_gives_a_running_job_more_time_and_only_with_forward(
+        standin: Standin) -> None:
+    """As on the real pool (fixtures qedit_protected_*.txt, qedit_forward_root.txt): alice
+    cannot raise her running job's AllowedJobDuration nor move its ShadowBday (protected);
+    root's edit with -forward reaches the shadow and the job outlives its first limit, root's
+    edit without it changes the schedd's ad only and the job is held at the first limit."""
+    sub = ("executable = /bin/sleep\narguments = 300\nrequest_memory = 100\n"
+           "allowed_job_duration = 8\nqueue\n")
+    forwarded, plain = standin.submit(sub, user="alice"), standin.submit(sub, user="alice")
+    standin.wait_status(forwarded, 2, MAIN_CYCLE + 3)
+    standin.wait_status(plain, 2, MAIN_CYCLE + 3)
+
+    def matches(result: Result, name: str, stderr: bool = False) -> None:
+        assert_matches(result, name, stdout=not stderr, stderr=stderr,
+                       subst={"job 1.0.": f"job {forwarded}.0."})
+
+    matches(standin.run("condor_qedit", f"{forwarded}.0", "AllowedJobDuration", "600",
+                        user="alice"), "qedit_protected_owner.txt", stderr=True)
+    matches(standin.run("condor_qedit", "-forward", f"{forwarded}.0", "ShadowBday",
+                        "2000000000", user="alice"), "qedit_protected_forward_owner.txt",
+            stderr=True)
+    matches(standin.run("condor_qedit", "-forward", f"{forwarded}.0", "AllowedJobDuration",
+                        "120"), "qedit_forward_root.txt")
+    assert standin.run("condor_qedit", f"{plain}.0", "AllowedJobDuration", "120").rc == 0
+    standin.wait_status(plain, 5, 8 + 5)
+    held = json.loads(standin.run("condor_q", plain, "-json", "-attributes",
+                                  "HoldReasonCode,AllowedJobDuration").out)[0]
+    assert (held["HoldReasonCode"], held["AllowedJobDuration"]) == (46, 120)
+    assert standin.status(forwarded) == 2
+    assert standin.run("condor_rm", forwarded, plain, user="alice").rc == 0
+
+
 def test_schedd_name_and_pool(standin: Standin) -> None:
     ok = standin.run("condor_q", "-name", HOST, "-pool", "127.0.0.1:9618", "-af", "ClusterId",
                      user="alice")

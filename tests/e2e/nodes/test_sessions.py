@@ -8,13 +8,12 @@ keyboard reaches every button."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
-import requests
 
 from tests.e2e.nodes.cluster import HUB_NAME, hub_on_node_network
 from tests.e2e.test_apps_e2e import login
@@ -40,26 +39,8 @@ CONFIG = ("import hpcspawner\nc.JupyterHub.template_paths = [hpcspawner.hub_temp
           '"scopes": ["admin:servers", "read:users"]})\n')
 
 
-def card_api(hub: Hub, user: str = "alice") -> dict[str, Any]:
-    r = hub.api("GET", f"/hpcspawner/sessions/{user}")
-    assert r.status_code == 200, r.text[:300]
-    [card] = r.json()["cards"]
-    return dict(card)
-
-
 def time_limit(job_id: str) -> str:
     return scontrol_job(job_id)["TimeLimit"]
-
-
-def user_token(hub: Hub, user: str) -> str:
-    r = hub.api("POST", f"/users/{user}/tokens", json={"note": "test", "expires_in": 600})
-    assert r.status_code == 201, r.text[:300]
-    return str(r.json()["token"])
-
-
-def extend_rest(hub: Hub, token: str, body: dict[str, Any]) -> requests.Response:
-    return requests.post(f"{hub.url}/hub/api/hpcspawner/extend", json=body, timeout=60,
-                         headers={"Authorization": f"token {token}"})
 
 
 def test_alices_card_counts_down_extends_and_warns_and_bob_cannot_touch_it(
@@ -75,6 +56,8 @@ def test_alices_card_counts_down_extends_and_warns_and_bob_cannot_touch_it(
     jobs = {job["user"]: job["id"] for job in squeue(hub.hub_id)}
     job_id, node = jobs["alice"], scontrol_job(jobs["alice"])["NodeList"]
     assert time_limit(job_id) == "12:00:00"
+    # every hub log line about her server ends with its fields (docs/metrics.md#logs)
+    assert f'user=alice server="" job={job_id} profile=small' in hub.log()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -87,6 +70,11 @@ def test_alices_card_counts_down_extends_and_warns_and_bob_cannot_touch_it(
             expect(card.locator(".hpcspawner-node")).to_have_text(node)
             expect(card.locator(".hpcspawner-limits")).to_have_text("1 core, 12 GiB")
             expect(card.locator(".hpcspawner-state")).to_have_text(f"Running on {node}.")
+            # what the job uses, as its server tells the hub (its first report 5 s after it
+            # starts; the card's script asks every 15 s)
+            expect(card.locator(".hpcspawner-usage")).to_contain_text(
+                re.compile(r"^\d+(\.\d)? [MG]iB of 12 GiB memory, \d+\.\d of 1 core"),
+                timeout=45_000)
             left = card.locator(".hpcspawner-left")
             first = left.inner_text()
             card.screenshot(path=str(ARTIFACTS / "card-1.png"))
@@ -123,16 +111,16 @@ def test_alices_card_counts_down_extends_and_warns_and_bob_cannot_touch_it(
                 "aria-disabled", "true")
             expect(card.locator(".hpcspawner-extend-note")).to_contain_text(
                 "the most time its profile allows (14 h)")
-            refused = extend_rest(hub, user_token(hub, "alice"),
-                                  {"user": "alice", "server": "", "by": "1h"})
+            refused = hub.extend(hub.user_token("alice"),
+                                 {"user": "alice", "server": "", "by": "1h"})
             assert refused.status_code == 409, refused.text[:300]
             assert "may run 14 h at most (its profile's extend.max_runtime) and has 14 h " \
                 "already" in refused.json()["message"]
             assert time_limit(job_id) == "14:00:00"
 
             # -- bob: neither the REST API nor a forged form extends alice's job
-            assert extend_rest(hub, user_token(hub, "bob"),
-                               {"user": "alice", "server": "", "by": "1h"}).status_code == 403
+            assert hub.extend(hub.user_token("bob"),
+                              {"user": "alice", "server": "", "by": "1h"}).status_code == 403
             bob = hub.login("bob")
             xsrf = bob.cookies.get("_xsrf", path="/hub/")
             forged = bob.post(f"{hub.url}/hub/hpcspawner/session", timeout=30, data={
@@ -164,7 +152,7 @@ def test_alices_card_counts_down_extends_and_warns_and_bob_cannot_touch_it(
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=5"],
                            check=True)
             shown = wait_for("the card to show the admin's limit", lambda: (
-                c if (c := card_api(hub))["ends"] and c["ends"] - time.time() < WARNING
+                c if (c := hub.card("alice"))["ends"] and c["ends"] - time.time() < WARNING
                 else None), timeout=15, interval=0.5)  # slow poll: 5 s
             assert shown["warning"].startswith("Your server (Small — 1 core, 12 GiB, 12 h) "
                                                "stops at")
@@ -204,5 +192,15 @@ def test_alices_card_counts_down_extends_and_warns_and_bob_cannot_touch_it(
             for button in ("hpcspawner-open", "hpcspawner-extend", "hpcspawner-stop"):
                 assert any(button in r and "hpcspawner-card-default" in r for r in reached), (
                     button, reached)
+
+            # -- use by profile from the hub's records: bob's ended session, alice's running
+            hub.stop_server("bob")
+            hub.wait_stopped("bob")
+            admin.goto(f"{hub.url}/hub/hpcspawner/sessions?days=1")
+            use = admin.locator('tr.hpcspawner-use-row[data-profile="small"]')
+            expect(use.locator(".hpcspawner-use-sessions")).to_have_text("2")
+            assert float(use.locator(".hpcspawner-use-core-hours").inner_text()) > 0
+            expect(use.locator(".hpcspawner-use-wait")).to_have_text(re.compile(r"^0:\d\d:\d\d$"))
+            admin.screenshot(path=str(ARTIFACTS / "admin-use-by-profile.png"))
         finally:
             browser.close()

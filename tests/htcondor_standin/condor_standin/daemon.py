@@ -53,9 +53,11 @@ class _Handler(socketserver.StreamRequestHandler):
         if data.get("tool") == "ping":
             reply = {"stdout": "", "stderr": "", "rc": 0}
         else:
+            user = user_name(uid)
             req = Request(tool=str(data.get("tool", "")),
                           argv=[str(a) for a in data.get("argv", [])], uid=uid,
-                          user=user_name(uid), cwd=str(data.get("cwd", "/")),
+                          user=user, cwd=str(data.get("cwd", "/")),
+                          superuser=uid == 0 or user in self.server.pool.config.super_users,
                           argv0=str(data.get("argv0", "")),
                           env={str(k): str(v) for k, v in data.get("env", {}).items()},
                           submit_text=data.get("submit_text"),
@@ -102,6 +104,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fast-cycle", type=float, default=1.0)
     p.add_argument("--jupyter-slots", type=int, default=2)
     p.add_argument("--periodic-interval", type=float, default=5.0)
+    p.add_argument("--queue-super-user", action="append", default=[], metavar="NAME",
+                   help="QUEUE_SUPER_USERS besides root and condor (repeat)")
     p.add_argument("--node", action="append", default=[], metavar="NAME=NETNS",
                    help="an execute node: its host name and network namespace (repeat; "
                    "default: one startd on this host)")
@@ -120,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     config = Config(host=args.host, state_dir=args.state_dir, schedd_names=args.schedd_name,
                     pools=args.pool, main_cycle=args.main_cycle, fast_cycle=args.fast_cycle,
                     jupyter_slots=args.jupyter_slots, periodic_interval=args.periodic_interval,
-                    nodes=args.nodes)
+                    nodes=args.nodes,
+                    super_users=frozenset({"root", "condor", *args.queue_super_user}))
     pool = Pool(config)
     sock_dir = os.path.dirname(args.socket)
     os.makedirs(sock_dir, mode=0o755, exist_ok=True)

@@ -40,6 +40,10 @@ class Config:
     periodic_interval: float = 5.0
     # the execute nodes, (name, network namespace); none: one startd on this host
     nodes: tuple[tuple[str, str], ...] = ()
+    # PROTECTED_JOB_ATTRS as docs/htcondor.md sets it: once submitted, only a queue super
+    # user may change these (HTCondor 25 protects none by default)
+    protected_attrs: frozenset[str] = frozenset({"AllowedJobDuration", "ShadowBday"})
+    super_users: frozenset[str] = frozenset({"root", "condor"})  # QUEUE_SUPER_USERS
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Pool:
                         for name, netns in config.nodes or ((config.host, ""),)]
         self.running: dict[JobKey, startd.RunningProc] = {}
         self.dying: list[startd.RunningProc] = []
+        self.shadow_durations: dict[JobKey, object] = {}
         now = time.time()
         self.negotiators = [Negotiator(config.host, config.main_cycle, False, now),
                             Negotiator(f"jupyter@{config.host}", config.fast_cycle, True, now)]
@@ -192,6 +197,9 @@ class Pool:
         ad["JobCurrentStartDate"] = now
         ad["JobCurrentStartExecutingDate"] = now
         ad["ShadowBday"] = now
+        # the shadow's own copy of the job's runtime: a later condor_qedit reaches it only
+        # with -forward (src/condor_shadow.V6.1/baseshadow.cpp, handleUpdateJobAd)
+        self.shadow_durations[key] = ad.get("AllowedJobDuration")
         ad["LastJobLeaseRenewal"] = now
         ad["ActivationSetupDuration"] = 0
         ad["JobRunCount"] = ad.get_int("JobRunCount", 0) + 1
@@ -385,7 +393,7 @@ class Pool:
     def _periodic(self, now: int) -> None:
         for key, ad in list(self.queue.sorted_jobs()):
             status = ad.get("JobStatus")
-            duration = ad.get("AllowedJobDuration")
+            duration = self.shadow_durations.get(key, ad.get("AllowedJobDuration"))
             birth = ad.get("ShadowBday")
             if status == 2 and isinstance(duration, int) and isinstance(birth, int) \
                     and now - birth >= duration:

@@ -236,16 +236,24 @@ ATTR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def condor_qedit(pool: Pool, req: Request) -> Reply:
-    """``condor_qedit JOBID... ATTR VALUE`` (or ``ATTR=VALUE``): what a pool user may do to
-    their own jobs (src/condor_tools/qedit.cpp): set any attribute that is not immutable to
-    any valid ClassAd expression, whatever type our parser expects."""
+    """``condor_qedit [-forward] JOBID... ATTR VALUE`` (or ``ATTR=VALUE``): what a pool user
+    may do to their own jobs (src/condor_tools/qedit.cpp): set any attribute that is neither
+    immutable nor protected (PROTECTED_JOB_ATTRS: queue super users only) to any valid
+    ClassAd expression, whatever type our parser expects. ``-forward`` also hands a running
+    job's new AllowedJobDuration to its shadow, which otherwise keeps the one it started
+    with."""
     argv, i = req.argv, 0
     ids: list[str] = []
     edits: dict[str, str] = {}
+    forward = False
     while i < len(argv):
         a = argv[i]
         if is_dash_arg_prefix(a, "name", 1) or is_dash_arg_prefix(a, "pool", 1):
             i += 2
+            continue
+        if is_dash_arg_prefix(a, "forward", 3):
+            forward = True
+            i += 1
             continue
         if a.startswith("-"):
             raise Exit(f"condor_qedit: {a} is not a valid option\n")
@@ -282,14 +290,18 @@ def condor_qedit(pool: Pool, req: Request) -> Reply:
                 c, p = proc_id(text) or (0, 0)
                 keys = [k for k in pool.queue.jobs if k[0] == c and (p < 0 or k[1] == p)]
                 ads = [pool.queue.jobs[k] for k in keys]
-                if not ads or any(not is_superuser(req) and ad.get("Owner") != req.user
-                                  for ad in ads):
+                refused = not is_superuser(req) and (
+                    attr in pool.config.protected_attrs
+                    or any(ad.get("Owner") != req.user for ad in ads))
+                if not ads or refused:
                     which = (f"by constraint: ( (ClusterId == {c} ) )" if "." not in text
                              else f"for job {c}.{p}.")
                     raise Exit(f'Failed to set attribute "{attr}" {which}\n'
                                "Queue transaction failed.  No attributes were set.\n")
-                for ad in ads:
+                for key, ad in zip(keys, ads, strict=True):
                     ad[attr] = parse_constraint(value)
+                    if forward and attr == "AllowedJobDuration" and ad.get("JobStatus") == 2:
+                        pool.shadow_durations[key] = ad.get(attr)
             out.append(f'Set attribute "{attr}" for {len(ids)} matching jobs.\n')
         pool.queue.save()
     return Reply("".join(out))

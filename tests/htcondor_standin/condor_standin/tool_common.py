@@ -24,6 +24,7 @@ class Request:
     env: dict[str, str] = field(default_factory=dict)
     submit_text: str | None = None
     submit_open_error: str | None = None
+    superuser: bool = False  # a queue super user (QUEUE_SUPER_USERS), set by the daemon
 
 
 @dataclass
@@ -72,7 +73,7 @@ def proc_id(text: str) -> tuple[int, int] | None:
 
 
 def is_superuser(req: Request) -> bool:
-    return req.uid == 0
+    return req.superuser
 
 
 def parse_constraint(text: str) -> Expr:

@@ -1,0 +1,37 @@
+"""The hub's records of ended sessions and the admins' use by profile (records.py)."""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session as DbSession
+
+from hpcspawner.records import ProfileUse, Session, ended_since, record, use_by_profile
+
+HOUR = 3600.0
+
+
+def test_ended_sessions_are_kept_in_the_hubs_database_and_read_back_by_period() -> None:
+    db = DbSession(create_engine("sqlite://"))
+    for job, ended in (("1", 100.0), ("2", 5000.0)):
+        record(db, user="alice", server="", profile="small", backend="slurm", job_id=job,
+               cores=2, submitted=10.0, started=40.0, ended=ended)
+    assert ended_since(db, 1000.0) == [Session("small", 2, 10.0, 40.0, 5000.0)]
+    assert len(ended_since(db, 0.0)) == 2
+
+
+def test_use_by_profile_counts_sessions_core_hours_in_the_period_and_the_median_wait() -> None:
+    since, now = 10 * HOUR, 20 * HOUR
+    sessions = [
+        Session("small", 1, 9 * HOUR, 9 * HOUR + 60, 12 * HOUR),  # ran 2 h inside the period
+        Session("small", 1, 14 * HOUR, 14 * HOUR + 300, 16 * HOUR),  # waited 5 min, ran ~2 h
+        Session("small", 1, 15 * HOUR, 0.0, 15 * HOUR + 600),  # cancelled while queued
+        Session("large", 8, 18 * HOUR, 18 * HOUR + 30, now),  # running now: 8 cores, ~2 h
+        Session("large", 8, 1 * HOUR, 1 * HOUR, 2 * HOUR),  # ended before the period
+    ]
+    large, small = use_by_profile(sessions, since, now)
+    assert (small.profile, small.sessions, small.median_wait) == ("small", 3, (60 + 300) / 2)
+    assert abs(small.core_hours - (2 + (2 * HOUR - 300) / HOUR)) < 1e-9
+    assert large.sessions == 1 and abs(large.core_hours - 8 * (2 * HOUR - 30) / HOUR) < 1e-9
+    assert large.median_wait == 30
+    assert use_by_profile([Session("x", 1, 0.0, 0.0, 5.0)], 0.0, 10.0) == [
+        ProfileUse("x", 1, 0.0, None)]
