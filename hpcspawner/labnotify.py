@@ -97,6 +97,7 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     serverapp.web_app.add_handlers(".*$", [(route, SessionHandler)])
     if os.environ.get("JUPYTERHUB_API_TOKEN"):
         meter = Meter(os.getppid())  # the launcher: the job's processes are under it
-        meter.measure()  # the CPU baseline
-        IOLoop.current().call_later(FIRST_REPORT, lambda: tell_usage(meter))
+        loop = IOLoop.current()  # nothing measured while the server starts
+        loop.call_later(FIRST_REPORT / 2, meter.measure)  # the CPU baseline
+        loop.call_later(FIRST_REPORT, lambda: tell_usage(meter))
         PeriodicCallback(lambda: tell_usage(meter), REPORT_EVERY * 1000).start()
