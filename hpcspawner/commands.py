@@ -12,6 +12,8 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from .text import one_line
+
 
 class CommandError(Exception):
     """A scheduler command failed; the message names the command, exit code and stderr."""
@@ -37,6 +39,11 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
+
+    def said(self, limit: int = 300) -> str:
+        """What the command printed (its error, else its output) as one line of words, cut
+        after ``limit`` characters: a scheduler's refusal for a sentence a user reads."""
+        return one_line(" ".join((self.stderr or self.stdout).split()), limit)
 
 
 MAX_OUTPUT = 64 * 1024 * 1024  # bytes a command may print before it counts as failed

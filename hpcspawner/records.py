@@ -54,13 +54,22 @@ def _table(db: Any) -> None:
         _made.add(id(engine))
 
 
-def record(db: Any, *, user: str, server: str, profile: str, backend: str, job_id: str,
-           cores: int, submitted: float, started: float, ended: float) -> None:
+def of_job(job: Any, ended: float) -> Session:
+    """A server's batch job (job.BatchJob) as a session, ended at ``ended`` (now, for one
+    still running)."""
+    cores = job.resources.cores if job.resources is not None else 1
+    return Session(profile=job.profile_name or "other", cores=cores,
+                   submitted=job.submitted_at, started=job.running_seen_at, ended=ended)
+
+
+def record(db: Any, session: Session, *, user: str, server: str, backend: str,
+           job_id: str) -> None:
     """Keep one ended session (the hub's database session ``db``)."""
     _table(db)
     db.execute(insert(SESSIONS).values(
-        user=user, server=server, profile=profile, backend=backend, job_id=job_id,
-        cores=cores, submitted=submitted, started=started, ended=ended))
+        user=user, server=server, profile=session.profile, backend=backend, job_id=job_id,
+        cores=session.cores, submitted=session.submitted, started=session.started,
+        ended=session.ended))
     db.commit()
 
 

@@ -156,10 +156,7 @@ def live_session(spawner: Any, now: float | None = None) -> records.Session | No
     job = getattr(spawner, "job", None)
     if job is None or not job.job_id or job.ended is not None or job.recorded:
         return None  # (a recorded one is being stopped: its end is in the records)
-    cores = job.resources.cores if job.resources is not None else 1
-    return records.Session(profile=job.profile_name or "other", cores=cores,
-                           submitted=job.submitted_at, started=job.running_seen_at,
-                           ended=time.time() if now is None else now)
+    return records.of_job(job, time.time() if now is None else now)
 
 
 def spawner_of(user: Any, server: str) -> Any:

@@ -759,11 +759,8 @@ class HPCSpawner(Spawner):
             return
         job.recorded = True
         try:
-            records.record(self.db, user=self.user.name, server=self.name,
-                           profile=job.profile_name or "other", backend=job.ctx.backend.name,
-                           job_id=job.job_id, cores=job.resources.cores if job.resources
-                           else 1, submitted=job.submitted_at, started=job.running_seen_at,
-                           ended=time.time())
+            records.record(self.db, records.of_job(job, time.time()), user=self.user.name,
+                           server=self.name, backend=job.ctx.backend.name, job_id=job.job_id)
         except Exception as exc:  # the database: the session ends all the same
             self.server_log.warning("%s: its end was not recorded: %s", self._log_name, exc)
 

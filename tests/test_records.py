@@ -13,8 +13,8 @@ HOUR = 3600.0
 def test_ended_sessions_are_kept_in_the_hubs_database_and_read_back_by_period() -> None:
     db = DbSession(create_engine("sqlite://"))
     for job, ended in (("1", 100.0), ("2", 5000.0)):
-        record(db, user="alice", server="", profile="small", backend="slurm", job_id=job,
-               cores=2, submitted=10.0, started=40.0, ended=ended)
+        record(db, Session("small", 2, 10.0, 40.0, ended), user="alice", server="",
+               backend="slurm", job_id=job)
     assert ended_since(db, 1000.0) == [Session("small", 2, 10.0, 40.0, 5000.0)]
     assert len(ended_since(db, 0.0)) == 2
 

@@ -452,7 +452,7 @@ class HTCondorBackend(Backend):
                                     "-forward", f"{cluster}.0", "AllowedJobDuration",
                                     str(runtime)], check=False)
         if result.returncode != 0:
-            said = one_line(" ".join((result.stderr or result.stdout).split()), 300)
+            said = result.said()
             raise ExtendRefused(f"HTCondor refused more time for job {cluster}: {said} (the "
                                 "hub's account must be a queue super user of the schedd).")
 

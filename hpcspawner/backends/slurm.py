@@ -25,7 +25,6 @@ from traitlets import Bool, Unicode
 from ..commands import CommandError
 from ..profiles import Profile
 from ..render import RenderError
-from ..text import one_line
 from ..units import format_duration, mebibytes
 from ..wire import MAX_TAG
 from .base import (
@@ -408,8 +407,7 @@ class SlurmBackend(Backend):
         result = await self.as_hub([self.scontrol, "update", f"JobId={job_id}",
                                     f"TimeLimit={slurm_time(runtime)}"], check=False)
         if result.returncode != 0:
-            said = one_line(" ".join((result.stderr or result.stdout).split()), 300)
-            said = said.removeprefix("scontrol: error: ")
+            said = result.said().removeprefix("scontrol: error: ")
             raise ExtendRefused(f"SLURM refused more time for job {job_id}: {said}")
 
     async def _max_time(self, partition: str) -> int | None:
