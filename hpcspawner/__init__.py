@@ -23,11 +23,14 @@ def hub_templates() -> str:
 
 
 def __getattr__(name: str) -> Any:
-    # JupyterHub loads `hpcspawner:HPCSpawner` from the entry point; only then is the hub-side
-    # code imported and the launcher's report route added to the hub (report.py). The CLI and
-    # the launcher inside jobs import nothing of JupyterHub.
+    # JupyterHub loads `hpcspawner:HPCSpawner` from the entry point: this call is where
+    # hpcspawner sets itself up in the hub (hub.install: its routes, metrics and pollers),
+    # before the hub builds its handlers. Importing a module of the package does nothing of
+    # the kind; the CLI and the launcher inside jobs import nothing of JupyterHub.
     if name == "HPCSpawner":
+        from .hub import install
         from .spawner import HPCSpawner
 
+        install()
         return HPCSpawner
     raise AttributeError(name)

@@ -10,7 +10,8 @@ from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from . import messages
-from .backends import Availability, backend_classes
+from .backends import backend_classes
+from .domain import Availability
 from .metrics import CAN_START
 from .profiles import Profile
 from .units import show_size

@@ -15,33 +15,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from . import messages
-from .backends.base import (
-    Backend,
-    BackendError,
-    ExtendRefused,
-    JobInfo,
-    JobState,
-    SubmitRequest,
-)
+from .backends.base import Backend, BackendError, ExtendRefused, SubmitRequest
 from .commands import CommandError
+from .domain import JobInfo, JobState
 from .jobspec import JobBuilder
 from .metrics import FAST_PATH, QUEUED, TO_REPORT
-from .poller import Poller
+from .poller import Poller, listed_as_ended, log_end
 from .profiles import Profile, Resources
 from .render import RenderError
 from .text import one_line
 from .tokenfile import remove_file, write_token_file
-from .units import format_duration
+from .units import format_duration, parse_duration
 from .usage import Usage
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
@@ -88,15 +83,35 @@ class Plan:
         return {"profile": self.profile.saved(), "builder": self.builder.saved()}
 
     @classmethod
-    def restore(cls, saved: Any) -> Plan | None:
-        """The plan a job's state kept; None when there is none (an older hub's state) or it
-        no longer reads (the job is then followed without its profile's limits)."""
+    def restore(cls, saved: Any) -> Plan:
+        """The plan a job's state kept; PlanLost (saying why) when it no longer reads."""
         if not isinstance(saved, dict):
-            return None
+            raise PlanLost(f"the saved plan is a {type(saved).__name__}, not a mapping")
         try:
             return cls(Profile.restore(saved["profile"]), JobBuilder.restore(saved["builder"]))
-        except (KeyError, TypeError, ValueError, ValidationError):
-            return None
+        except KeyError as exc:
+            raise PlanLost(f"the saved plan has no {exc}") from None
+        except (TypeError, ValueError, ValidationError) as exc:
+            raise PlanLost(f"the saved plan no longer reads: {one_line(exc, 300)}") from None
+
+
+class PlanLost(Exception):
+    """A saved plan that cannot be read back (the job is followed without its limits)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one of JupyterHub's polls learns of the job: ``status`` is poll()'s answer (None
+    alive, an int when the server is gone), ``why`` the sentence the next spawn page shows,
+    ``ended`` whether the session ended now (the hub records it once), ``exited`` whether it
+    ended because its launcher said the server exited (the scheduler says why later), and
+    ``running`` whether the server runs routed (the spawner checks it for idleness)."""
+
+    status: int | None
+    why: str = ""
+    ended: bool = False
+    exited: bool = False
+    running: bool = False
 
 
 @dataclass
@@ -110,6 +125,12 @@ class _Told:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# The shape of ``BatchJob.to_state``: 1 had no version key (hubs before it was kept), and may
+# lack the plan, the resources and the times; 2 adds this key. Older shapes are read by
+# ``BatchJob.from_state``; a newer one (a hub downgraded) is read as far as its keys go.
+STATE_VERSION = 2
 
 
 class BatchJob:
@@ -132,7 +153,7 @@ class BatchJob:
         self.runtime = 0  # the job's time limit, seconds
         self.ends_at = 0.0  # when the time limit ends (epoch; from the launcher's report)
         self.resumed = False  # restored by a restarted hub while it was still starting
-        self.checking = False  # a launcher's report is being checked (one at a time)
+        self._checking = False  # a launcher's report is being checked (one at a time)
         self.exited = False  # the launcher said the server exited: its route is gone
         self.ended: JobInfo | None = None  # a poll saw the scheduler say the job ended
         self.active_at = 0.0  # the server's own last activity (epoch; activity.py)
@@ -151,6 +172,7 @@ class BatchJob:
         self.running_seen_at = 0.0  # when a wait first saw the job running (epoch; metrics)
         self.recorded = False  # its end is in the hub's records (records.py)
         self.fell_back = False  # the fast path fell back to the regular pool in this spawn
+        self.extend_note = ""  # what the last try to give the server more time did (card)
 
     @property
     def stopping(self) -> bool:
@@ -158,9 +180,13 @@ class BatchJob:
         return self._stopped
 
     # -- state ------------------------------------------------------------------------------
+    @property
+    def backend_name(self) -> str:
+        return self.ctx.backend.name
+
     def to_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
-            "job_id": self.job_id, "backend": self.ctx.backend.name,
+            "state_version": STATE_VERSION, "job_id": self.job_id, "backend": self.ctx.backend.name,
             "profile": self.profile_name, "tag": self.tag, "username": self.username,
             "secret_file": self.secret_file, "submission": self.submission,
             "token_sha256": self.token_sha256, "submitted_at": self.submitted_at,
@@ -177,8 +203,21 @@ class BatchJob:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], ctx: JobContext, username: str) -> BatchJob:
-        """A job saved by ``to_state`` (or by an older hpcspawner, which saved fewer keys)."""
-        job = cls(ctx, str(state.get("username") or username), Plan.restore(state.get("plan")))
+        """A job saved by ``to_state`` of this version or an older one (STATE_VERSION): 1
+        (no version key) may lack the plan, the resources and the times, and is followed
+        without its profile's limits where it has no plan; the log says so."""
+        version = state.get("state_version", 1)
+        plan: Plan | None = None
+        if "plan" in state:
+            try:
+                plan = Plan.restore(state["plan"])
+            except PlanLost as exc:
+                ctx.log.warning("%s: job %s is followed without its profile's limits: %s",
+                                ctx.name, state.get("job_id"), exc)
+        elif version == 1:
+            ctx.log.info("%s: job %s was saved by an older hub (state version 1, no plan): "
+                         "followed without its profile's limits", ctx.name, state.get("job_id"))
+        job = cls(ctx, str(state.get("username") or username), plan)
         job.job_id = str(state["job_id"])
         job.profile_name = str(state.get("profile", ""))
         job.tag = str(state.get("tag", ""))
@@ -410,6 +449,7 @@ class BatchJob:
         if self.runtime:
             latest = now + self.runtime
             self.ends_at = ends if now - 60 <= ends <= latest + 5 else latest
+        self.ctx.save()  # a hub restarted now routes here at once
         report = self._future()
         if not report.done():
             report.set_result((host, port))
@@ -425,6 +465,28 @@ class BatchJob:
                 and poller.queried_since(self._extended_at)):
             return info.ends, round(info.ends - info.starts)
         return self.ends_at, self.runtime
+
+    async def extend_by(self, raw: object) -> float:
+        """More time as a user asked it: ``raw`` a duration (1h), or the profile's step when
+        empty; the new end. The card shows what it did (``extend_note``): the new end, or the
+        sentence of the ExtendRefused it raises."""
+        profile = self.plan.profile if self.plan is not None else None
+        step = profile.extend.step if profile is not None and profile.extend else 0
+        text = str(raw) if raw not in (None, "") else f"{step}s"
+        try:
+            try:
+                by = int(parse_duration(text))
+            except ValueError:
+                raise ExtendRefused(f"{text[:40]!r} is not a duration; ask e.g. for 1h.") \
+                    from None
+            ends = float(await self.extend(by))  # (a profile without extend: refused first)
+        except ExtendRefused as exc:
+            self.extend_note = str(exc)
+            raise
+        self.extend_note = (f"Given {format_duration(by)} more at "
+                            f"{messages.clock(time.time())}: it now runs until "
+                            f"{messages.clock(ends)}.")
+        return ends
 
     async def extend(self, by: int) -> float:
         """Give the running server ``by`` seconds more, within its profile's
@@ -592,3 +654,100 @@ class BatchJob:
             await self.ctx.poller.cancel_workers(self.tag)
         if self._resume_task is not None and not self._resume_task.done():
             self._resume_task.cancel()
+
+    # -- what the hub hears (JupyterHub's polls, the launcher, the server itself) -------------
+    def latest(self) -> JobInfo | None:
+        """The scheduler's last word on the job (the shared poller's last query)."""
+        return self.ctx.poller.latest(self.job_id) if self.job_id else None
+
+    def follow(self) -> None:
+        """Follow a job restored from its saved state (its end is heard: ``ctx.on_gone``)."""
+        self.ctx.poller.watch(self.job_id, tag=self.tag, on_gone=self.ctx.on_gone)
+
+    def owns_token(self, api_token: str, token: str) -> bool:
+        """Is ``token`` this server's API token? ``api_token`` is the spawner's (empty once a
+        restarted hub forgot it: then by the hash kept with the job)."""
+        if not token:
+            return False
+        if api_token:
+            return hmac.compare_digest(api_token, token)
+        return bool(self.token_sha256) and hmac.compare_digest(self.token_sha256,
+                                                               token_hash(token))
+
+    @contextlib.contextmanager
+    def report_check(self) -> Iterator[bool]:
+        """One launcher report of this server is checked at a time: False while another is."""
+        if self._checking:
+            yield False
+            return
+        self._checking = True
+        try:
+            yield True
+        finally:
+            self._checking = False
+
+    def server_exited(self) -> bool:
+        """The launcher said the routed server exited: True the first time (its route must go
+        now), False when it was known or the server is being stopped anyway."""
+        if self.exited or self._stopped:
+            return False
+        self.exited = True
+        self.ctx.log.info("%s: the server of job %s exited; taking its route down",
+                          self.ctx.name, self.job_id)
+        return True
+
+    def note_activity(self, when: float) -> None:
+        """The server itself reported activity at ``when`` (epoch; activity.py): never in the
+        future, never backwards."""
+        if when > self.active_at:
+            self.active_at = min(when, time.time())
+
+    def note_usage(self, used: Usage) -> None:
+        """What the server said its job uses (the card shows it; never acted on)."""
+        self.usage = used
+
+    def mark_recorded(self) -> bool:
+        """The session's end goes into the hub's records once: True the first time."""
+        if self.recorded or not self.job_id:
+            return False
+        self.recorded = True
+        return True
+
+    async def poll(self) -> Verdict:
+        """JupyterHub's poll, answered by the job: gone only when its launcher said the
+        server exited or the scheduler says the job ended; alive, completing or unknown
+        otherwise (never drop a server on doubt); a job a restarted hub found starting is
+        waited for again (``resume``)."""
+        if self.exited:  # its route is gone already: stopped now, explained later
+            self.forget()
+            return Verdict(0, messages.exited(self.job_id), ended=True, exited=True)
+        info = await self.status()
+        if self.ended is not None:  # a poll beside this one saw the end (and stopped following)
+            return Verdict(1)
+        if info is not None and info.state is JobState.GONE:
+            self.ended = info
+            why = messages.ended(self.job_id, info)
+            self.ctx.log.warning("%s: %s", self.ctx.name, one_line(why))
+            self.forget()
+            await self.remove_secret()
+            return Verdict(1, why, ended=True)
+        if self.resumed and self.address is None:  # the hub restarted while it was starting
+            status = await self.resume()
+            return Verdict(status, self.failure)
+        running = (self.address is not None and info is not None
+                   and info.state is JobState.RUNNING)
+        return Verdict(None, running=running)
+
+    async def explain_end(self, patience: float = 30.0) -> JobInfo | None:
+        """After the launcher said its server exited: the scheduler's word once it lists the
+        job as ended (cancelled, its time limit, the node); None if it did not within
+        ``patience`` seconds. A few shared queries at most (Poller.refresh_soon)."""
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            await self.ctx.poller.refresh_soon()
+            info = self.latest()
+            if info is not None and info.state is JobState.GONE:
+                log_end(self.ctx.log, info, listed_as_ended(self.ctx.backend))
+                return info
+            await asyncio.sleep(self.ctx.fast_poll_interval)
+        return None

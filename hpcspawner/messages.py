@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .backends.base import JobInfo, JobState
+from .domain import JobInfo, JobState
 from .profiles import Profile
 from .units import format_duration
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import weakref
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -77,12 +77,20 @@ def follow(spawner: Any) -> None:
     _SPAWNERS.add(spawner)
 
 
+# (profile, state) of a spawner's server, or None when it has no batch job: given by the
+# hub-side code that knows the cards (``install``), so this module imports nothing above it
+ServerState = Callable[[Any], "tuple[str, str] | None"]
+
+
 class _Hpcspawner(Collector):
     """hpcspawner's metrics inside JupyterHub's registry: the ones above (OURS), and
     hpcspawner_servers{profile, state}, the servers with a batch job by their cards' state
     (queued, starting, running, ending) at scrape time. It describes nothing: registering
     then collects nothing (collecting imports JupyterHub, which registers its own metrics
-    under the registry's lock), and a module imported twice (tests) registers again."""
+    under the registry's lock)."""
+
+    def __init__(self, server_state: ServerState) -> None:
+        self.server_state = server_state
 
     @staticmethod
     def _family() -> GaugeMetricFamily:
@@ -93,21 +101,26 @@ class _Hpcspawner(Collector):
         return iter(())
 
     def collect(self) -> Iterator[Any]:
-        from .sessions import card
-
         yield from OURS.collect()
         family = self._family()
         counts: dict[tuple[str, str], int] = {}
         for spawner in list(_SPAWNERS):
-            found = card(spawner)
-            job = getattr(spawner, "job", None)
-            if found is None or job is None:
-                continue
-            key = (job.profile_name or "other", found.state)  # a profile of the site's
-            counts[key] = counts.get(key, 0) + 1
+            key = self.server_state(spawner)
+            if key is not None:
+                counts[key] = counts.get(key, 0) + 1
         for (profile, state), count in sorted(counts.items()):
             family.add_metric([profile, state], count)
         yield family
 
 
-REGISTRY.register(_Hpcspawner())
+_INSTALLED: list[_Hpcspawner] = []
+
+
+def install(server_state: ServerState, registry: CollectorRegistry = REGISTRY) -> None:
+    """Serve hpcspawner's metrics through JupyterHub's registry (``/hub/metrics``), once;
+    ``server_state`` tells a spawner's (profile, state) for hpcspawner_servers."""
+    if _INSTALLED:
+        return
+    collector = _Hpcspawner(server_state)
+    registry.register(collector)
+    _INSTALLED.append(collector)

@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .backends.base import Backend, BackendError, JobInfo, JobState
+from .backends.base import Backend, BackendError
 from .commands import CommandError
+from .domain import JobInfo, JobState
 from .metrics import ORPHANS, POLL
 from .text import one_line, shown
 from .wire import TAG_ROOT, server_tag, tag_user

@@ -23,27 +23,25 @@ scheduler query per fast poll interval, however many arrive (``Poller.refresh_so
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jupyterhub import apihandlers
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
-from .backends.base import JobState
-from .job import token_hash
+from .domain import JobState
+from .job import BatchJob
 from .metrics import REPORTS_REFUSED
 from .wire import HOST_RE, REPORT_PATH, Report
 from .wire import parse_report as wire_report
 
 __all__ = ["Report", "parse_report"]  # (Report is wire's, named here for the hub side)
 
-if TYPE_CHECKING:
-    from .job import BatchJob
-
 ROUTE = "/api" + REPORT_PATH
+_NOTIFYING: set[asyncio.Future[Any]] = set()  # polls the hub makes after a server exited
 class Forbidden(Exception):
     """The token is not this server's (403)."""
 
@@ -67,15 +65,6 @@ def parse_report(body: Any) -> Report:
         return wire_report(body)
     except ValueError as exc:
         raise web.HTTPError(400, str(exc)) from None
-
-
-def token_matches(api_token: str, token_sha256: str, token: str) -> bool:
-    """Is ``token`` the server's API token? (By hash once a restarted hub forgot it.)"""
-    if not token:
-        return False
-    if api_token:
-        return hmac.compare_digest(api_token, token)
-    return bool(token_sha256) and hmac.compare_digest(token_sha256, token_hash(token))
 
 
 async def scheduler_node(job: BatchJob) -> str:
@@ -104,7 +93,7 @@ def same_host(reported: str, node: str) -> bool:
 
 
 def check_token(job: BatchJob | None, api_token: str, token: str, report: Report) -> BatchJob:
-    if job is None or not token_matches(api_token, job.token_sha256, token):
+    if job is None or not job.owns_token(api_token, token):
         raise Forbidden("this token does not belong to that server")
     if job.submission and report.submission != job.submission:
         raise Refused("this report is from an earlier job of this server")
@@ -117,10 +106,9 @@ async def accept(job: BatchJob | None, api_token: str, token: str, report: Repor
     job = check_token(job, api_token, token, report)
     if not job.job_id or job.address is not None:
         raise Refused("this server is not waiting for an address")
-    if job.checking:
-        raise Busy("a report of this server is being checked; try again")
-    job.checking = True
-    try:
+    with job.report_check() as mine:
+        if not mine:
+            raise Busy("a report of this server is being checked; try again")
         job_id = job.job_id
         node = await scheduler_node(job)
         if check_host and report.host and not same_host(report.host, node):
@@ -128,18 +116,15 @@ async def accept(job: BatchJob | None, api_token: str, token: str, report: Repor
         if job.job_id != job_id or job.address is not None:  # changed while we asked
             raise Refused("this server is not waiting for that job any more")
         job.set_address(node, report.port, float(report.ends))
+        job.ctx.log.info("%s: the launcher reported port %d; routing to %s:%d", job.ctx.name,
+                         report.port, node, report.port)
         return node, report.port
-    finally:
-        job.checking = False
 
 
 def ended(job: BatchJob | None, api_token: str, token: str, report: Report) -> bool:
     """Is this the routed server saying it has exited? (Only the route it names goes.)"""
     job = check_token(job, api_token, token, report)
     return job.address is not None and job.address[1] == report.port
-
-
-DropRoute = Callable[[], Awaitable[None]]
 
 
 class ReportHandler(APIHandler):
@@ -154,15 +139,15 @@ class ReportHandler(APIHandler):
         report = parse_report(body)
         if report.server_name not in user.orm_user.orm_spawners:
             raise web.HTTPError(404, f"no server named {report.server_name!r}")
-        receive = getattr(user.spawners[report.server_name], "receive_report", None)
-        if receive is None:
+        spawner = user.spawners[report.server_name]
+        if not hasattr(spawner, "check_reported_host"):
             raise web.HTTPError(400, "that server is not run by hpcspawner")
 
         async def drop_route() -> None:
             await self.proxy.delete_user(user, report.server_name)
 
         try:
-            await receive(self.get_auth_token() or "", report, drop_route)
+            await receive(spawner, self.get_auth_token() or "", report, drop_route)
         except Forbidden as exc:
             REPORTS_REFUSED.labels("forbidden").inc()
             self.log.warning("%s: report refused: %s", user.name, exc)
@@ -178,6 +163,26 @@ class ReportHandler(APIHandler):
             self.log.warning("%s: report refused: %s", user.name, exc)
             raise web.HTTPError(409, str(exc)) from None
         self.set_status(204)
+
+
+DropRoute = Callable[[], Awaitable[None]]
+
+
+async def receive(spawner: Any, token: str, report: Report, drop_route: DropRoute) -> None:
+    """Hand a report to the server's job, which answers (Forbidden, Refused, Busy or NotYet
+    otherwise): routed to the node the scheduler runs it on; or, when its server has exited,
+    its route is taken down now (the launcher holds the port until this returns) and
+    JupyterHub polls it (and stops it)."""
+    job = spawner.job if isinstance(spawner.job, BatchJob) else None
+    api_token = spawner.api_token or ""
+    if report.ended:
+        if ended(job, api_token, token, report) and job is not None and job.server_exited():
+            await drop_route()
+            notify = asyncio.ensure_future(spawner.poll_and_notify())
+            _NOTIFYING.add(notify)
+            notify.add_done_callback(_NOTIFYING.discard)
+        return
+    await accept(job, api_token, token, report, check_host=spawner.check_reported_host)
 
 
 def register_report_handler() -> None:

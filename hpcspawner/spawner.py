@@ -30,12 +30,14 @@ from traitlets import (
 )
 
 from . import messages, records, registry
-from .activity import register_activity_handler
 from .apps import Launch, ScriptError, launch_for
 from .availability import Outlook, outlook, with_expected_start
-from .backends import HelperRefused, JobInfo, JobState
+from .backends import HelperRefused
+from .cards import Card
+from .cards import card as session_card
 from .compat import SpawnException
 from .dask import plan_env, worker_plan
+from .domain import JobInfo
 from .job import BatchJob, JobContext, JobFailed, Plan
 from .jobspec import JobBuilder
 from .logline import FORMATS, ServerLog
@@ -50,12 +52,9 @@ from .options import (
     choose_profile,
     form_fields,
 )
-from .poller import Poller, listed_as_ended, log_end
+from .poller import Poller
 from .profiles import Caps, Profile, ProfileError, ProfileSet, Resources
 from .render import render_template
-from .report import DropRoute, Report, accept, ended, register_report_handler
-from .sessions import Card, register_session_handlers
-from .sessions import card as session_card
 from .text import one_line
 from .wire import JOB_DIR_NAME, START_TIMEOUT, WALLTIME_WARNING, job_tag
 
@@ -241,7 +240,6 @@ class HPCSpawner(Spawner):
         super().__init__(**kwargs)
         self.job: BatchJob | None = None
         self.last_end = ""  # why the last server ended; shown on the next spawn page
-        self.extend_note = ""  # what the last try to give this server more time did (card)
         self._counted = ("other", "other")  # this spawn's profile and backend (metrics)
         follow(self)  # counted in hpcspawner_servers
         self._notify: asyncio.Future[Any] | None = None
@@ -553,7 +551,7 @@ class HPCSpawner(Spawner):
         if state.get("job_id") and state.get("backend"):
             self.job = BatchJob.from_state(state, self._context(state["backend"]),
                                            self.user.name)
-            self.job.ctx.poller.watch(self.job.job_id, tag=self.job.tag, on_gone=self._job_gone)
+            self.job.follow()
         self.start_pollers()
 
     def clear_state(self) -> None:
@@ -578,29 +576,6 @@ class HPCSpawner(Spawner):
         if self.job is not None:
             async for event in self.job.progress():
                 yield event
-
-    # -- the launcher's report (report.py checks it) ------------------------------------------
-    async def receive_report(self, token: str, report: Report, drop_route: DropRoute) -> None:
-        """The one entry point of the report route: check the report and route the server
-        to the node the scheduler runs its job on (Forbidden, Refused, Busy or NotYet
-        otherwise); or, when its server has exited, take the route down now (the launcher
-        holds the port until this returns) and let JupyterHub stop the server."""
-        job = self.job
-        if report.ended:
-            if not ended(job, self.api_token or "", token, report) or job is None:
-                return
-            if not job.exited and not job.stopping:
-                job.exited = True
-                self.server_log.info("%s: the server of job %s exited; taking its route down",
-                                     self._log_name, job.job_id)
-                await drop_route()
-                self._notify = asyncio.ensure_future(self.poll_and_notify())
-            return
-        host, port = await accept(job, self.api_token or "", token, report,
-                                  check_host=self.check_reported_host)
-        self.server_log.info("%s: the launcher reported port %d; routing to %s:%d",
-                             self._log_name, port, host, port)
-        self._save_state()
 
     def _job_gone(self, info: JobInfo) -> None:
         """The poller saw our job end: let JupyterHub notice now, not at its next poll."""
@@ -642,7 +617,7 @@ class HPCSpawner(Spawner):
         await self._check_script(choice)
         dask_env = self._dask_env(profile, menu, held, choice.dask_workers)
         plan = Plan(profile, self._builder(launch, dask_env))
-        self.last_end = self.extend_note = ""
+        self.last_end = ""
         self.job = job = BatchJob(self._context(profile.backend), self.user.name, plan)
         try:
             return await job.start(self.api_token)
@@ -656,53 +631,31 @@ class HPCSpawner(Spawner):
         job = self.job
         if job is None or not job.job_id:
             return 0
-        if job.exited:  # its launcher said so (its route is gone): stopped now, explained later
-            self.last_end = messages.exited(job.job_id)
+        verdict = await job.poll()
+        if verdict.why:
+            self.last_end = verdict.why
+        if verdict.ended:
             self._record_end(job)
-            job.forget()
+        if verdict.exited:  # the scheduler says why later: the next spawn page then says that
             self._explain = asyncio.ensure_future(self._explain_end(job))
-            return 0
-        info = await job.status()
-        if job.ended is not None:  # a poll beside this one saw the end (and stopped following)
-            return 1
-        if info is not None and info.state is JobState.GONE:
-            job.ended = info
-            self.last_end = messages.ended(job.job_id, info)
-            self.server_log.warning("%s: %s", self._log_name, one_line(self.last_end))
-            self._record_end(job)
-            job.forget()
-            await job.remove_secret()
-            return 1
-        if job.resumed and job.address is None:  # the hub restarted while it was starting
-            status = await job.resume()
-            if job.failure:
-                self.last_end = job.failure
-            return status
-        if job.address is not None and info is not None and info.state is JobState.RUNNING:
+        if verdict.running:
             return self._idle_check(job)
-        return None  # alive, completing or unknown: never drop a server on doubt
+        return verdict.status
 
-    async def _explain_end(self, job: BatchJob, patience: float = 30.0) -> None:
+    async def _explain_end(self, job: BatchJob) -> None:
         """After the launcher said its server exited: once the scheduler says why the job
-        ended (cancelled, its time limit, the node), the next spawn page says that instead.
-        A few shared queries at most (Poller.refresh_soon), for ``patience`` seconds."""
-        deadline = time.monotonic() + patience
-        while time.monotonic() < deadline:
-            await job.ctx.poller.refresh_soon()
-            info = job.ctx.poller.latest(job.job_id)
-            if info is not None and info.state is JobState.GONE:
-                said, why = messages.exited(job.job_id), messages.ended(job.job_id, info)
-                # JupyterHub may have made a new spawner for this server since the stop: the
-                # sentence goes to the one whose page is shown, if it still shows the old one
-                current = getattr(self.user, "spawners", {}).get(self.name, self)
-                for spawner in {id(self): self, id(current): current}.values():
-                    replace = getattr(spawner, "replace_last_end", None)
-                    if replace is not None:
-                        replace(said, why)
-                self.server_log.info("%s: %s", self._log_name, one_line(why))
-                log_end(self.server_log, info, listed_as_ended(job.ctx.backend))
-                return
-            await asyncio.sleep(job.ctx.fast_poll_interval)
+        ended, the next spawn page says that instead."""
+        info = await job.explain_end()
+        if info is None:
+            return
+        said, why = messages.exited(job.job_id), messages.ended(job.job_id, info)
+        # JupyterHub may have made a new spawner for this server since the stop: the sentence
+        # goes to the one whose page is shown, if it still shows the old one
+        current = getattr(self.user, "spawners", {}).get(self.name, self)
+        for spawner in {id(self): self, id(current): current}.values():
+            if isinstance(spawner, HPCSpawner):
+                spawner.replace_last_end(said, why)
+        self.server_log.info("%s: %s", self._log_name, one_line(why))
 
     def replace_last_end(self, old: str, new: str) -> None:
         """The next spawn page says ``new`` instead of ``old``, if it still would say that."""
@@ -730,8 +683,8 @@ class HPCSpawner(Spawner):
 
     def note_activity(self, when: float) -> None:
         """The server itself reported activity at ``when`` (epoch; activity.py)."""
-        if self.job is not None and when > self.job.active_at:
-            self.job.active_at = min(when, time.time())
+        if self.job is not None:
+            self.job.note_activity(when)
 
     def get_env(self) -> dict[str, str]:
         env: dict[str, str] = super().get_env()
@@ -755,58 +708,10 @@ class HPCSpawner(Spawner):
 
     def _record_end(self, job: BatchJob) -> None:
         """The session's end in the hub's records (the admins' use by profile), once."""
-        if job.recorded or not job.job_id:
+        if not job.mark_recorded():
             return
-        job.recorded = True
         try:
             records.record(self.db, records.of_job(job, time.time()), user=self.user.name,
-                           server=self.name, backend=job.ctx.backend.name, job_id=job.job_id)
+                           server=self.name, backend=job.backend_name, job_id=job.job_id)
         except Exception as exc:  # the database: the session ends all the same
             self.server_log.warning("%s: its end was not recorded: %s", self._log_name, exc)
-
-
-class _TheHub:
-    """The user of the spawner the hub starts its pollers with: no one (only its database)."""
-
-    def __init__(self, db: Any) -> None:
-        self.db = db
-        self.name = ""
-        self.admin = False
-        self.groups: list[Any] = []
-
-
-def follow_jobs_from_hub_start(hub_class: Any = None) -> None:
-    """JupyterHub makes spawners only for the servers it has: a hub restarted with none would
-    never sweep up orphans (e.g. the jobs and Dask workers of a server removed from its
-    database). JupyterHub has no start-up hook for spawners and imports this module before
-    its event loop runs, so its own init_spawners is wrapped: once it is done, every
-    backend's poller starts as a spawner would start it. (``hub_class``: JupyterHub's app,
-    or a test's stand-in for it.)"""
-    if hub_class is None:
-        from jupyterhub.app import JupyterHub
-
-        hub_class = JupyterHub
-    original = hub_class.init_spawners
-    if getattr(original, "hpcspawner", False):
-        return
-
-    async def init_spawners(app: Any) -> None:
-        await original(app)
-        if app.spawner_class is not HPCSpawner and not issubclass(app.spawner_class,
-                                                                  HPCSpawner):
-            return
-        app.log.info("hpcspawner: following this hub's jobs from now on (orphans included)")
-        HPCSpawner(config=app.config, user=_TheHub(app.db), hub=app.hub,
-                   log=app.log).start_pollers()
-
-    init_spawners.hpcspawner = True  # type: ignore[attr-defined]
-    hub_class.init_spawners = init_spawners
-
-
-# The launcher's report route (and the servers' own activity route) must exist before the hub
-# builds its handlers; the hub imports this module while loading its config
-# (`spawner_class = "hpcspawner"`), which is early enough.
-register_report_handler()
-register_activity_handler()
-register_session_handlers()
-follow_jobs_from_hub_start()

@@ -27,7 +27,7 @@ from hpcspawner.job import BatchJob, JobContext, JobFailed, Plan
 from hpcspawner.jobspec import JobBuilder
 from hpcspawner.poller import Poller
 from hpcspawner.profiles import Profile, parse_profiles
-from hpcspawner.report import Busy, Forbidden, NotYet, Refused, Report, accept
+from hpcspawner.report import Busy, Forbidden, NotYet, Refused, Report, accept, receive
 
 T = TypeVar("T")
 ME = pwd.getpwuid(os.getuid()).pw_name
@@ -402,7 +402,7 @@ def test_fast_path_falls_back_after_a_hub_restart_at_its_original_deadline(
         assert restored is not None and restored.job_id == "2"
         sched.set("2", JobState.RUNNING, host="node1")
         await restored.ctx.poller.refresh()
-        await spawner.receive_report(TOKEN, Report(port=5001, submission=restored.submission),
+        await receive(spawner, TOKEN, Report(port=5001, submission=restored.submission),
                                      no_route_to_drop)
         assert await polling is None  # re-attached: alive
         assert await spawner.get_url() == "http://node1:5001"
@@ -649,17 +649,17 @@ def test_an_exited_server_s_report_drops_its_route_then_poll_says_it_ended(
         sched = job.ctx.backend
         sched.set(job.job_id, JobState.RUNNING, host="node1")
         await job.ctx.poller.refresh()
-        await spawner.receive_report(TOKEN, Report(port=5000, submission=job.submission),
+        await receive(spawner, TOKEN, Report(port=5000, submission=job.submission),
                                      no_route_to_drop)
         assert await starting == ("node1", 5000)
         # another server's port, a wrong token: nothing goes
-        await spawner.receive_report(TOKEN, Report(port=5001, submission=job.submission,
+        await receive(spawner, TOKEN, Report(port=5001, submission=job.submission,
                                                    ended=True), drop)
         with pytest.raises(Forbidden):
-            await spawner.receive_report("y" * 32, Report(port=5000, ended=True,
+            await receive(spawner, "y" * 32, Report(port=5000, ended=True,
                                                           submission=job.submission), drop)
         assert dropped == [] and await spawner.poll() is None
-        await spawner.receive_report(TOKEN, Report(port=5000, submission=job.submission,
+        await receive(spawner, TOKEN, Report(port=5000, submission=job.submission,
                                                    ended=True), drop)
         assert dropped == ["route"]
         assert await spawner.poll() == 0

@@ -18,7 +18,7 @@ from hpcspawner.backends.htcondor import HTCondorBackend, ad_to_info
 from hpcspawner.backends.slurm import SlurmBackend, slurm_seconds
 from hpcspawner.commands import Result
 from hpcspawner.profiles import ExtendSettings, Profile, ProfileError, parse_profiles
-from hpcspawner.sessions import card
+from hpcspawner.cards import card
 from tests.test_job import ME, TOKEN, World, profile
 
 HOUR = 3600

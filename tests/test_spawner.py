@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from unittest import mock
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from hpcspawner import registry
 from hpcspawner.backends.base import JobState
 from hpcspawner.commands import CommandError
 from hpcspawner.compat import SpawnException
-from hpcspawner.report import Report
+from hpcspawner.report import Report, receive
 from tests.test_job import ME, TOKEN, World, make_spawner, no_route_to_drop, run, until
 
 PROFILES = """
@@ -61,7 +62,7 @@ async def started(spawner: Any, world: World) -> str:
     job = spawner.job
     world.backends["slurm"].set(job.job_id, JobState.RUNNING, host="node1")
     await job.ctx.poller.refresh()
-    await spawner.receive_report(TOKEN, Report(port=5000, host="node1",
+    await receive(spawner, TOKEN, Report(port=5000, host="node1",
                                                submission=job.submission), no_route_to_drop)
     assert await starting == ("node1", 5000)
     return str(job.job_id)
@@ -128,10 +129,14 @@ def test_poll_stops_a_server_idle_past_its_profiles_limit_by_its_own_activity(
 
     async def scenario() -> None:
         await started(spawner, world)
-        spawner.note_activity(time.time() - 60)
-        assert await spawner.poll() is None  # a minute idle: under ten
-        spawner.job.active_at = time.time() - 11 * 60
-        assert await spawner.poll() == 1
+        t0 = time.time()
+        with mock.patch("time.time", return_value=t0 + 9 * 60):
+            assert await spawner.poll() is None  # nine minutes idle: under ten
+            spawner.note_activity(t0 + 5 * 60)  # the server's own activity moves it
+        with mock.patch("time.time", return_value=t0 + 14 * 60):
+            assert await spawner.poll() is None  # nine minutes since that activity
+        with mock.patch("time.time", return_value=t0 + 16 * 60):
+            assert await spawner.poll() == 1
 
     run(scenario())
     assert spawner.last_end.startswith("Your last server was stopped after 11 min")
@@ -213,7 +218,8 @@ def test_the_hub_follows_its_jobs_from_its_start_even_with_no_server(
 
     from traitlets.config import Config
 
-    from hpcspawner.spawner import HPCSpawner, follow_jobs_from_hub_start
+    from hpcspawner.hub import follow_jobs_from_hub_start
+    from hpcspawner.spawner import HPCSpawner
 
     class Hub:  # JupyterHub's app, as far as the wrapper sees it
         spawner_class = HPCSpawner
