@@ -17,7 +17,9 @@ from typing import Any
 from jupyterhub import apihandlers
 from jupyterhub.apihandlers.users import ActivityAPIHandler
 
-ROUTE = r"/api/hpcspawner/activity/([^/]+)"
+from .wire import ACTIVITY_PATH
+
+ROUTE = r"/api" + ACTIVITY_PATH + r"/([^/]+)"
 
 
 class OwnActivityHandler(ActivityAPIHandler):

@@ -37,7 +37,7 @@ from typing import Any
 from .backends.base import Backend
 from .profiles import Caps, Profile, ProfileSet, Resources
 from .units import show_size
-from .wire import Env, worker_tag
+from .wire import LOGS_DIR, Env, worker_tag
 
 DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"  # behind the hub's login
 # A worker listens on the address its node's name resolves to, as the scheduler does (not
@@ -220,7 +220,7 @@ def cluster(workers: int = 0, **options: Any) -> Any:
     import dask_jobqueue
 
     directory = str(plan["directory"])
-    logs = posixpath.join(directory, "logs")
+    logs = posixpath.join(directory, LOGS_DIR)
     os.makedirs(logs, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
     security = _security(directory)

@@ -93,7 +93,7 @@ async def tell_usage(meter: Meter) -> None:
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
-    route = url_path_join(serverapp.web_app.settings["base_url"], "hpcspawner", "session")
+    route = url_path_join(serverapp.web_app.settings["base_url"], SESSION_PATH.lstrip("/"))
     serverapp.web_app.add_handlers(".*$", [(route, SessionHandler)])
     if os.environ.get("JUPYTERHUB_API_TOKEN"):
         meter = Meter(os.getppid())  # the launcher: the job's processes are under it

@@ -7,7 +7,6 @@ import fnmatch
 import os
 import posixpath
 import pwd
-import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -56,9 +55,16 @@ from .poller import Poller
 from .profiles import Caps, Profile, ProfileError, ProfileSet, Resources
 from .render import render_template
 from .text import one_line
-from .wire import JOB_DIR_NAME, START_TIMEOUT, WALLTIME_WARNING, job_tag
-
-HUB_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+from .wire import (
+    ACTIVITY_PATH,
+    DASK_DIR,
+    HUB_ID_RE,
+    JOB_DIR_NAME,
+    START_TIMEOUT,
+    WALLTIME_WARNING,
+    job_tag,
+    tag_prefix,
+)
 
 
 @dataclass(frozen=True)
@@ -424,7 +430,7 @@ class HPCSpawner(Spawner):
     # -- the job, its scheduler and the poller ------------------------------------------------
     def _poller(self, backend_name: str) -> Poller:
         backend = registry.backend(backend_name, self.config)
-        prefix = f"hpcspawner:{self.hub_id}:"
+        prefix = tag_prefix(self.hub_id)
         return registry.poller(backend_name, prefix, lambda: Poller(
             backend, prefix, fast=self.fast_poll_interval, slow=self.slow_poll_interval,
             jitter=self.poll_jitter, orphan_grace=self.orphan_grace,
@@ -484,7 +490,7 @@ class HPCSpawner(Spawner):
         plan = worker_plan(
             profile, menu.profiles, menu.caps, lambda name: registry.backend(name, self.config),
             job_tag(self.hub_id, self.user.name, self.name),
-            posixpath.join(job_dir, "dask", self.name or "default"),
+            posixpath.join(job_dir, DASK_DIR, self.name or "default"),
             [*held, profile.resources])
         if plan is not None and at_start > plan["max_workers"]:
             raise SpawnException(
@@ -690,7 +696,7 @@ class HPCSpawner(Spawner):
         env: dict[str, str] = super().get_env()
         if "JUPYTERHUB_ACTIVITY_URL" in env:  # the server's own activity, apart from the proxy's
             env["JUPYTERHUB_ACTIVITY_URL"] = url_path_join(
-                self.hub.api_url, "hpcspawner/activity", self.user.escaped_name)
+                self.hub.api_url, ACTIVITY_PATH.lstrip("/"), self.user.escaped_name)
         return env
 
     async def get_url(self) -> str:

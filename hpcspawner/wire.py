@@ -10,10 +10,17 @@ from collections.abc import Mapping
 
 # -- the tag on every job (SLURM comment, HTCondor attribute): which hub, user and server ----
 TAG_ROOT = "hpcspawner:"  # what every tag starts with
-MAX_TAG = 512  # a tag is shorter (hub id <= 128, user <= 64, server name <= 255 characters)
+MAX_HUB_ID, MAX_USER, MAX_SERVER = 64, 64, 255  # characters of each part of a tag
+MAX_TAG = 512  # a tag is shorter (its three parts, their colons, and a worker's suffix)
+# a hub's id (c.HPCSpawner.hub_id): the one rule, for the hub's setting and the helper's check
+HUB_ID_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_HUB_ID}}}")
+_TAG_RE = re.compile(rf"{re.escape(TAG_ROOT)}(?P<hub>{HUB_ID_RE.pattern})"
+                     rf":(?P<user>[^:]{{1,{MAX_USER}}}):(?P<server>.{{0,{MAX_TAG}}})", re.DOTALL)
 
 # -- the job directory in the user's home: logs and the token hand-off files -----------------
 JOB_DIR_NAME = ".hpcspawner"  # hpcspawner-helper creates and writes no other directory
+LOGS_DIR = "logs"  # in it: the jobs' output (made 0700 with it)
+DASK_DIR = "dask"  # in it: a server's Dask cluster files (DASK_DIR/SERVER, its logs/ too)
 
 # -- hpcspawner-helper's refusal: the first line of its stderr when it exits 2 ----------------
 REFUSED = "hpcspawner-helper: refused: "
@@ -22,11 +29,25 @@ REFUSED = "hpcspawner-helper: refused: "
 REPORT_PATH = "/hpcspawner/report"
 # a server asks its job's end time as the hub knows it now: GET the API URL + SESSION_PATH
 SESSION_PATH = "/hpcspawner/session"
+# a server's own activity (what idle culling reads): POST the API URL + ACTIVITY_PATH/USER
+ACTIVITY_PATH = "/hpcspawner/activity"
 
 
 def job_tag(hub_id: str, username: str, server_name: str) -> str:
     """The tag on every job: ``hpcspawner:HUB:USER:SERVER``."""
-    return f"{TAG_ROOT}{hub_id}:{username}:{server_name}"
+    return f"{tag_prefix(hub_id)}{username}:{server_name}"
+
+
+def tag_prefix(hub_id: str) -> str:
+    """What the tags of one hub's jobs start with (its poller asks for these)."""
+    return f"{TAG_ROOT}{hub_id}:"
+
+
+def parse_tag(tag: str) -> tuple[str, str, str] | None:
+    """(hub id, user, server) of a hub's tag (a Dask worker's keeps its suffix on the
+    server); None when ``tag`` is not one. The one tag parser, for the hub and the helper."""
+    match = _TAG_RE.fullmatch(tag)
+    return (match["hub"], match["user"], match["server"]) if match else None
 
 
 DASK_SUFFIX = "/dask"  # a server's Dask worker jobs: its tag and this ('/' is in no server name)
@@ -44,8 +65,8 @@ def server_tag(tag: str) -> str:
 
 def tag_user(tag: str) -> str:
     """The user a tag names (``hpcspawner:HUB:USER:SERVER``); '' if it is not one."""
-    parts = tag.split(":", 3)
-    return parts[2] if len(parts) == 4 and f"{parts[0]}:" == TAG_ROOT else ""
+    parsed = parse_tag(tag)
+    return parsed[1] if parsed else ""
 
 
 # -- the job's environment: set by the hub (jobspec.py, apps.py), read by the launcher --------

@@ -16,9 +16,9 @@ import pytest
 from hpcspawner.backends.base import ExtendRefused, JobInfo, JobState
 from hpcspawner.backends.htcondor import HTCondorBackend, ad_to_info
 from hpcspawner.backends.slurm import SlurmBackend, slurm_seconds
+from hpcspawner.cards import card
 from hpcspawner.commands import Result
 from hpcspawner.profiles import ExtendSettings, Profile, ProfileError, parse_profiles
-from hpcspawner.cards import card
 from tests.test_job import ME, TOKEN, World, profile
 
 HOUR = 3600

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from unittest import mock
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 

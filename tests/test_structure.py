@@ -43,14 +43,21 @@ def test_no_module_uses_another_modules_private_names(path: Path) -> None:
     assert private_uses(ast.parse(path.read_text())) == []
 
 
-def imports_at_load(path: Path) -> set[str]:
-    """hpcspawner modules ``path`` imports when it is loaded (not inside functions, not
-    under TYPE_CHECKING)."""
+def imports_of(path: Path, *, at_load_only: bool = False) -> set[str]:
+    """hpcspawner modules ``path`` imports: every import statement, those inside functions
+    included (a lazy import is still an import), but not those under TYPE_CHECKING (types
+    only). ``at_load_only``: only those at the module's top level."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    out: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
+    tree = ast.parse(path.read_text())
+    typing_only: set[int] = set()
+    for node in ast.walk(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            typing_only.update(id(n) for child in node.body for n in ast.walk(child))
+    nodes = tree.body if at_load_only else list(ast.walk(tree))
+    out: set[str] = set()
+    for node in nodes:
+        if id(node) in typing_only:
             continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
@@ -60,7 +67,8 @@ def imports_at_load(path: Path) -> set[str]:
             else:
                 target = node.module or ""
             if target.startswith("hpcspawner"):
-                out.add(target)
+                if node.module:  # (``from . import x`` imports x, not the package's code)
+                    out.add(target)
                 out.update(f"{target}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.startswith("hpcspawner"))
@@ -68,10 +76,15 @@ def imports_at_load(path: Path) -> set[str]:
     return {m for m in out if m in known and m != name}
 
 
-def test_no_import_cycle_inside_the_package() -> None:
-    graph = {module_name(p): imports_at_load(p) for p in MODULES}
+def import_graph() -> dict[str, set[str]]:
+    graph = {module_name(p): imports_of(p) for p in MODULES}
     # a package's __init__ importing its own submodules is how packages export names
-    graph = {m: {d for d in deps if not d.startswith(m + ".")} for m, deps in graph.items()}
+    return {m: {d for d in deps if not d.startswith(m + ".")} for m, deps in graph.items()}
+
+
+def test_no_import_cycle_inside_the_package() -> None:
+    """No circle of imports, counting those inside functions (docs: DESIGN.md's layers)."""
+    graph = import_graph()
     state: dict[str, int] = {}
     path: list[str] = []
 
@@ -90,6 +103,91 @@ def test_no_import_cycle_inside_the_package() -> None:
     for module in sorted(graph):
         if module not in state:
             visit(module)
+
+
+# The package's layers, bottom first (DESIGN.md "Layers"): a module imports only from its own
+# layer or those below it, at load or inside a function. A higher layer that a lower one must
+# reach registers with it instead (the cards' server counts with metrics, the routes with
+# JupyterHub through hub.install).
+LAYERS: list[tuple[str, set[str]]] = [
+    ("text, units, commands, rendering, the hub-job contract, the domain types", {
+        "text", "units", "commands", "render", "compat", "logline", "metrics", "domain",
+        "wire", "usage", "forwarder", "records"}),
+    ("profiles and what is said of them; what runs inside the job", {
+        "profiles", "messages", "launcher", "labnotify", "share.jupyter.jupyter_server_config"}),
+    ("the scheduler backends", {"backends", "backends.base", "backends.slurm",
+                                "backends.htcondor"}),
+    ("what a spawn is made of", {
+        "apps", "jobspec", "tokenfile", "availability", "poller", "dask", "options",
+        "migrate", "backends.from_batchspawner"}),
+    ("one spawn's job, what one hub process shares", {"job", "registry"}),
+    ("what the pages show of a job", {"cards"}),
+    ("JupyterHub's adapter, its routes, the commands", {
+        "spawner", "report", "sessions", "activity", "cli", "helper"}),
+    ("the set-up in JupyterHub", {"hub"}),
+    ("the package", {""}),
+]
+
+
+def layer_of(module: str) -> int:
+    short = module.removeprefix("hpcspawner").removeprefix(".")
+    for index, (_, names) in enumerate(LAYERS):
+        if short in names:
+            return index
+    raise AssertionError(f"{module} is in no layer: place it in LAYERS (tests/test_structure.py)"
+                         " and in DESIGN.md's layers")
+
+
+def test_every_module_is_in_a_layer() -> None:
+    for path in MODULES:
+        layer_of(module_name(path))
+
+
+def test_no_module_imports_from_a_layer_above_its_own() -> None:
+    upward = [f"{module} ({LAYERS[layer_of(module)][0]}) imports {dep} "
+              f"({LAYERS[layer_of(dep)][0]})"
+              for module, deps in sorted(import_graph().items()) for dep in sorted(deps)
+              if layer_of(dep) > layer_of(module)]
+    assert upward == [], "invert these (the higher one registers with the lower): " \
+        + "; ".join(upward)
+
+
+def fields_of(cls_name: str, path: Path) -> set[str]:
+    """The instance fields ``cls_name`` sets on ``self`` in its own module."""
+    tree = ast.parse(path.read_text())
+    [cls] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name]
+    return {t.attr for n in ast.walk(cls) if isinstance(n, (ast.Assign, ast.AugAssign,
+                                                              ast.AnnAssign))
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+            if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+            and t.value.id == "self"}
+
+
+# objects whose fields only their own module assigns: (class, its module, the names other
+# modules hold it under: a spawner's ``job``, and ``job`` where the module knows BatchJob)
+OWNED = [("BatchJob", PACKAGE / "job.py", ("self.job", "spawner.job"))]
+
+
+@pytest.mark.parametrize("owner", OWNED, ids=lambda o: o[0])
+def test_only_its_own_module_assigns_the_fields_of(owner: tuple[str, Path, tuple[str, ...]],
+                                                   ) -> None:
+    cls_name, home, holders = owner
+    fields = fields_of(cls_name, home)
+    assert {"job_id", "address", "exited"} <= fields
+    found = []
+    for path in MODULES:
+        if path == home:
+            continue
+        names = {*holders, *(("job",) if module_name(home) in imports_of(path) else ())}
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            for t in targets:
+                if isinstance(t, ast.Attribute) and t.attr in fields \
+                        and ast.unparse(t.value) in names:
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(t)}")
+    assert found == [], f"ask the {cls_name} instead of assigning its fields: " \
+        + ", ".join(found)
 
 
 def test_every_module_imports_alone() -> None:
