@@ -82,7 +82,7 @@ def launch_for(profile: Profile, apps: Mapping[str, CustomApp], python: str,
     choice = profile.app
     bin_dir = posixpath.dirname(python)
     if choice.name == "notebook":
-        return Launch()
+        return Launch(url=choice.url or "")
     if choice.name == "desktop":
         env = {Env.APP: "desktop"}
         if choice.xstartup:

@@ -84,7 +84,9 @@ def _outlook(profile: Profile, slots: list[Availability] | None) -> Outlook:
     if special is not None:
         return Outlook(*special)
     group, where = backend.availability_group(profile)
-    candidates = [s for s in slots if s.usable and (group is None or group in s.groups)]
+    # a group may name alternatives, comma-separated (SLURM's partition list a,b)
+    wanted = None if group is None else set(group.split(","))
+    candidates = [s for s in slots if s.usable and (wanted is None or wanted & set(s.groups))]
     fits = [s for s in candidates if s.free_cores >= res.cores
             and s.free_memory >= res.memory and s.free_gpus >= res.gpus]
     free = sum(s.free_cores for s in candidates)

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import messages, records, usage
+from . import messages, moretime, records, usage
 from .backends.base import ExtendRefused
 from .domain import JobState
 from .units import format_duration, show_size
@@ -147,7 +147,7 @@ async def extend(user: Any, server: str, raw_by: object) -> float:
     job = getattr(spawner_of(user, server), "job", None)
     if job is None or not job.job_id:
         raise ExtendRefused(f"There is no running server {server!r} to give more time.")
-    return float(await job.extend_by(raw_by))
+    return await moretime.extend_by(job, raw_by)
 
 
 def server_state(spawner: Any) -> tuple[str, str] | None:

@@ -10,20 +10,24 @@ import argparse
 import asyncio
 import os
 import posixpath
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import yaml
 from traitlets.config import Config
 from traitlets.config.loader import ConfigFileNotFound, PyFileConfigLoader
 
 from .apps import ScriptError, check_script_path, launch_for
 from .backends import backend_classes
-from .backends.from_batchspawner import import_config
 from .dask import plan_env, worker_plan
 from .jobspec import JobBuilder
+from .migrate import import_config
 from .profiles import Profile, ProfileError, load_profiles
 from .render import RenderError
-from .wire import START_TIMEOUT, WALLTIME_WARNING, job_tag, token_file_name
+from .wire import DASK_DIR, START_TIMEOUT, WALLTIME_WARNING, job_tag, token_file_name
 
 
 class SiteConfigError(Exception):
@@ -64,9 +68,52 @@ def words(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
 
 
+def field_lines(path: str) -> dict[tuple[Any, ...], int]:
+    """The line of each field of a YAML file, by its path (``("profiles", 2, "name")``)."""
+    try:
+        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return {}
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node | None, at: tuple[Any, ...]) -> None:
+        if node is None:
+            return
+        lines[at] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                here = (*at, key.value)
+                walk(value, here)
+                lines[here] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*at, index))
+
+    walk(root, ())
+    return lines
+
+
+def warning_line(lines: dict[tuple[Any, ...], int], index: int, warning: str) -> int | None:
+    """The line of the field a backend's warning starts with (``extra_options[2] ...``), in
+    the profile or the defaults it inherits; else the profile's own line."""
+    match = re.match(r"([a-z_]+(?:\.[a-z_]+)*)(?:\[(\d+)\])?", warning)
+    if match:
+        keys: tuple[Any, ...] = tuple(match.group(1).split("."))
+        if match.group(2) is not None:
+            keys += (int(match.group(2)),)
+        for cut in range(len(keys), 0, -1):
+            for base in (("profiles", index), ("defaults",)):
+                here = (*base, *keys[:cut])
+                if here in lines:
+                    return lines[here]
+    return lines.get(("profiles", index))
+
+
 def check(path: str, config: Config | None = None) -> int:
     """Validate the profiles; print one line each, and what each profile's scheduler can
-    tell about it (``Backend.profile_warnings``: e.g. a fast path no reserved slot fits)."""
+    tell about it (``Backend.profile_warnings``: e.g. a fast path no reserved slot fits,
+    SLURM ``extra_options`` that override a resource), at the line of the field a warning
+    starts with."""
     try:
         profiles = load_profiles(path)
     except ProfileError as exc:
@@ -74,7 +121,8 @@ def check(path: str, config: Config | None = None) -> int:
             print(problem, file=sys.stderr)
         return 1
     classes, backends = backend_classes(), {}
-    for p in profiles.profiles:
+    lines = field_lines(path)
+    for index, p in enumerate(profiles.profiles):
         mark = " (default)" if p is profiles.default else ""
         where = f"partition {p.partition}" if p.partition else p.backend
         app = "" if p.app.name == "notebook" else f", app {p.app.name}" + (
@@ -83,7 +131,9 @@ def check(path: str, config: Config | None = None) -> int:
         if p.backend not in backends:
             backends[p.backend] = classes[p.backend](config=config or Config())
         for warning in asyncio.run(backends[p.backend].profile_warnings(p)):
-            print(f"warning: {path}: profile '{p.name}': {warning}", file=sys.stderr)
+            line = warning_line(lines, index, warning)
+            where = f"{path}:{line}" if line else path
+            print(f"warning: {where}: profile '{p.name}': {warning}", file=sys.stderr)
     print(f"{path}: {len(profiles.profiles)} profiles OK")
     return 0
 
@@ -138,7 +188,7 @@ def render(args: argparse.Namespace) -> int:
     env.update(plan_env(worker_plan(  # what the server's notebooks may start (docs/dask.md)
         profile, profiles, profiles.caps.for_user(args.user, []),
         lambda name: backend_classes()[name](config=config),
-        job_tag(hub_id, args.user, args.server), posixpath.join(job_dir, "dask", server),
+        job_tag(hub_id, args.user, args.server), posixpath.join(job_dir, DASK_DIR, server),
         [profile.resources])))
     builder = JobBuilder(
         username=args.user, server_name=args.server, home=home, job_dir=job_dir,
@@ -148,11 +198,12 @@ def render(args: argparse.Namespace) -> int:
         start_timeout=int(str(setting("start_timeout", None, START_TIMEOUT))),
         walltime_warning=int(str(setting("walltime_warning", None, WALLTIME_WARNING))),
     )
+    backend = backend_classes()[profile.backend](config=config)  # this site's
     try:
         _, script = builder.render(
-            profile, backend_classes()[profile.backend](config=config),  # this site's
-            secret_file=posixpath.join(job_dir, token_file_name(server, "XXXX")),
-            submission=args.submission, fast=profile.fast_path_enabled and not args.no_fast_path)
+            profile, backend, secret_file=posixpath.join(job_dir, token_file_name(server, "XXXX")),
+            submission=args.submission,
+            fast=backend.fast_path(profile) and not args.no_fast_path)
         sys.stdout.write(script)
     except RenderError as exc:
         print(f"cannot render: {exc}", file=sys.stderr)
@@ -195,11 +246,19 @@ def sudoers(args: argparse.Namespace) -> int:
 
 
 def import_profiles(path: str, output: str) -> int:
-    """``hpcspawner import``: profiles.yaml to ``output``, what was not carried to stderr."""
+    """``hpcspawner import``: profiles.yaml to ``output``; the notes (what was not carried
+    over as it was, and why) to stderr, whether or not a file is written."""
     try:
-        imported = import_config(site_config(path))
-    except (SiteConfigError, ValueError) as exc:
+        imported = import_config(site_config(path), path)
+    except SiteConfigError as exc:
         print(f"hpcspawner import: {exc}", file=sys.stderr)
+        return 1
+    for note in imported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if imported.failure:
+        print(f"hpcspawner import: {imported.failure}; nothing written"
+              + (f" ({len(imported.notes)} note(s) above)" if len(imported.notes) else ""),
+              file=sys.stderr)
         return 1
     text = (f"# imported by `hpcspawner import {os.path.basename(path)}`; check it with "
             "`hpcspawner check`\n" + imported.yaml())
@@ -208,8 +267,6 @@ def import_profiles(path: str, output: str) -> int:
     else:
         with open(output, "w", encoding="utf-8") as f:
             f.write(text)
-    for note in imported.notes:
-        print(f"note: {note}", file=sys.stderr)
     print(f"hpcspawner import: {len(imported.profiles)} profile(s)"
           + (f" written to {output}" if output != "-" else "")
           + f"; {len(imported.notes)} note(s) above", file=sys.stderr)

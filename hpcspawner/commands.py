@@ -138,9 +138,10 @@ def expand_prefix(prefix: Sequence[str], username: str) -> list[str]:
     return [part.replace("{username}", username) for part in prefix]
 
 
-# What commands run as a user (sbatch, condor_submit, hpcspawner-helper) keep of the hub's
-# environment: where commands and the scheduler's configuration are, and the language.
-KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SLURM_CONF", "CONDOR_CONFIG")
+# What commands run as a user (the submit command, hpcspawner-helper) keep of the hub's
+# environment: where commands are, and the language (each backend adds where its scheduler's
+# configuration is: Backend.config_env).
+KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 
 
 def bare_environment(keep: Sequence[str] = KEEP_ENV) -> dict[str, str]:

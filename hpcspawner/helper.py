@@ -1,5 +1,5 @@
 """`hpcspawner-helper`: the one program besides the scheduler's submit command that the hub's
-account may run as a user (through sudo). It does three fixed things and refuses the rest:
+account may run as a user (through sudo). It does four fixed things and refuses the rest:
 
     hpcspawner-helper write-token DIR NAME           the secrets on stdin -> DIR/NAME, mode 0600;
                                                      older hand-off files of the same server
@@ -18,11 +18,14 @@ home (the only one it creates or makes 0700) and NAME a hand-off file name
 O_NOFOLLOW|O_EXCL inside a directory opened with O_NOFOLLOW. ``cancel`` asks the
 scheduler itself (squeue with a per-query frame, condor_q -json) who owns the job and what its
 tag is, so a record another user forged can never make the hub cancel a user's own batch job.
+BACKEND is a built-in backend or one an installed package declares as an entry point
+(``backends.backend_classes``): the helper is a fresh process and reads no hub configuration.
 Scheduler commands come from sudo's PATH, or from ``--bin-dir``; either way the directory and
 the command in it must be owned by root and writable by nobody else, and the helper runs the
 very file it checked (opened once, executed through its descriptor: no path is looked up
 again in between). Install it root-owned (it is, inside a root-owned venv) and name its
-absolute path in sudoers (docs/install.md).
+absolute path in sudoers (docs/install.md). It refuses to run from a Python that imports from
+anywhere someone other than root can write (``trusted_path``): no user's code runs in it.
 """
 
 from __future__ import annotations
@@ -39,13 +42,11 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from .wire import JOB_DIR_NAME, REFUSED, TAG_ROOT, TOKEN_FILE_FORM, TOKEN_FILE_RE
+from .wire import JOB_DIR_NAME, REFUSED, TOKEN_FILE_FORM, TOKEN_FILE_RE, parse_tag
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{8,4096}$")
 ENVNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_SECRETS = 65536
-TAG_RE = re.compile(rf"^{re.escape(TAG_ROOT)}[A-Za-z0-9_.-]{{1,128}}"
-                    r":(?P<user>[^:\s]{1,64}):[^\s]{0,255}$")
 USAGE = __doc__.split("\n\n")[1] if __doc__ else ""
 
 
@@ -239,15 +240,20 @@ def cancel(backend: str, job_id: str, tag: str, bin_dir: str = "") -> str:
     """Cancel ``job_id`` if the scheduler says it is this user's and carries ``tag``: the
     backend asks its scheduler and cancels (``Backend.checked_cancel``); the helper checks the
     tag names this user and runs only root's commands, by descriptor."""
-    from .backends import CancelRefused, backend_classes
+    from .backends import ENTRY_POINT_GROUP, BackendLoadError, CancelRefused, backend_classes
 
     user = me().pw_name
-    match = TAG_RE.match(tag)
-    if not match or match.group("user") != user:
+    parsed = parse_tag(tag)
+    if parsed is None or parsed[1] != user:
         raise Refused(f"{tag!r} is not a hub tag for {user}")
-    classes = backend_classes()
+    try:
+        classes = backend_classes()
+    except BackendLoadError as exc:
+        raise Refused(str(exc)) from None
     if backend not in classes:
-        raise Refused(f"unknown backend {backend!r}; say {' or '.join(sorted(classes))}")
+        raise Refused(f"unknown backend {backend!r}; say {' or '.join(sorted(classes))} (a "
+                      f"site's own backend is found through its package's entry point in "
+                      f"{ENTRY_POINT_GROUP}, in {sys.prefix}: docs/install.md)")
 
     def scheduler(name: str, args: list[str]) -> subprocess.CompletedProcess[str]:
         return run(name, tool(name, bin_dir), args)
@@ -258,9 +264,36 @@ def cancel(backend: str, job_id: str, tag: str, bin_dir: str = "") -> str:
         raise Refused(str(exc)) from None
 
 
+def trusted_path(path: Sequence[str]) -> None:
+    """Every place this Python imports from (``sys.path``: the code of the helper and of every
+    backend, and the packages whose entry points name backends) is root's, and no one else can
+    change it or put a file in it; the directories above it are root's too, each writable by
+    no one else or sticky (/tmp). So no user's code runs in the helper (docs/security.md)."""
+    for entry in path:
+        real = os.path.realpath(entry or os.getcwd())
+        while not os.path.lexists(real):  # absent: who may create it is who may write above
+            real = posixpath.dirname(real)
+        above = False
+        while True:
+            try:
+                info = os.stat(real)
+            except OSError as exc:
+                raise Refused(f"this Python imports from {entry}: {exc.strerror} for "
+                              f"{real}") from None
+            writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            if info.st_uid != 0 or (writable and not (above and info.st_mode & stat.S_ISVTX)):
+                raise Refused(f"this Python imports from {entry}, which {real} lets someone "
+                              "other than root change: run hpcspawner-helper from a "
+                              "root-owned venv (docs/security.md)")
+            if real == "/":
+                break
+            real, above = posixpath.dirname(real), True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        trusted_path(sys.path)
         if len(args) == 3 and args[0] == "write-token":
             write_token(args[1], args[2], sys.stdin.read(MAX_SECRETS + 1))
         elif len(args) == 3 and args[0] == "remove-token":

@@ -14,104 +14,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
-import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from . import messages
-from .backends.base import Backend, BackendError, ExtendRefused, SubmitRequest
+from .backends.base import BackendError, SubmitRequest
 from .commands import CommandError
 from .domain import JobInfo, JobState
-from .jobspec import JobBuilder
 from .metrics import FAST_PATH, QUEUED, TO_REPORT
-from .poller import Poller, listed_as_ended, log_end
+from .plan import JobContext, JobFailed, Plan, PlanLost, Verdict, token_hash
+from .poller import listed_as_ended, log_end
 from .profiles import Profile, Resources
 from .render import RenderError
 from .text import one_line
 from .tokenfile import remove_file, write_token_file
-from .units import format_duration, parse_duration
 from .usage import Usage
 
-Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
-
-
-class JobFailed(Exception):
-    """The job could not start; ``message`` is the sentence the user reads."""
-
-    def __init__(self, message: str, *, reason: str = "job", status_code: int = 500,
-                 log_message: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.reason = reason
-        self.status_code = status_code
-        self.log_message = log_message
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What a job needs from around it: its scheduler, the shared poller, and the spawner's
-    ears (saving state, hearing that the job ended)."""
-
-    backend: Backend
-    poller: Poller
-    save: Callable[[], None]
-    on_gone: Callable[[JobInfo], None]
-    log: Logger
-    name: str  # "user/server", the prefix of log lines
-    fast_poll_interval: float = 1.0
-    progress_every: float = 10.0
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one spawn submits, resolved once from the user's options: the profile with the
-    user's choices applied, and the builder (who, which server, where its files go, what
-    runs). The first submission, the fast path's fall-back and a restarted hub's resumed wait
-    all use this one plan."""
-
-    profile: Profile
-    builder: JobBuilder
-
-    def saved(self) -> dict[str, Any]:
-        return {"profile": self.profile.saved(), "builder": self.builder.saved()}
-
-    @classmethod
-    def restore(cls, saved: Any) -> Plan:
-        """The plan a job's state kept; PlanLost (saying why) when it no longer reads."""
-        if not isinstance(saved, dict):
-            raise PlanLost(f"the saved plan is a {type(saved).__name__}, not a mapping")
-        try:
-            return cls(Profile.restore(saved["profile"]), JobBuilder.restore(saved["builder"]))
-        except KeyError as exc:
-            raise PlanLost(f"the saved plan has no {exc}") from None
-        except (TypeError, ValueError, ValidationError) as exc:
-            raise PlanLost(f"the saved plan no longer reads: {one_line(exc, 300)}") from None
-
-
-class PlanLost(Exception):
-    """A saved plan that cannot be read back (the job is followed without its limits)."""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What one of JupyterHub's polls learns of the job: ``status`` is poll()'s answer (None
-    alive, an int when the server is gone), ``why`` the sentence the next spawn page shows,
-    ``ended`` whether the session ended now (the hub records it once), ``exited`` whether it
-    ended because its launcher said the server exited (the scheduler says why later), and
-    ``running`` whether the server runs routed (the spawner checks it for idleness)."""
-
-    status: int | None
-    why: str = ""
-    ended: bool = False
-    exited: bool = False
-    running: bool = False
+__all__ = ["STATE_VERSION", "BatchJob", "JobContext", "JobFailed", "Plan", "Verdict"]
 
 
 @dataclass
@@ -121,10 +44,6 @@ class _Told:
     last: tuple[Any, ...] | None = None
     said: float = 0.0
     held_since: float | None = None
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 # The shape of ``BatchJob.to_state``: 1 had no version key (hubs before it was kept), and may
@@ -289,7 +208,7 @@ class BatchJob:
         ctx, profile, builder = self.ctx, self.plan.profile, self.plan.builder
         if token is not None:
             self._token = token
-        fast = profile.fast_path_enabled if fast is None else fast
+        fast = ctx.backend.fast_path(profile) if fast is None else fast
         secret_file = builder.secret_path() if token is not None else self.secret_file
         submission = secrets.token_hex(8)
         try:
@@ -466,67 +385,26 @@ class BatchJob:
             return info.ends, round(info.ends - info.starts)
         return self.ends_at, self.runtime
 
-    async def extend_by(self, raw: object) -> float:
-        """More time as a user asked it: ``raw`` a duration (1h), or the profile's step when
-        empty; the new end. The card shows what it did (``extend_note``): the new end, or the
-        sentence of the ExtendRefused it raises."""
-        profile = self.plan.profile if self.plan is not None else None
-        step = profile.extend.step if profile is not None and profile.extend else 0
-        text = str(raw) if raw not in (None, "") else f"{step}s"
-        try:
-            try:
-                by = int(parse_duration(text))
-            except ValueError:
-                raise ExtendRefused(f"{text[:40]!r} is not a duration; ask e.g. for 1h.") \
-                    from None
-            ends = float(await self.extend(by))  # (a profile without extend: refused first)
-        except ExtendRefused as exc:
-            self.extend_note = str(exc)
-            raise
-        self.extend_note = (f"Given {format_duration(by)} more at "
-                            f"{messages.clock(time.time())}: it now runs until "
-                            f"{messages.clock(ends)}.")
-        return ends
+    @property
+    def extending(self) -> asyncio.Lock:
+        """Held while the server is given more time (moretime.py): one extension at a time."""
+        return self._extending
 
-    async def extend(self, by: int) -> float:
-        """Give the running server ``by`` seconds more, within its profile's
-        ``extend.max_runtime``; the new end (epoch). ExtendRefused with a sentence for the
-        user otherwise, and nothing changes. The job is checked to be this server's running
-        job in a fresh query first: the hub raises only its own job's limit."""
-        profile = self.plan.profile if self.plan is not None else None
-        settings = profile.extend if profile is not None else None
-        if profile is None or settings is None:
-            raise ExtendRefused("This server's profile does not allow more time; save your "
-                                "work before the end.")
-        if self.address is None or self.exited or self._stopped:
-            raise ExtendRefused("Only a running server can be given more time.")
-        if by <= 0:
-            raise ExtendRefused("Ask for more time as a positive duration, e.g. 1h.")
-        async with self._extending:
-            await self.ctx.poller.refresh_soon()
-            info = self.ctx.poller.latest(self.job_id)
-            if (info is None or info.state is not JobState.RUNNING or info.tag != self.tag
-                    or info.user != self.username):
-                raise ExtendRefused(f"The scheduler does not list job {self.job_id} as this "
-                                    "server's running job now; nothing was changed.")
-            ends, limit = self.time_limit()
-            most = settings.max_runtime
-            if limit + by > most:
-                room = most - limit
-                more = (f"; you may add at most {format_duration(room)}" if room >= 60
-                        else "; save your work before the end")
-                raise ExtendRefused(
-                    f"This server may run {format_duration(most)} at most (its profile's "
-                    f"extend.max_runtime) and has {format_duration(limit)} already{more}.")
-            await self.ctx.backend.extend(self.job_id, limit + by, profile)
-            self._extended_at = time.monotonic()  # older answers know the old limit
-            self.runtime = limit + by
-            self.ends_at = (ends or self.ends_at) + by
-            self.ctx.save()
-            self.ctx.log.info("%s: job %s was given %s more; it may run %s in all",
-                              self.ctx.name, self.job_id, format_duration(by),
-                              format_duration(self.runtime))
-            return self.ends_at
+    async def fresh_status(self) -> JobInfo | None:
+        """The scheduler's word on the job from a query made now, or just now (shared)."""
+        await self.ctx.poller.refresh_soon()
+        return self.latest()
+
+    def was_extended(self, runtime: int, ends: float) -> None:
+        """The scheduler took the new limit (moretime.extend): ``runtime`` seconds in all,
+        ending at ``ends``; older answers of the scheduler know the old limit."""
+        self._extended_at = time.monotonic()
+        self.runtime, self.ends_at = runtime, ends
+        self.ctx.save()
+
+    def note_extend(self, note: str) -> None:
+        """What the last try to give the server more time did, for its card."""
+        self.extend_note = note
 
     def _observe_start(self, now: float) -> None:
         """The hub's metrics (metrics.py): time queued and from the job's start to the report,

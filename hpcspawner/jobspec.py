@@ -168,6 +168,10 @@ class JobBuilder:
 
 
 def render_job(backend: Backend, spec: JobSpec, template_dirs: Sequence[str] = ()) -> str:
+    """``backend``'s template, looked up in the admin's ``template_dirs`` first, then in the
+    backend's own ``template_dir`` (a site's backend ships its template in its package), then
+    among hpcspawner's."""
+    own = backend.template_dir
     return render_template(backend.template_name, {**spec.context(),
                                                     **backend.template_context(spec.profile)},
-                           template_dirs, backend.filters())
+                           [*template_dirs, *([own] if own else [])], backend.filters())

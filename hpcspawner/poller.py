@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .backends.base import Backend, BackendError
+from .backends.base import Backend
+from .cancels import CancelQueue
 from .commands import CommandError
 from .domain import JobInfo, JobState
 from .metrics import ORPHANS, POLL
@@ -47,13 +48,6 @@ class Watched:
     missed: int = 0  # good queries in a row that did not list it
     missed_since: float | None = None  # monotonic time of the first of those
     gone: JobInfo | None = None  # confirmed ended
-
-
-@dataclass
-class _Cancel:
-    username: str
-    tag: str
-    attempts: int = 0
 
 
 def log_end(logger: Logger, info: JobInfo, source: str) -> None:
@@ -83,10 +77,9 @@ class Poller:
         self.orphan_grace = slow if orphan_grace is None else orphan_grace
         self.confirm_queries = confirm_queries
         self.confirm_seconds = confirm_seconds
-        self.max_cancel_attempts = max_cancel_attempts
         self.is_hub_user = is_hub_user or (lambda _name: True)
-        self._cancel_slots = asyncio.Semaphore(cancel_concurrency)
-        self._cancelling: asyncio.Task[None] | None = None
+        self.cancels = CancelQueue(backend, self.log, max_attempts=max_cancel_attempts,
+                                   concurrency=cancel_concurrency, done=self._cancelled)
         self._mass_missing = False  # a good query listed none of several live jobs
         self.results: dict[str, JobInfo] = {}
         self.error: str = ""  # non-empty while the scheduler is not answering
@@ -95,9 +88,7 @@ class Poller:
         self.jobs: dict[str, Watched] = {}
         self._submitting: dict[str, int] = {}  # tag -> submissions in flight
         self._orphan_seen: dict[str, float] = {}
-        self._cancels: dict[str, _Cancel] = {}
         self._disowned: set[str] = set()  # records whose tag names another user: logged once
-        self._refused: set[str] = set()  # cancels refused or given up: never tried again
         self._strangers: set[str] = set()  # tagged jobs of users the hub does not know: logged
         self._query_started = 0.0
         self._extra_at = -1e9  # monotonic time of the last refresh_soon() query
@@ -118,10 +109,10 @@ class Poller:
             self._task = asyncio.ensure_future(self._loop())
 
     def stop(self) -> None:
-        for task in (self._task, self._cancelling):
-            if task is not None:
-                task.cancel()
-        self._task = self._cancelling = None
+        if self._task is not None:
+            self._task.cancel()
+        self._task = None
+        self.cancels.stop()
 
     def watch(self, job_id: str, *, tag: str = "", starting: bool = False,
               on_gone: Callable[[JobInfo], None] | None = None) -> None:
@@ -235,7 +226,7 @@ class Poller:
 
     def retry_cancel(self, job_id: str, username: str, tag: str) -> None:
         """Cancel ``job_id`` later (the next sweep), after a cancel failed."""
-        self._cancels[job_id] = _Cancel(username, tag)
+        self.cancels.add(job_id, username, tag)
         self.start()
 
     # -- the loop -----------------------------------------------------------------------------
@@ -307,8 +298,9 @@ class Poller:
     def _forget_strangers(self, listed: set[str]) -> None:
         """The ids of foreign records (logged once) are kept only while the scheduler lists
         them: a flood of such jobs must not grow the hub's memory for ever."""
-        for seen in (self._disowned, self._refused, self._strangers):
+        for seen in (self._disowned, self._strangers):
             seen.intersection_update(listed)
+        self.cancels.forget_unlisted(listed)
 
     def _believable(self, info: JobInfo) -> bool:
         """A record is this hub's only if its tag is (this hub's, or the one a followed job
@@ -408,8 +400,8 @@ class Poller:
                 continue
             if server_tag(info.tag) in servers:  # a Dask worker of a followed server
                 continue
-            if info.tag in self._submitting or job_id in self._cancels or \
-                    job_id in self._refused or job_id in self._strangers:
+            if info.tag in self._submitting or job_id in self.cancels or \
+                    job_id in self._strangers:
                 continue
             if not self.is_hub_user(info.user):
                 self._strangers.add(job_id)
@@ -420,7 +412,7 @@ class Poller:
             if now - first >= self.orphan_grace:
                 self.log.warning("job %s (%s) has our tag but no server owns it; cancelling it",
                                  job_id, shown(info.tag))
-                self._cancels[job_id] = _Cancel(info.user, info.tag)
+                self.cancels.add(job_id, info.user, info.tag)
         for job_id in list(self._orphan_seen):
             if job_id not in self.results or job_id in self.jobs:
                 self._orphan_seen.pop(job_id, None)
@@ -431,7 +423,7 @@ class Poller:
         await self.refresh_soon()
         for job_id, info in list(self.results.items()):
             if server_tag(info.tag) == tag and info.state.alive and job_id not in self.jobs:
-                self._cancels.setdefault(job_id, _Cancel(info.user, info.tag))
+                self.cancels.add(job_id, info.user, info.tag, again=False)
         await self.retry_cancels()
 
     async def sweep(self) -> None:
@@ -442,46 +434,12 @@ class Poller:
     def _cancel_in_background(self) -> None:
         """Cancels run beside the poll loop, never inside it: a slow scancel must not delay
         the next status query."""
-        if not self._cancels or (self._cancelling is not None and not self._cancelling.done()):
-            return
-        try:
-            self._cancelling = asyncio.ensure_future(self.retry_cancels())
-        except RuntimeError:  # no event loop (CLI): the next loop cycle does it
-            self._cancelling = None
+        self.cancels.run_in_background(self.results)
 
     async def retry_cancels(self) -> None:
-        """Each pending cancel once, a few at a time; one that fails too often is given up
-        (and logged), one the helper refuses is never tried again."""
-        todo = []
-        for job_id, cancel in list(self._cancels.items()):
-            info = self.results.get(job_id)
-            if info is not None and not info.state.alive:
-                self._cancels.pop(job_id, None)
-            else:
-                todo.append((job_id, cancel))
-        await asyncio.gather(*(self._cancel_one(job_id, cancel) for job_id, cancel in todo))
+        """Each pending cancel once, a few at a time (CancelQueue.run)."""
+        await self.cancels.run(self.results)
 
-    async def _cancel_one(self, job_id: str, cancel: _Cancel) -> None:
-        async with self._cancel_slots:
-            cancel.attempts += 1
-            try:
-                await self.backend.cancel(job_id, cancel.username, cancel.tag)
-            except BackendError as exc:  # refused (not that user's tagged job): never again
-                self.log.warning("job %s was not cancelled: %s", job_id, exc)
-                self._cancels.pop(job_id, None)
-                self._refused.add(job_id)
-            except (CommandError, OSError) as exc:
-                if cancel.attempts >= self.max_cancel_attempts:
-                    self.log.error("giving up cancelling job %s of %s after %d attempts: %s",
-                                   job_id, cancel.username, cancel.attempts, exc)
-                    self._cancels.pop(job_id, None)
-                    self._refused.add(job_id)
-                else:
-                    self.log.warning("cancelling job %s failed (attempt %d of %d), will retry: "
-                                     "%s", job_id, cancel.attempts, self.max_cancel_attempts,
-                                     exc)
-            else:
-                self.log.info("cancelled job %s of %s", job_id, cancel.username)
-                self._cancels.pop(job_id, None)
-                if self._orphan_seen.pop(job_id, None) is not None:
-                    ORPHANS.labels(self.backend.name).inc()
+    def _cancelled(self, job_id: str) -> None:
+        if self._orphan_seen.pop(job_id, None) is not None:
+            ORPHANS.labels(self.backend.name).inc()

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import yaml
 from pydantic import (
@@ -41,6 +41,31 @@ ANY_MODEL = "any"  # the form's value for "any GPU model" when the profile names
 
 
 SAVED = "saved"  # validation context of Profile.restore: sizes and durations are numbers
+
+
+class SchedulerFacts(Protocol):
+    """What the schema asks of a scheduler backend (a Backend class)."""
+
+    name: str
+    can_extend: bool
+
+
+# Which schedulers exist, by the names profiles use: the backends package tells the schema
+# when it loads (``know_schedulers``), so the schema imports nothing above it.
+_SCHEDULERS: list[Callable[[], Mapping[str, SchedulerFacts]]] = []
+
+
+def know_schedulers(catalogue: Callable[[], Mapping[str, SchedulerFacts]]) -> None:
+    """Profiles name the schedulers ``catalogue()`` lists (asked at each validation: a
+    backend registered later counts)."""
+    _SCHEDULERS[:] = [catalogue]
+
+
+def schedulers() -> Mapping[str, SchedulerFacts]:
+    if not _SCHEDULERS:
+        raise RuntimeError("no scheduler backend is known: import hpcspawner.backends before "
+                           "reading profiles")
+    return _SCHEDULERS[0]()
 
 
 def _saved_number(value: Any, info: ValidationInfo) -> bool:
@@ -265,12 +290,15 @@ class AppChoice(_Strict):
     ``script`` (streamlit): the dashboard every user of the profile gets; without it, each user
     names a script in their home on the spawn form. ``xstartup`` (desktop): the site's session
     start-up (default: hpcspawner's, XFCE where installed, else a window manager and a
-    terminal). ``timeout``: how long the app may take to answer once the server runs.
+    terminal). ``url`` (notebook): where the user lands, e.g. ``/tree`` for the classic
+    notebook interface (default: the server's own, ``c.Spawner.default_url``). ``timeout``:
+    how long the app may take to answer once the server runs.
     """
 
     name: str = "notebook"
     script: AbsPath | None = None
     xstartup: AbsPath | None = None
+    url: UrlPath | None = None
     timeout: Duration = 60
 
     @model_validator(mode="before")
@@ -294,6 +322,9 @@ class AppChoice(_Strict):
             raise ValueError(f"script '{self.script}' is not a Python file (.py)")
         if self.xstartup is not None and self.name != "desktop":
             raise ValueError("'xstartup' is for app 'desktop' only")
+        if self.url is not None and self.name != "notebook":
+            raise ValueError("'url' is for app 'notebook' only (a site's app has its own "
+                             "under 'apps:')")
         return self
 
     @property
@@ -362,9 +393,7 @@ class Profile(_Strict):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        from .backends import backend_classes  # (the backends read profiles: not at load)
-
-        names = sorted(backend_classes())
+        names = sorted(schedulers())
         if value not in names:
             raise ValueError(f"'{value}' is not a scheduler backend; use one of: "
                              f"{', '.join(repr(n) for n in names)}")
@@ -410,9 +439,7 @@ class Profile(_Strict):
         extend = self.extend
         if extend is None:
             return self
-        from .backends import backend_classes
-
-        if not backend_classes()[self.backend].can_extend:
+        if not schedulers()[self.backend].can_extend:
             raise ValueError(f"extend: servers on {self.backend} cannot be given more time by "
                              "hpcspawner yet (docs/sessions.md); leave extend out")
         if extend.max_runtime <= self.resources.runtime:
@@ -440,8 +467,10 @@ class Profile(_Strict):
 
     @property
     def fast_path_enabled(self) -> bool:
+        """Its ``htcondor.fast_path`` block is on (only the HTCondor backend reads it:
+        Backend.fast_path)."""
         fast = self.htcondor.fast_path
-        return self.backend == "htcondor" and fast is not None and fast.enabled
+        return fast is not None and fast.enabled
 
     @property
     def title(self) -> str:

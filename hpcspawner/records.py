@@ -11,7 +11,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    insert,
+    select,
+)
 
 META = MetaData()
 SESSIONS = Table(
@@ -27,7 +39,8 @@ SESSIONS = Table(
     Column("started", Float, nullable=False),  # epoch; 0: it never ran
     Column("ended", Float, nullable=False, index=True),  # epoch
 )
-_made: set[int] = set()  # the engines whose table exists
+_ENGINES: dict[str, Engine] = {}  # one per database URL, each with its table made
+KEEP_DAYS = 400  # rows older than this are deleted as new ones come (the admins' page shows 366)
 
 
 @dataclass(frozen=True)
@@ -47,11 +60,25 @@ class ProfileUse:
     median_wait: float | None  # seconds from submit to run; None: none ran
 
 
-def _table(db: Any) -> None:
-    engine = db.get_bind()
-    if id(engine) not in _made:
-        META.create_all(engine, checkfirst=True)
-        _made.add(id(engine))
+def hub_database(config: Any) -> tuple[str, dict[str, Any]]:
+    """The hub's database URL and connection options (c.JupyterHub.db_url, db_kwargs; a plain
+    file name means SQLite, as JupyterHub reads it): hpcspawner keeps its table there, through
+    connections of its own, never JupyterHub's shared session."""
+    section = config.JupyterHub if "JupyterHub" in config else {}
+    url = str(section.get("db_url") or "sqlite:///jupyterhub.sqlite")
+    if "://" not in url:
+        url = f"sqlite:///{url}"
+    return url, dict(section.get("db_kwargs") or {})
+
+
+def engine(url: str, options: dict[str, Any] | None = None) -> Engine:
+    """hpcspawner's own engine for the database at ``url`` (made once; its table too)."""
+    found = _ENGINES.get(url)
+    if found is None:
+        found = create_engine(url, pool_pre_ping=True, **(options or {}))
+        META.create_all(found, checkfirst=True)
+        _ENGINES[url] = found
+    return found
 
 
 def of_job(job: Any, ended: float) -> Session:
@@ -62,22 +89,23 @@ def of_job(job: Any, ended: float) -> Session:
                    submitted=job.submitted_at, started=job.running_seen_at, ended=ended)
 
 
-def record(db: Any, session: Session, *, user: str, server: str, backend: str,
+def record(db: Engine, session: Session, *, user: str, server: str, backend: str,
            job_id: str) -> None:
-    """Keep one ended session (the hub's database session ``db``)."""
-    _table(db)
-    db.execute(insert(SESSIONS).values(
-        user=user, server=server, profile=session.profile, backend=backend, job_id=job_id,
-        cores=session.cores, submitted=session.submitted, started=session.started,
-        ended=session.ended))
-    db.commit()
+    """Keep one ended session, in a transaction of its own (rolled back on an error, which is
+    raised); rows older than KEEP_DAYS go at the same time."""
+    with db.begin() as conn:
+        conn.execute(insert(SESSIONS).values(
+            user=user, server=server, profile=session.profile, backend=backend,
+            job_id=job_id, cores=session.cores, submitted=session.submitted,
+            started=session.started, ended=session.ended))
+        conn.execute(delete(SESSIONS).where(SESSIONS.c.ended < session.ended - KEEP_DAYS * 86400))
 
 
-def ended_since(db: Any, since: float) -> list[Session]:
-    _table(db)
-    rows = db.execute(select(SESSIONS.c.profile, SESSIONS.c.cores, SESSIONS.c.submitted,
-                             SESSIONS.c.started, SESSIONS.c.ended)
-                      .where(SESSIONS.c.ended >= since)).all()
+def ended_since(db: Engine, since: float) -> list[Session]:
+    with db.connect() as conn:
+        rows = conn.execute(select(SESSIONS.c.profile, SESSIONS.c.cores, SESSIONS.c.submitted,
+                                   SESSIONS.c.started, SESSIONS.c.ended)
+                            .where(SESSIONS.c.ended >= since)).all()
     return [Session(*row) for row in rows]
 
 

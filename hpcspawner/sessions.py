@@ -142,7 +142,8 @@ class AdminSessionsHandler(BaseHandler):
                      if s is not None]
         since = now - days * 86400
         try:
-            ended = records.ended_since(self.db, since)
+            ended = records.ended_since(
+                records.engine(*records.hub_database(self.settings["config"])), since)
         except Exception as exc:  # the database: the sessions are still shown
             self.log.warning("hpcspawner: the session records cannot be read: %s", exc)
             ended = []

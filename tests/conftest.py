@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import hpcspawner.backends  # noqa: F401  (it tells the profile schema which schedulers exist)
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_PROFILES = (REPO / "profiles.yaml").read_text()
 FIGURES: list[str] = []

@@ -190,3 +190,32 @@ profiles:
 """).profiles
     assert registry.expected_start(a, 10) is not registry.expected_start(b, 10)
     assert registry.expected_start(a, 10) is registry.expected_start(a, 10)
+
+
+def test_a_partition_list_can_start_in_any_of_its_partitions(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`partition: jupyter,gpu`: SLURM starts the job in whichever can take it first, so the
+    page counts the nodes of both, and sbatch --test-only is asked for the list."""
+    from hpcspawner.backends.slurm import SlurmBackend
+    from hpcspawner.commands import Result
+
+    both = parse_profiles("""\
+profiles:
+  - {name: either, partition: "jupyter,gpu", resources: {cores: 8, memory: 48GiB, runtime: 1h}}
+""").by_name["either"]
+    nodes = parse_sinfo_nodes(SINFO)
+    assert outlook(PROFILES["large"], nodes).can_start is False  # jupyter alone: no
+    found = outlook(both, nodes)
+    assert (found.can_start, found.text) == (
+        True, "Can start now: 36 cores of 48 free in partitions jupyter, gpu.")
+    backend = SlurmBackend()
+    asked: list[list[str]] = []
+
+    async def as_hub(argv: list[str], *, check: bool = True) -> Result:
+        asked.append(argv)
+        return Result(argv, 0, "", "sbatch: Job 7 to start at 2026-12-01T00:22:59 using 8 "
+                      "processors on nodes gpu01 in partition gpu\n")
+
+    monkeypatch.setattr(backend, "as_hub", as_hub)
+    assert asyncio.run(backend.expected_start(both)) == _epoch("2026-12-01T00:22:59")
+    assert "--partition=jupyter,gpu" in asked[0]

@@ -101,7 +101,7 @@ def test_check_warns_when_a_fast_path_profile_cannot_fit_the_reserved_slots(
     assert cli_main(["check", str(tmp_path / "profiles.yaml"), "--condor-status", status]) == 0
     err = capsys.readouterr().err
     assert "profile 'quick'" not in err
-    assert (f"warning: {tmp_path / 'profiles.yaml'}: profile 'big': it asks 1 core(s) and "
+    assert (f"warning: {tmp_path / 'profiles.yaml'}:7: profile 'big': it asks 1 core(s) and "
             "12GiB but the reserved notebook slots have 1 and 1536MiB: it could never start "
             "on the fast path") in err
 
@@ -177,3 +177,85 @@ def test_check_with_a_config_reads_the_profiles_it_names(tmp_path: Path) -> None
                          text=True)  # (here: ./profiles.yaml would be the repository's)
     assert out.returncode == 0, out.stderr
     assert f"{tmp_path / 'site-profiles.yaml'}: 7 profiles OK" in out.stdout
+
+
+# what the import of `req_options = '-c 2 --mem=24G --gres=gpu:1'` wrote before (word by
+# word), and options a hand-written file gets wrong: each said at its line
+SPLIT_OPTIONS = """\
+defaults:
+  extra_options: [--partition=batch]
+profiles:
+  - name: gpu
+    partition: jupyter
+    resources: {cores: 1, memory: 2GiB, runtime: 2h}
+    extra_options:
+      - -c
+      - '2'
+      - --mem=24G
+      - --gres=gpu:1
+      - --cpus-per-task=1
+      - --qos long
+      - --comment=mine
+  - name: plain
+    resources: {cores: 1, memory: 2GiB, runtime: 2h}
+"""
+
+
+def test_check_warns_at_their_lines_about_extra_options_that_are_no_unit_or_a_resource(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "profiles.yaml"
+    path.write_text(SPLIT_OPTIONS)
+    assert cli_main(["check", str(path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    gpu = f"warning: {path}:{{}}: profile 'gpu': extra_options"
+    assert err == [
+        gpu.format(8) + "[0] '-c' has no value: with extra_options[1] '2' it is one option, "
+        "--cpus-per-task=2: write that as one entry",
+        gpu.format(8) + "[0] '-c' overrides resources.cores (1) with 2: sbatch takes the "
+        "last, but the form, the caps and the server's CPU_LIMIT and MEM_LIMIT read the "
+        "profile's resources: set resources.cores: 2 and drop the option",
+        gpu.format(10) + "[2] '--mem=24G' overrides resources.memory (2GiB) with 24GiB: sbatch "
+        "takes the last, but the form, the caps and the server's CPU_LIMIT and MEM_LIMIT read "
+        "the profile's resources: set resources.memory: 24GiB and drop the option",
+        gpu.format(11) + "[3] '--gres=gpu:1' overrides resources.gpus (0) with 1: sbatch takes "
+        "the last, but the form, the caps and the server's CPU_LIMIT and MEM_LIMIT read the "
+        "profile's resources: set resources.gpus: 1 and drop the option",
+        gpu.format(12) + "[4] '--cpus-per-task=1' repeats resources.cores: drop it",
+        gpu.format(13) + "[5] '--qos long' cannot be one #SBATCH value of the job script "
+        "(letters, digits and _.,:@+%=/- only): write --qos=long",
+        gpu.format(14) + "[6] '--comment=mine' overrides what hpcspawner's job script writes "
+        "itself: the job's comment is hpcspawner's tag, which ties the job to its server; "
+        "drop it",
+        # inherited from defaults: said at the defaults' line
+        f"warning: {path}:2: profile 'plain': extra_options[0] '--partition=batch' overrides "
+        "partition (none) with batch: sbatch takes the last, but the spawn page's "
+        "availability and extend read the profile's partition: set partition: batch and "
+        "drop the option",
+    ]
+
+
+def test_check_has_nothing_to_say_of_extra_options_that_are_units_of_their_own(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "profiles.yaml"
+    path.write_text(EXAMPLE_PROFILES.replace(
+        "      runtime: 12h\n",
+        "      runtime: 12h\n    extra_options: [--qos=interactive, --exclusive, "
+        "--gres=tmpfs:10G, --account=physics]\n", 1))
+    assert cli_main(["check", str(path)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_import_prints_its_notes_and_says_why_when_it_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "jupyterhub_config.py"
+    config.write_text("c = get_config()  # noqa\nc.ProfilesSpawner.profiles = [\n"
+                      "    ('Here', 'local', 'jupyterhub.spawner.LocalProcessSpawner', {}),\n"
+                      "]\n")
+    assert cli_main(["import", str(config), "-o", str(tmp_path / "p.yaml")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("note: jupyterhub_config.py:3: profile 'local' (Here): not "
+                             "carried over")
+    assert err[-1] == ("hpcspawner import: nothing to import: none of the 1 profile(s) runs "
+                       "on SLURM or HTCondor (the notes say why each was left); nothing "
+                       "written (1 note(s) above)")
+    assert not (tmp_path / "p.yaml").exists()

@@ -1,8 +1,12 @@
 """A fourth scheduler, added the way a site would: everything it knows is in this file (a
-backend class, registered; its job template, written where the site's templates live), and
-the spawn runs end to end through it — profile, script, token hand-off, queue, node, report,
-route, availability, cancel — with no change anywhere else. "ToyQ" is an in-memory queue with
-the usual shape: submit prints an id, a queue listing names state, reason, node and tag."""
+backend class, declared as an entry point of ``hpcspawner.backends`` by a package the test
+installs; its job template, written where the site's templates live), and the spawn runs end
+to end through it — profile, script, token hand-off, queue, node, report, route,
+availability, and the cancel, which the real hpcspawner-helper does in a fresh process that
+finds the backend through its entry point alone — with no change anywhere else. "ToyQ" is a
+queue in a JSON file with the usual shape (state, reason, node, owner, tag) and a ``toyq``
+command that the helper runs (``toyq show ID``, ``toyq del ID``). The tests/e2e/nodes test
+of hpcspawner-sitebatch does the same with a real scheduler, a real hub and sudo."""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ import json
 import logging
 import os
 import pwd
-from collections.abc import Collection
+import subprocess
+import sys
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +26,13 @@ from hpcspawner import backends, messages
 from hpcspawner.availability import outlook
 from hpcspawner.backends import Availability, Backend, JobInfo, JobState, SubmitRequest
 from hpcspawner.backends.base import CancelRefused, Tool
-from hpcspawner.commands import Result
+from hpcspawner.commands import CommandError, Result
 from hpcspawner.job import BatchJob, JobContext, Plan
 from hpcspawner.jobspec import JobBuilder
 from hpcspawner.poller import Poller
 from hpcspawner.profiles import ProfileError, parse_profiles
 from hpcspawner.report import Report, accept
+from tests.conftest import REPO
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 TOKEN = "0123456789abcdef" * 2
@@ -37,16 +44,37 @@ TEMPLATE = """#!/bin/sh
 exec {{ python }} -m hpcspawner.launcher -- {{ command | join(" ") }}
 """
 
+# the scheduler's own command, which the helper runs as the user
+TOYQ = """#!{python}
+import json, sys
+jobs = json.load(open({queue!r}))
+command, job_id = sys.argv[1:3]
+if job_id not in jobs:
+    sys.exit("toyq: no job " + job_id)
+if command == "show":
+    print(jobs[job_id]["user"], jobs[job_id]["tag"])
+elif command == "del":
+    jobs[job_id].update(state="X", why="the job was cancelled")
+    json.dump(jobs, open({queue!r}, "w"))
+"""
+
+# `sudo -u USER hpcspawner-helper ARGS`, played by a fresh Python: the helper never runs as
+# root, so it is told that this test's account is the user
+AS_THE_USER = ("import os, pwd, sys\nfrom hpcspawner import helper\n"
+               "helper.me = lambda: pwd.getpwuid(os.getuid())\n"
+               "sys.exit(helper.main(sys.argv[1:]))\n")
+
 
 class ToyQBackend(Backend):
     """Everything hpcspawner knows about ToyQ."""
 
     name = "toyq"
     template_name = "toyq.job.j2"
+    home = ""  # where ToyQ keeps its queue (queue.json) and its command (bin/toyq)
+    packages = ""  # the directory of the site's installed packages, as the helper's path has it
 
     def __init__(self, **kw: object) -> None:
         super().__init__(**kw)
-        self.queue: dict[str, dict[str, str]] = {}  # what `toyq list` would print
         self.helper_calls: list[list[str]] = []
 
     @classmethod
@@ -60,17 +88,40 @@ class ToyQBackend(Backend):
     def log_name(self, server: str, job_id: str = "") -> str:
         return f"{server}-{job_id or '%ID%'}.log"
 
+    def tools_dir(self) -> str:
+        return os.path.join(self.home, "bin")
+
+    def queue(self) -> dict[str, dict[str, str]]:
+        """What `toyq list` would print."""
+        return dict(json.loads(Path(self.home, "queue.json").read_text()))
+
+    def update(self, job_id: str, **row: str) -> None:
+        jobs = self.queue()
+        jobs.setdefault(job_id, {}).update(row)
+        Path(self.home, "queue.json").write_text(json.dumps(jobs))
+
     async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
                       hint: str = "", timeout: float | None = None) -> Result:
-        self.helper_calls.append(argv)  # hpcspawner-helper write-token / remove-token
-        return Result(argv, 0, "", "")
+        """The hub's hpcspawner-helper commands: token files are not this test's (recorded);
+        a cancel runs the real helper, in a fresh process that never saw this hub's
+        configuration and finds ToyQ by its entry point."""
+        self.helper_calls.append(argv)
+        if argv[1:2] != ["cancel"]:
+            return Result(argv, 0, "", "")
+        done = subprocess.run([sys.executable, "-c", AS_THE_USER, *argv[1:]], cwd=REPO,
+                              env={"PATH": "/usr/bin:/bin",
+                                   "PYTHONPATH": f"{self.packages}:{REPO}"},
+                              capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise CommandError(argv, done.returncode, done.stderr)
+        return Result(argv, 0, done.stdout, done.stderr)
 
     async def submit(self, request: SubmitRequest) -> str:
         header = dict(word.split("=", 1) for word in
                       request.script.splitlines()[1].split()[1:])
-        job_id = f"toy{len(self.queue) + 1}"
-        self.queue[job_id] = {"state": "Q", "why": "busy", "node": "", "tag": header["tag"],
-                              "user": request.username}
+        job_id = f"toy{len(self.queue()) + 1}"
+        self.update(job_id, state="Q", why="busy", node="", tag=header["tag"],
+                    user=request.username)
         return job_id
 
     async def query(self, tag_prefix: str, job_ids: Collection[str] = ()) -> dict[str, JobInfo]:
@@ -79,17 +130,16 @@ class ToyQBackend(Backend):
                                 reason=row["why"] if row["state"] != "R" else "",
                                 meaning="every toy node is taken" if row["why"] == "busy"
                                 else "", user=row["user"], tag=row["tag"])
-                for job_id, row in self.queue.items() if row["tag"].startswith(tag_prefix)}
+                for job_id, row in self.queue().items() if row["tag"].startswith(tag_prefix)}
 
     async def route_hosts(self, infos: Collection[JobInfo]) -> dict[str, str]:
-        return {info.job_id: self.queue[info.job_id]["node"] for info in infos}
-
-    async def cancel(self, job_id: str, username: str, tag: str) -> None:
-        self.queue[job_id].update(state="X", why="the job was cancelled")
+        return {info.job_id: self.queue()[info.job_id]["node"] for info in infos}
 
     @classmethod
     def checked_cancel(cls, job_id: str, tag: str, user: str, tool: Tool) -> str:
         out = tool("toyq", ["show", job_id])
+        if out.returncode != 0:
+            raise CancelRefused(f"toyq show failed: {out.stderr.strip()}")
         if out.stdout.split() != [user, tag]:
             raise CancelRefused(f"job {job_id} is not {user}'s job tagged {tag}")
         tool("toyq", ["del", job_id])
@@ -100,11 +150,36 @@ class ToyQBackend(Backend):
                              free_memory=8 * 2**30)]
 
 
+def install_toyq(where: Path) -> Path:
+    """A site's package that declares ToyQ (its dist-info directory; the class is this file's),
+    in a directory of installed packages; returns that directory."""
+    info = where / "toyq_site-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toyq-site\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        f"[hpcspawner.backends]\ntoyq = {__name__}:ToyQBackend\n")
+    return where
+
+
 @pytest.fixture
-def toyq(monkeypatch: pytest.MonkeyPatch) -> ToyQBackend:
-    monkeypatch.setattr(backends, "_REGISTERED", {})  # registered for this test only
-    backends.register_backend(ToyQBackend)
-    return ToyQBackend()
+def toyq(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ToyQBackend]:
+    """ToyQ installed as a site installs it, for this hub process and for the helper's."""
+    if os.geteuid() != 0:  # the helper runs only root's commands, from root's directories
+        if os.environ.get("CI"):
+            pytest.fail("the fourth backend's tests run as root (scripts/test)")
+        pytest.skip("the helper runs scheduler commands only from root's directories: as root")
+    (tmp_path / "bin").mkdir(mode=0o755)
+    (tmp_path / "queue.json").write_text("{}")
+    command = tmp_path / "bin" / "toyq"
+    command.write_text(TOYQ.format(python=sys.executable, queue=str(tmp_path / "queue.json")))
+    command.chmod(0o755)
+    packages = install_toyq(tmp_path / "site-packages")
+    monkeypatch.syspath_prepend(str(packages))
+    backends.installed_backends.cache_clear()
+    backend = ToyQBackend()
+    backend.home, backend.packages = str(tmp_path), str(packages)
+    yield backend
+    backends.installed_backends.cache_clear()  # (the path is restored after this)
 
 
 def test_a_scheduler_that_cannot_give_more_time_gets_no_extend_in_its_profiles(
@@ -142,7 +217,7 @@ profiles:
         starting = asyncio.ensure_future(job.start(TOKEN))
         while not any("Waiting in queue" in m for m in said()):
             await asyncio.sleep(0.005)
-        toyq.queue[job.job_id].update(state="R", node="toy1")
+        toyq.update(job.job_id, state="R", node="toy1")
         await poller.refresh()
         await accept(job, "", TOKEN, Report(port=5000, host="toy1", submission=job.submission))
         address = await asyncio.wait_for(starting, 5)
@@ -150,13 +225,17 @@ profiles:
         poller.stop()
         return address
 
-    assert asyncio.run(asyncio.wait_for(spawn(), 10)) == ("toy1", 5000)
+    assert asyncio.run(asyncio.wait_for(spawn(), 30)) == ("toy1", 5000)
     [written] = [argv for argv in toyq.helper_calls if "write-token" in argv]
     assert said()[0] == f"Submitted job toy1 ({profile.title})"
     assert "Waiting in queue: busy (every toy node is taken)" in said()[1]
     assert said()[-1] == "Server ready on toy1:5000"
-    assert toyq.queue["toy1"]["state"] == "X"
-    assert toyq.queue["toy1"]["tag"] == "hpcspawner:hub:" + ME + ":"
+    tag = "hpcspawner:hub:" + ME + ":"
+    # the cancel: the hub asked the helper, which found ToyQ itself and ran `toyq del`
+    assert [argv[1:] for argv in toyq.helper_calls if "cancel" in argv] == [
+        ["cancel", "toyq", "toy1", tag, "--bin-dir", toyq.tools_dir()]]
+    assert toyq.queue()["toy1"]["state"] == "X"
+    assert toyq.queue()["toy1"]["tag"] == tag
     assert outlook(profile, asyncio.run(toyq.availability())).text == \
         "Can start now: 4 cores of 4 free in the toy queue."
     assert messages.explain(asyncio.run(toyq.query("hpcspawner:"))["toy1"]) == \
@@ -165,25 +244,39 @@ profiles:
 
 
 def test_the_helper_cancels_through_the_fourth_schedulers_own_check(
-        toyq: ToyQBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+        toyq: ToyQBackend) -> None:
     """hpcspawner-helper knows no scheduler: it checks the tag is the user's and hands the
-    backend its checked commands."""
-    from hpcspawner import helper
+    backend its checked commands; the backend asks its scheduler whose job it is."""
+    tag = f"hpcspawner:hub:{ME}:"
+    toyq.update("toy1", state="R", why="", node="toy1", tag=tag, user=ME)
+    toyq.update("toy9", state="R", why="", node="toy1", tag=tag, user="bob")
 
-    ran: list[list[str]] = []
+    async def cancel(job_id: str) -> None:
+        await toyq.cancel(job_id, ME, tag)
 
-    def fake_tool(name: str, args: list[str]) -> object:
-        ran.append([name, *args])
-        owner = "bob" if args[1:] == ["toy9"] else ME
-        return type("Done", (), {"stdout": f"{owner} hpcspawner:hub:{ME}:", "returncode": 0})
+    with pytest.raises(backends.HelperRefused) as refused:
+        asyncio.run(cancel("toy9"))
+    assert refused.value.why == f"job toy9 is not {ME}'s job tagged {tag}"
+    asyncio.run(cancel("toy1"))
+    assert [toyq.queue()[job]["state"] for job in ("toy1", "toy9")] == ["X", "R"]
 
-    checked = ToyQBackend.checked_cancel("toy1", f"hpcspawner:hub:{ME}:", ME, fake_tool)
-    assert checked == "deleted job toy1" and ran[-1] == ["toyq", "del", "toy1"]
-    with pytest.raises(CancelRefused):
-        ToyQBackend.checked_cancel("toy9", f"hpcspawner:hub:{ME}:", ME, fake_tool)
-    # the helper names the backends it knows, the registered one among them (as the user:
-    # the helper never runs as root)
-    monkeypatch.setattr(helper, "me", lambda: pwd.getpwuid(os.getuid()))
-    with pytest.raises(helper.Refused, match="'pbs'; say htcondor or slurm or toyq"):
-        helper.cancel("pbs", "1", f"hpcspawner:hub:{ME}:")
-    assert json.dumps(sorted(backends.backend_classes())) == '["htcondor", "slurm", "toyq"]'
+
+def test_a_backend_registered_in_the_hubs_process_alone_is_unknown_to_the_helper(
+        toyq: ToyQBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 32: `register_backend` in jupyterhub_config.py (what the docs said before) reaches
+    the hub's process only; the helper, a fresh process, knows its backends by entry point.
+    The hub says so when the backend is registered."""
+    monkeypatch.setattr(toyq, "packages", str(tmp_path / "nothing-installed"))
+    monkeypatch.setattr(backends, "_REGISTERED", {})
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path / "site-packages")])
+    backends.installed_backends.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="hpcspawner.backends"):
+        backends.register_backend(ToyQBackend)
+    assert "registered in this process only: hpcspawner-helper will not find it" in caplog.text
+    toyq.update("toy1", state="R", why="", node="toy1", tag=f"hpcspawner:hub:{ME}:", user=ME)
+    with pytest.raises(backends.HelperRefused) as refused:
+        asyncio.run(toyq.cancel("toy1", ME, f"hpcspawner:hub:{ME}:"))
+    assert refused.value.why.startswith("unknown backend 'toyq'; say htcondor or ")
+    assert "entry point in hpcspawner.backends" in refused.value.why
+    assert toyq.queue()["toy1"]["state"] == "R"

@@ -235,6 +235,41 @@ def test_the_helper_never_runs_as_root_and_prints_its_usage(
         assert "never as root" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="places only root can change: as root")
+def test_the_helper_runs_only_from_places_root_alone_can_change(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its code and its backends (and the packages whose entry points name them) come from
+    sys.path: every entry and what lies above it must be root's, and only root (or, above it,
+    a sticky directory such as /tmp) may add or swap a file there."""
+    helper.trusted_path(sys.path)  # this venv, the system's Python, the checkout
+    mine = tmp_path / "root-only"
+    mine.mkdir(mode=0o755)
+    helper.trusted_path([str(mine), str(mine / "absent" / "deeper")])
+    alice = pwd.getpwnam("alice") if "alice" in {p.pw_name for p in pwd.getpwall()} else None
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)
+    (tmp_path / "link").symlink_to("/tmp")
+    refused = {"/tmp": "/tmp", "/tmp/absent/x": "/tmp", str(shared): str(shared),
+               str(shared / "x"): str(shared), str(tmp_path / "link"): "/tmp"}
+    if alice is not None:
+        theirs = tmp_path / "theirs"
+        (theirs / "site-packages").mkdir(parents=True, mode=0o755)
+        os.chown(theirs, alice.pw_uid, alice.pw_gid)
+        refused[str(theirs / "site-packages")] = str(theirs)
+    for entry, culprit in refused.items():
+        with pytest.raises(helper.Refused) as caught:
+            helper.trusted_path([str(mine), entry])
+        assert str(caught.value) == (
+            f"this Python imports from {entry}, which {culprit} lets someone other than root "
+            "change: run hpcspawner-helper from a root-owned venv (docs/security.md)")
+    # before any subcommand: nothing else is looked at
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "path", [*sys.path, str(shared)])
+        assert helper.main(["remove-token", "/nowhere/.hpcspawner", "a.token"]) == 2
+    assert f"this Python imports from {shared}" in capsys.readouterr().err
+
+
 def test_check_script_takes_a_file_in_the_home_and_says_why_not_otherwise(
         home: Path, tmp_path: Path) -> None:
     (home / "dash").mkdir()

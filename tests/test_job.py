@@ -231,23 +231,27 @@ def test_a_job_that_ends_while_starting_says_where_its_output_is(tmp_path: Path)
     run(scenario())
 
 
-@pytest.mark.parametrize(("stderr", "says"), [
-    ("\nERROR: Can't access executable file /nonexistent/python3: No such file or directory",
-     "refused the job for 'Fast — 1 core, 1 GiB, 1 h': the site's configuration"),
-    ("sbatch: error: Batch job submission failed: Invalid partition name specified",
-     "refused the job"),
-    ("\nERROR: Can't find address of local schedd", "Try again in a minute"),
-    ("sbatch: error: Batch job submission failed: Unable to contact slurm controller "
-     "(connect failure)", "Try again in a minute"),
+@pytest.mark.parametrize(("backend", "profile", "stderr", "says"), [
+    ("htcondor", "fast", "\nERROR: Can't access executable file /nonexistent/python3: No such "
+     "file or directory", "refused the job for 'Fast — 1 core, 1 GiB, 1 h': the site's "
+     "configuration"),
+    ("slurm", "small", "sbatch: error: Batch job submission failed: Invalid partition name "
+     "specified", "refused the job"),
+    ("htcondor", "fast", "\nERROR: Can't find address of local schedd", "Try again in a minute"),
+    ("slurm", "small", "sbatch: error: Batch job submission failed: Unable to contact slurm "
+     "controller (connect failure)", "Try again in a minute"),
+    # each scheduler's words of an outage are its own backend's (SchedulerCommands.UNREACHABLE)
+    ("htcondor", "fast", "sbatch: error: Batch job submission failed: Unable to contact slurm "
+     "controller (connect failure)", "refused the job"),
 ])
 def test_a_refusal_is_a_configuration_problem_and_only_an_outage_says_try_again(
-        tmp_path: Path, stderr: str, says: str) -> None:
+        tmp_path: Path, backend: str, profile: str, stderr: str, says: str) -> None:
     world = World(tmp_path)
-    sched = world.backends["htcondor"]
-    sched.submit_error = CommandError(["condor_submit", "-terse"], 1, stderr)
+    sched = world.backends[backend]
+    sched.submit_error = CommandError(["submit"], 1, stderr)
 
     async def scenario() -> None:
-        job = world.job("htcondor", "fast")
+        job = world.job(backend, profile)
         with pytest.raises(JobFailed) as failed:
             await job.submit(TOKEN)
         assert says in failed.value.message
@@ -493,6 +497,7 @@ def make_spawner(profiles_file: Path) -> Any:
     c.HPCSpawner.hub_id = "hub"
     c.HPCSpawner.fast_poll_interval = 0.01
     c.HPCSpawner.poll_jitter = 0.0
+    c.JupyterHub.db_url = f"sqlite:///{profiles_file.parent}/jupyterhub.sqlite"  # its records
     hub = SimpleNamespace(public_host="", url="http://127.0.0.1:8081/hub/",
                           api_url="http://127.0.0.1:8081/hub/api", base_url="/hub/")
     user = SimpleNamespace(name=ME, url=f"/user/{ME}/", groups=[], escaped_name=ME)
@@ -579,7 +584,7 @@ def test_sbatch_gets_a_bare_environment_so_nothing_of_the_hubs_reaches_the_job(
     assert job_id == "4242"
     names = {line.split("=", 1)[0] for line in seen.read_text().splitlines()}
     assert "PATH" in names and "CONFIGPROXY_AUTH_TOKEN" not in names
-    assert names <= {*KEEP_ENV, "PWD", "OLDPWD", "SHLVL", "_"}, names
+    assert names <= {*KEEP_ENV, "SLURM_CONF", "PWD", "OLDPWD", "SHLVL", "_"}, names
 
 
 def test_two_hundred_reports_at_once_check_one_at_a_time_and_query_at_most_once_more(
@@ -699,3 +704,42 @@ def test_a_report_naming_a_host_whose_name_server_never_answers_is_checked_witho
 
     run(scenario())
     assert looked_up == []
+
+
+def test_saved_state_carries_its_version_and_older_shapes_are_restored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """to_state stamps STATE_VERSION; a version-1 state (an older hub's: no version, no plan,
+    no resources, no times) is followed without its profile's limits, and the log says so; a
+    plan that no longer reads is said with its reason, not dropped in silence."""
+    from hpcspawner.job import STATE_VERSION
+
+    world = World(tmp_path)
+
+    async def scenario() -> None:
+        job = world.job("slurm", "small")
+        await job.submit(TOKEN)
+        state = job.to_state()
+        assert state["state_version"] == STATE_VERSION == 2
+        again = BatchJob.from_state(state, world.ctx("slurm"), ME)
+        assert again.plan is not None and job.plan is not None
+        assert again.plan.profile == job.plan.profile and again.resources == job.resources
+        assert again.plan.builder.tag == job.plan.builder.tag
+
+        old = {k: state[k] for k in ("job_id", "backend", "profile", "tag", "username",
+                                     "secret_file", "submission", "token_sha256")}
+        with caplog.at_level(logging.INFO, logger="test"):
+            older = BatchJob.from_state(old, world.ctx("slurm"), ME)
+        assert (older.job_id, older.tag, older.plan, older.resources) == (
+            job.job_id, job.tag, None, None)
+        assert older.resumed and older.submitted_at > 0 and older.runtime == 0
+        assert any("state version 1, no plan" in r.getMessage() for r in caplog.records)
+
+        broken = {**state, "plan": {"profile": {"name": "small"}, "builder": {}}}
+        with caplog.at_level(logging.INFO, logger="test"):
+            lost = BatchJob.from_state(broken, world.ctx("slurm"), ME)
+        assert lost.plan is None and lost.job_id == job.job_id
+        assert any("followed without its profile's limits: the saved plan no longer reads"
+                   in r.getMessage() for r in caplog.records)
+        world.close()
+
+    run(scenario())

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection
+from typing import Any
 
 import pytest
 
-from hpcspawner.backends.base import Backend, JobInfo, JobState
+from hpcspawner.backends.base import Backend, CancelRefused, JobInfo, JobState
 from hpcspawner.commands import CommandError
 from hpcspawner.poller import Poller
 
@@ -17,6 +18,16 @@ PREFIX = "hpcspawner:hub:"
 
 class FakeBackend(Backend):
     name = "fake"
+
+    def log_name(self, server: str, job_id: str = "") -> str:
+        return f"{server}-{job_id}.log"
+
+    @classmethod
+    def checked_cancel(cls, job_id: str, tag: str, user: str, tool: Any) -> str:
+        raise CancelRefused("the fake scheduler is never asked by a helper")
+
+    async def submit(self, request: Any) -> str:
+        raise CommandError(["submit"], 1, "the fake scheduler takes no jobs")
 
     def __init__(self) -> None:
         super().__init__()

@@ -2,21 +2,54 @@
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine
-from sqlalchemy.orm import Session as DbSession
+from traitlets.config import Config
 
-from hpcspawner.records import ProfileUse, Session, ended_since, record, use_by_profile
+from hpcspawner.records import (
+    KEEP_DAYS,
+    ProfileUse,
+    Session,
+    ended_since,
+    engine,
+    hub_database,
+    record,
+    use_by_profile,
+)
 
 HOUR = 3600.0
 
 
 def test_ended_sessions_are_kept_in_the_hubs_database_and_read_back_by_period() -> None:
-    db = DbSession(create_engine("sqlite://"))
+    db = engine("sqlite://")
     for job, ended in (("1", 100.0), ("2", 5000.0)):
         record(db, Session("small", 2, 10.0, 40.0, ended), user="alice", server="",
                backend="slurm", job_id=job)
     assert ended_since(db, 1000.0) == [Session("small", 2, 10.0, 40.0, 5000.0)]
     assert len(ended_since(db, 0.0)) == 2
+    # a row older than KEEP_DAYS goes when a new one comes: the table does not grow for ever
+    later = 5000.0 + KEEP_DAYS * 86400 - 1
+    record(db, Session("small", 1, later, later, later), user="bob", server="",
+           backend="slurm", job_id="3")
+    assert [s.ended for s in ended_since(db, 0.0)] == [5000.0, later]
+    record(db, Session("small", 1, later, later, later + 4000), user="bob", server="",
+           backend="slurm", job_id="4")
+    assert [s.ended for s in ended_since(db, 0.0)] == [later, later + 4000]
+
+
+def test_the_records_live_in_the_hubs_database_through_connections_of_their_own(
+        tmp_path: object) -> None:
+    """The hub's URL and options, as JupyterHub reads them (a plain file name is SQLite); the
+    rows written through hpcspawner's own engine are in that very file."""
+    assert hub_database(Config()) == ("sqlite:///jupyterhub.sqlite", {})
+    path = f"{tmp_path}/hub.sqlite"
+    config = Config({"JupyterHub": {"db_url": path, "db_kwargs": {"echo": False}}})
+    url, options = hub_database(config)
+    assert (url, options) == (f"sqlite:///{path}", {"echo": False})
+    record(engine(url, options), Session("gpu", 4, 1.0, 2.0, 3.0), user="alice", server="",
+           backend="slurm", job_id="9")
+    import sqlite3
+
+    rows = sqlite3.connect(path).execute("select user, profile from hpcspawner_sessions")
+    assert rows.fetchall() == [("alice", "gpu")]
 
 
 def test_use_by_profile_counts_sessions_core_hours_in_the_period_and_the_median_wait() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from hpcspawner import moretime
 from hpcspawner.backends.base import ExtendRefused, JobInfo, JobState
 from hpcspawner.backends.htcondor import HTCondorBackend, ad_to_info
 from hpcspawner.backends.slurm import SlurmBackend, slurm_seconds
@@ -56,19 +57,19 @@ def test_more_time_is_given_inside_the_profiles_maximum_and_the_scheduler_has_th
         job = await running(world)
         ends, limit = job.time_limit()
         assert limit == HOUR
-        new_end = await job.extend(HOUR)
+        new_end = await moretime.extend(job, HOUR)
         assert job.asked == [(job.job_id, 2 * HOUR)]
         assert abs(new_end - ends - HOUR) < 1 and job.time_limit() == (new_end, 2 * HOUR)
         await job.ctx.poller.refresh()  # the scheduler's own end from now on
         assert job.time_limit()[1] == 2 * HOUR
         with pytest.raises(ExtendRefused) as refused:
-            await job.extend(2 * HOUR)  # 4 h > 3 h
+            await moretime.extend(job, 2 * HOUR)  # 4 h > 3 h
         assert str(refused.value) == (
             "This server may run 3 h at most (its profile's extend.max_runtime) and has 2 h "
             "already; you may add at most 1 h.")
-        await job.extend(HOUR)
+        await moretime.extend(job, HOUR)
         with pytest.raises(ExtendRefused, match="has 3 h already; save your work"):
-            await job.extend(HOUR)
+            await moretime.extend(job, HOUR)
         assert [runtime for _, runtime in job.asked] == [2 * HOUR, 3 * HOUR]
         world.close()
 
@@ -85,7 +86,7 @@ def test_an_admins_change_of_the_limit_counts(tmp_path: Path) -> None:
         sched.jobs[job.job_id] = JobInfo(**{**info.__dict__, "ends": info.starts + 1800})
         await job.ctx.poller.refresh()
         assert job.time_limit() == (info.starts + 1800, 1800)
-        await job.extend(HOUR)
+        await moretime.extend(job, HOUR)
         assert job.asked == [(job.job_id, 1800 + HOUR)]
         world.close()
 
@@ -116,7 +117,7 @@ def test_refusals_say_why_and_change_nothing(tmp_path: Path, change: str, says: 
         await job.ctx.poller.refresh()
         before = (job.runtime, job.ends_at)
         with pytest.raises(ExtendRefused) as refused:
-            await job.extend(-HOUR if change == "negative" else HOUR)
+            await moretime.extend(job, -HOUR if change == "negative" else HOUR)
         assert says in str(refused.value)
         assert job.asked == [] and (job.runtime, job.ends_at) == before
         world.close()
@@ -161,7 +162,7 @@ def test_cards_say_the_state_in_words_with_the_schedulers_reason_and_expected_st
         assert shown.left_words.endswith(" left") and shown.used_words.startswith("used 0:01")
         near = card(spawner_of(job, warning=2 * HOUR))  # within the warning: said
         assert near is not None and "extend it from its card" in near.warning
-        await job.extend(2 * HOUR)
+        await moretime.extend(job, 2 * HOUR)
         full = card(spawner_of(job))
         assert full is not None and not full.can_extend
         assert full.extend_note == "This server has the most time its profile allows (3 h)."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 
 import pytest
@@ -188,3 +189,110 @@ def test_private_data_hides_jobs_unless_the_hub_is_a_slurm_operator(
         assert jobs["42"].reason == "PrivateData=jobs hides the job from the hub" and not by_id
     else:
         assert "42" not in jobs and by_id
+
+
+def test_sbatch_options_are_units_of_an_option_and_its_value() -> None:
+    """As sbatch's getopt reads them: a short or long option takes the next word as its
+    value; -c4 and --mem=4G carry it; a flag takes none, so the word after it is no option."""
+    from hpcspawner.backends.slurm import Option, split_options
+
+    words = split_options("-c 2 --mem=24G --qos long -A physics -c4 -Hq normal --gres gpu:1 "
+                          "--exclusive user -Z")
+    assert [w.text if isinstance(w, Option) else w for w in words] == [
+        "--cpus-per-task=2", "--mem=24G", "--qos=long", "--account=physics",
+        "--cpus-per-task=4", "--hold", "--qos=normal", "--gres=gpu:1", "--exclusive", "user",
+        "-Z"]
+    assert [w.written for w in words if isinstance(w, Option)][:3] == [
+        "-c 2", "--mem=24G", "--qos long"]
+    [alone] = split_options("-c")
+    assert isinstance(alone, Option) and alone.missing_value
+
+
+def test_the_resources_in_options_are_read_the_last_one_winning() -> None:
+    from hpcspawner.backends.slurm import read_request, split_options
+
+    def units(origin: str, text: str, quiet: bool = False) -> list:
+        return [(origin, word, quiet) for word in split_options(text)]
+
+    request = read_request([
+        *units("req_nprocs", "--cpus-per-task=1", quiet=True),
+        *units("req_options", "-c 2 --mem-per-cpu 2G -t 1-00:00:00 -p a,b --gres=gpu:a100:2,"
+               "tmpfs:10G --reservation=r -J x -N 2 2")])
+    assert (request.cores, request.total_memory, request.runtime, request.partition) == (
+        2, 4 * 2**30, 86400, "a,b")
+    assert (request.gpus, request.gpu_model) == (2, "a100")
+    assert request.extra == [("req_options", "--gres=tmpfs:10G"),
+                             ("req_options", "--reservation=r")]
+    said = [text for _, text in request.said]
+    assert said[0] == ("'-c 2' overrides '--cpus-per-task=1' (req_nprocs): sbatch takes the "
+                       "last; it is resources.cores")
+    assert "'-J x' left out: hpcspawner names every job c.SlurmBackend.job_name (its one " \
+        "squeue asks for that name)" in said
+    assert "'-N 2' left out: a server's job runs on one node (hpcspawner writes --nodes=1)" \
+        in said
+    assert "'2' left out: it is no sbatch option (a value without its option?)" in said
+    # a whole node's memory, an unlimited time: no size a profile can hold
+    request = read_request(units("o", "--mem=0 --time=UNLIMITED --exclusive=user"))
+    assert (request.total_memory, request.runtime) == (None, None)
+    assert request.extra == [("o", "--exclusive=user")]
+    assert len(request.said) == 2
+
+
+@pytest.mark.parametrize(("value", "gpus", "rest"), [
+    ("gpu:2", (None, 2), ""), ("gpu", (None, 1), ""), ("gpu:a100:2", ("a100", 2), ""),
+    ("gpu:a100", ("a100", 1), ""), ("tmpfs:10G,gpu:1", (None, 1), "tmpfs:10G"),
+    ("mps:100", None, "mps:100")])
+def test_a_gres_value_says_which_gpus_it_asks(value: str, gpus: tuple | None,
+                                               rest: str) -> None:
+    from hpcspawner.backends.slurm import gpu_request
+
+    assert gpu_request(value) == (gpus, rest)
+
+
+def test_a_scripts_sbatch_lines_are_read_until_its_first_command() -> None:
+    from hpcspawner.backends.slurm import Option, script_words
+
+    script = ("#!/bin/bash\n#SBATCH -c 2 --mem=4G  # two cores\n\n#SBATCH --gres=gpu:1\n"
+              "module load cuda\n#SBATCH --time=1:00:00\n")
+    read = [(n, w.text if isinstance(w, Option) else w) for n, w in script_words(script)]
+    assert read == [(2, "--cpus-per-task=2"), (2, "--mem=4G"), (4, "--gres=gpu:1")]
+
+
+@pytest.mark.parametrize(("running", "asked", "refused"), [
+    ("batch", ["batch"], True),  # the job runs in batch: batch's 4 h hold
+    ("jupyter", ["jupyter"], False),
+    ("", ["jupyter", "batch"], False),  # squeue does not say: the most any of them allows
+])
+def test_more_time_for_a_job_of_a_partition_list_holds_to_the_partition_it_runs_in(
+        running: str, asked: list[str], refused: bool) -> None:
+    from hpcspawner.backends.base import ExtendRefused
+
+    [profile] = parse_profiles("""\
+profiles:
+  - name: either
+    partition: jupyter,batch
+    resources: {cores: 1, memory: 1GiB, runtime: 1h}
+    extend: {step: 1h, max_runtime: 1d}
+""").profiles
+    backend = SlurmBackend()
+    calls: list[list[str]] = []
+    limits = {"jupyter": "1-00:00:00", "batch": "04:00:00"}
+
+    async def as_hub(argv: list[str], *, check: bool = True) -> Result:
+        calls.append(argv)
+        if argv[0] == backend.squeue:
+            return Result(argv, 0, f"{running}\n" if running else "", "")
+        if argv[1:3] == ["show", "partition"]:
+            return Result(argv, 0, f"PartitionName={argv[3]} MaxTime={limits[argv[3]]}", "")
+        return Result(argv, 0, "", "")
+
+    backend.as_hub = as_hub  # type: ignore[method-assign]
+    if refused:
+        with pytest.raises(ExtendRefused, match=re.escape(
+                "The partition 'batch' lets a job run at most 4 h; this server would run 5 h.")):
+            asyncio.run(backend.extend("42", 5 * 3600, profile))
+    else:
+        asyncio.run(backend.extend("42", 5 * 3600, profile))
+        assert calls[-1][1] == "update"
+    assert calls[0] == [backend.squeue, "-h", "-j", "42", "-o", "%P"]
+    assert [c[3] for c in calls if c[1:3] == ["show", "partition"]] == asked

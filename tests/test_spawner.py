@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,3 +266,25 @@ def test_workers_at_start_beyond_the_users_total_caps_are_refused_before_any_job
     assert world.backends["slurm"].submitted == []
     spawner.user_options = {"profile": "small", "dask_workers": "2"}
     assert run(started(spawner, world))
+
+
+def test_a_stopped_sessions_end_is_recorded_once_in_the_hubs_database_by_our_own_connection(
+        world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Not through JupyterHub's shared Spawner.db (deprecated): a connection of hpcspawner's
+    own to the hub's database URL; a second stop records nothing more."""
+    import sqlite3
+
+    spawner = spawner_for(tmp_path)
+
+    async def scenario() -> str:
+        job_id = await started(spawner, world)
+        await spawner.stop()
+        await spawner.stop()
+        return job_id
+
+    with caplog.at_level(logging.WARNING):
+        job_id = run(scenario())
+    rows = sqlite3.connect(tmp_path / "jupyterhub.sqlite").execute(
+        "select user, profile, job_id, cores from hpcspawner_sessions").fetchall()
+    assert rows == [(ME, "small", job_id, 1)]
+    assert not [r for r in caplog.records if "Spawner.db is deprecated" in r.getMessage()]

@@ -115,15 +115,16 @@ LAYERS: list[tuple[str, set[str]]] = [
         "wire", "usage", "forwarder", "records"}),
     ("profiles and what is said of them; what runs inside the job", {
         "profiles", "messages", "launcher", "labnotify", "share.jupyter.jupyter_server_config"}),
-    ("the scheduler backends", {"backends", "backends.base", "backends.slurm",
+    ("the scheduler backends", {"backends", "backends.base", "backends.errors",
+                                "backends.running", "backends.slurm", "backends.slurm_options",
                                 "backends.htcondor"}),
     ("what a spawn is made of", {
         "apps", "jobspec", "tokenfile", "availability", "poller", "dask", "options",
-        "migrate", "backends.from_batchspawner"}),
-    ("one spawn's job, what one hub process shares", {"job", "registry"}),
+        "migrate", "plan", "cancels"}),
+    ("one spawn's job, what one hub process shares", {"job", "registry", "moretime"}),
     ("what the pages show of a job", {"cards"}),
     ("JupyterHub's adapter, its routes, the commands", {
-        "spawner", "report", "sessions", "activity", "cli", "helper"}),
+        "spawner", "settings", "report", "sessions", "activity", "cli", "helper"}),
     ("the set-up in JupyterHub", {"hub"}),
     ("the package", {""}),
 ]

@@ -7,6 +7,7 @@ import ast
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -83,7 +84,19 @@ def test_the_token_file_the_hub_writes_is_the_one_the_helper_checks_and_the_laun
     assert launcher.read_secrets(str(path)) == ("t0ken-" + "x" * 40, {"SECRET_THING": "42"})
 
 
-def test_the_tag_the_hub_writes_is_the_one_the_helper_and_the_poller_read() -> None:
+def test_the_tag_the_hub_writes_is_the_one_the_helper_and_the_poller_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One parser (wire.parse_tag) for the hub, the poller and the helper; one hub-id rule
+    for the hub's setting and the tag (64 characters: helper.py once allowed 128)."""
     tag = wire.job_tag("hub1", "alice", "gpu")
-    match = helper.TAG_RE.match(tag)
-    assert match and match["user"] == "alice" == wire.tag_user(tag)
+    assert wire.parse_tag(tag) == ("hub1", "alice", "gpu")
+    assert wire.tag_user(tag) == "alice"
+    assert wire.tag_prefix("hub1") == "hpcspawner:hub1:"
+    assert tag.startswith(wire.tag_prefix("hub1"))
+    assert wire.parse_tag(wire.worker_tag(tag)) == ("hub1", "alice", "gpu/dask")
+    longest = "h" * 64
+    assert wire.HUB_ID_RE.fullmatch(longest) and not wire.HUB_ID_RE.fullmatch(longest + "h")
+    assert wire.parse_tag(wire.job_tag(longest + "h", "alice", "")) is None
+    monkeypatch.setattr(helper, "me", lambda: SimpleNamespace(pw_name="alice"))
+    with pytest.raises(helper.Refused, match="is not a hub tag for alice"):
+        helper.cancel("slurm", "1", wire.job_tag(longest + "h", "alice", ""))

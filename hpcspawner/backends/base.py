@@ -1,37 +1,29 @@
-"""What every scheduler backend offers: submit, batched query, cancel, availability.
+"""The interface every scheduler backend implements: four abstract methods a backend must
+write (submit, query, checked_cancel, log_name) and the optional ones, each with its contract.
 
 A backend owns everything about its scheduler: the job template and its quoting filters, where
 a profile's jobs go (partition, schedd, pool, fast path), how jobs are named and tagged, how
 to read the scheduler's answers, and the checked cancel hpcspawner-helper runs as the user.
+How it runs commands (as the user, as the hub, the helper) is running.SchedulerCommands'.
+A class that misses an abstract method cannot be made (TypeError names the methods).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
+import abc
 import posixpath
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from traitlets import Float, List, Unicode, default
-from traitlets.config import LoggingConfigurable
+from traitlets import MetaHasTraits
 
-from ..commands import (
-    KEEP_ENV,
-    CommandError,
-    Result,
-    bare_environment,
-    expand_prefix,
-    run_command,
-)
+from ..commands import CommandError
 from ..domain import Availability, JobInfo, JobState
-from ..metrics import observe_command
 from ..profiles import Profile
-from ..wire import REFUSED
+from .errors import BackendError, CancelRefused, ExtendRefused, HelperRefused
+from .running import SchedulerCommands, refusal
 
 # How the helper lets a backend run one of its scheduler's commands, as the user: the command
 # by name (the helper opens and checks the file), its arguments; never a shell.
@@ -66,143 +58,23 @@ def tool_dirs(*tools: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(posixpath.dirname(t) for t in tools if t.startswith("/")))
 
 
-class BackendError(Exception):
-    """A backend could not do what was asked; the message says what to do."""
+class _BackendMeta(MetaHasTraits, abc.ABCMeta):
+    """Traitlets' configurable classes with abstract methods."""
 
 
-class CancelRefused(Exception):
-    """The scheduler's record says the job is not the caller's to cancel, or the scheduler
-    failed: the helper refuses, with this sentence."""
-
-
-class ExtendRefused(BackendError):
-    """A running server cannot be given more time: the sentence says why (nothing changed)."""
-
-
-class HelperRefused(BackendError):
-    """hpcspawner-helper refused (exit 2): ``why`` is its own sentence, for the person who
-    asked; the message adds the command, for the hub's log."""
-
-    def __init__(self, message: str, why: str):
-        super().__init__(message)
-        self.why = why
-
-
-def refusal(stderr: str) -> str | None:
-    """The helper's refusal in its own words: from the line that starts with its marker to
-    the end (the helper exits right after it); lines before it (e.g. sudo's) are not its."""
-    lines = stderr.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith(REFUSED):
-            return "\n".join([line[len(REFUSED):], *lines[i + 1:]]).strip()
-    return None
-
-
-@dataclass
-class _Outcome:
-    ok: bool = True
-
-
-@contextlib.contextmanager
-def counted(argv: list[str], known: Collection[str]) -> Iterator[_Outcome]:
-    """Count a scheduler command and its time in the hub's metrics (metrics.py): an error
-    when it raised or (``outcome.ok = False``) answered with one."""
-    outcome, started = _Outcome(), time.monotonic()
-    try:
-        yield outcome
-    except BaseException:
-        outcome.ok = False
-        raise
-    finally:
-        observe_command(argv, known, time.monotonic() - started, outcome.ok)
-
-
-class Backend(LoggingConfigurable):
+class Backend(SchedulerCommands, metaclass=_BackendMeta):
     """One per scheduler per hub process; shared by all spawners through the poller."""
 
     name = "base"
-    _command_names: frozenset[str] | None = None
     can_extend = False  # Backend.extend raises a running job's time limit
     template_name = ""
+    # a directory of this backend's own templates (a site's backend ships its template in its
+    # package); '' = hpcspawner's. The admin's template_paths come first all the same.
+    template_dir = ""
     submit_path = ""  # the submit command where Debian installs it (`hpcspawner sudoers`)
     # what the hub's log calls the scheduler's two sources of a job's end
     queue_tool = "the queue"
     accounting_tool = "accounting"
-
-    run_as_prefix = List(
-        Unicode(),
-        default_value=["sudo", "-n", "-u", "{username}", "--"],
-        help="""Prefix that runs submit and cancel commands as the user. `{username}` is
-        replaced. The default needs a sudoers rule for the hub's account (docs/install.md).""",
-    ).tag(config=True)
-
-    user_env_keep = List(
-        Unicode(), default_value=list(KEEP_ENV),
-        help="""The hub's environment variables that commands run as the user (submit,
-        cancel, hpcspawner-helper) get; nothing else of the hub's environment reaches them,
-        nor a SLURM job, which starts from sbatch's environment. Add e.g. `SBATCH_CLUSTERS`
-        when the hub's environment carries it (sudo's env_reset may still drop it).""",
-    ).tag(config=True)
-
-    query_prefix = List(
-        Unicode(),
-        default_value=[],
-        help="Prefix for status queries, which run as the hub's own account by default.",
-    ).tag(config=True)
-
-    helper = Unicode(
-        help="""Absolute path of `hpcspawner-helper`, the one program besides the submit
-        command that the hub runs as a user (token files, checked cancels; docs/install.md).
-        Default: beside the hub's Python.""",
-    ).tag(config=True)
-
-    job_name = Unicode(
-        "jupyterhub",
-        help="""Name of every job this hub submits (SLURM job name, HTCondor batch_name);
-        SLURM is asked for this name only, so the one query stays small on a busy cluster.""",
-    ).tag(config=True)
-
-    command_timeout = Float(
-        60.0,
-        help="""Seconds a scheduler command (submit, query) may take; then it and everything
-        it started (sudo's child included) is ended and the attempt counts as failed (a
-        query: the scheduler is not answering; a submit: the user is told).""",
-    ).tag(config=True)
-
-    helper_timeout = Float(
-        60.0,
-        help="""Seconds hpcspawner-helper (token files; a cancel, which asks the scheduler
-        first) may take. Separate from command_timeout: a slow scheduler must not leave a
-        token file behind.""",
-    ).tag(config=True)
-
-    @default("helper")
-    def _helper_default(self) -> str:
-        return os.path.join(os.path.dirname(sys.executable), "hpcspawner-helper")
-
-    def command_names(self) -> frozenset[str]:
-        """The names of the commands this backend is configured with (its settings that are
-        commands, and the helper): the metrics' bounded command labels."""
-        if self._command_names is None:
-            self._command_names = frozenset(
-                posixpath.basename(value) for value in self.trait_values().values()
-                if isinstance(value, str) and value and " " not in value)
-        return self._command_names
-
-    async def as_user(self, username: str, argv: list[str], *, input: str | None = None,
-                      hint: str = "", timeout: float | None = None) -> Result:
-        with counted(argv, self.command_names()):
-            return await run_command(
-                [*expand_prefix(self.run_as_prefix, username), *argv], input=input, hint=hint,
-                env=bare_environment(self.user_env_keep),
-                timeout=self.command_timeout if timeout is None else timeout)
-
-    async def as_hub(self, argv: list[str], *, check: bool = True) -> Result:
-        with counted(argv, self.command_names()) as result:
-            answer = await run_command([*self.query_prefix, *argv],
-                                       timeout=self.command_timeout, check=check)
-            result.ok = answer.returncode == 0
-            return answer
 
     # -- what the job script needs from the scheduler ------------------------------------
     def template_context(self, profile: Profile) -> dict[str, Any]:
@@ -215,14 +87,24 @@ class Backend(LoggingConfigurable):
         """Jinja2 filters this scheduler's template uses (its quoting rules)."""
         return {}
 
+    @abc.abstractmethod
     def log_name(self, server: str, job_id: str = "") -> str:
         """File name of a job's output log: with the scheduler's placeholder for the job id
         (for the job script), or for a known ``job_id`` (to tell the user where to look)."""
-        raise NotImplementedError
 
     def where(self, profile: Profile, fast: bool = False) -> str:
         """Where a profile's job goes, in words for the progress message ('' = default)."""
         return ""
+
+    def place(self, profile: Profile) -> str:
+        """Where a profile's jobs run, in a few words for the spawn page's profile list
+        ("partition jupyter"); '' says nothing."""
+        return ""
+
+    def fast_path(self, profile: Profile) -> bool:
+        """Whether a profile's jobs go first to this scheduler's fast path (HTCondor's
+        reserved notebook slots); no other scheduler has one."""
+        return False
 
     def dask_cluster(self, profile: Profile, tag: str) -> DaskCluster | None:
         """The dask-jobqueue cluster class (its name) and options whose worker jobs go where
@@ -241,18 +123,24 @@ class Backend(LoggingConfigurable):
         """Ask the scheduler to schedule ``job_id`` now (condor_reschedule); default: no-op."""
 
     # -- the interface --------------------------------------------------------------------
+    @abc.abstractmethod
     async def submit(self, request: SubmitRequest) -> str:
-        """Submit the script as the user; return the job id."""
-        raise NotImplementedError
+        """Submit the script as the user (``as_user``); return the job id. CommandError when
+        the scheduler refused or did not answer (``transient`` tells which), BackendError
+        with a sentence when its answer cannot be read."""
 
+    @abc.abstractmethod
     async def query(self, tag_prefix: str, job_ids: Collection[str] = ()) -> dict[str, JobInfo]:
         """All jobs whose tag starts with ``tag_prefix``, in one scheduler call per location;
-        ``job_ids`` are the jobs the hub follows (their locations are always asked).
+        ``job_ids`` are the jobs the hub follows (their locations are always asked). Each
+        record's user and tag are the scheduler's, in a form another user cannot forge (a
+        job comment with a newline must not make a record); a record that cannot be read
+        whole is UNKNOWN, never GONE. Bounded: a flood of foreign jobs costs memory and time
+        in proportion, never without end.
 
         Raise CommandError when the scheduler does not answer (the poller turns that into
         UNKNOWN for every job; it never means a job is gone).
         """
-        raise NotImplementedError
 
     async def explain_gone(self, job_ids: Collection[str]) -> dict[str, JobInfo]:
         """Ask accounting/history why jobs that left the queue ended (best effort)."""
@@ -264,38 +152,6 @@ class Backend(LoggingConfigurable):
         Asked once per poll, only for jobs waiting for their launcher's report. Default: the
         host of the query's own record (SLURM's node list, which only slurmctld writes)."""
         return {info.job_id: info.host for info in infos}
-
-    # words of a scheduler that did not answer (a refusal names what is wrong instead)
-    UNREACHABLE = ("no answer within", "Unable to contact", "Socket timed out",
-                   "temporarily unable", "Resource temporarily unavailable",
-                   "Can't find address", "Failed to connect", "Connection refused",
-                   "not answering")
-
-    def transient(self, exc: CommandError) -> bool:
-        """Whether a failed command may work if tried again (the scheduler did not answer),
-        rather than a refusal that only a change of configuration can fix."""
-        if exc.returncode is None:
-            return True
-        return any(word in exc.stderr for word in self.UNREACHABLE)
-
-    def tools_dir(self) -> str:
-        """Where the scheduler's own commands are, when configured by absolute path ('' =
-        sudo's PATH); the helper runs them from there only if root owns the directory."""
-        return ""
-
-    async def helper_as_user(self, username: str, args: list[str], *,
-                             input: str | None = None) -> Result:
-        """Run ``hpcspawner-helper ARGS`` as the user. Its refusals (exit 2) become a
-        HelperRefused (a BackendError): asking again cannot help."""
-        try:
-            return await self.as_user(username, [self.helper, *args], input=input,
-                                      hint="the hub may run hpcspawner-helper as the user "
-                                      "(sudoers, docs/install.md)", timeout=self.helper_timeout)
-        except CommandError as exc:
-            why = refusal(exc.stderr) if exc.returncode == 2 else None
-            if why is not None:
-                raise HelperRefused(str(exc), why) from None
-            raise
 
     async def extend(self, job_id: str, runtime: int, profile: Profile) -> None:
         """Raise the time limit of the running hub job ``job_id`` of ``profile`` to
@@ -312,11 +168,12 @@ class Backend(LoggingConfigurable):
                                              *(["--bin-dir", tools] if tools else [])])
 
     @classmethod
+    @abc.abstractmethod
     def checked_cancel(cls, job_id: str, tag: str, user: str, tool: Tool) -> str:
-        """Run by hpcspawner-helper AS THE USER (no hub configuration): cancel ``job_id`` if
-        the scheduler says it is ``user``'s and carries exactly ``tag``; a sentence for the
-        hub's log. CancelRefused otherwise."""
-        raise CancelRefused(f"the {cls.name} backend has no checked cancel")
+        """Run by hpcspawner-helper AS THE USER (no hub configuration: the class comes from
+        its package's entry point): cancel ``job_id`` if the scheduler says it is ``user``'s
+        and carries exactly ``tag``, running the scheduler's commands only through ``tool``;
+        a sentence for the hub's log. CancelRefused (with the sentence) otherwise."""
 
     @classmethod
     def availability_group(cls, profile: Profile) -> tuple[str | None, str]:
@@ -337,6 +194,8 @@ class Backend(LoggingConfigurable):
         return []
 
     async def availability(self) -> list[Availability]:
+        """What each node (or slot) could give a new job now, in one query (the spawn page's
+        "can start now", cached per interval); nothing when the scheduler cannot tell."""
         return []
 
     async def expected_start(self, profile: Profile) -> float | None:
@@ -349,10 +208,14 @@ __all__ = [
     "Availability",
     "Backend",
     "BackendError",
+    "CancelRefused",
     "CommandError",
     "DaskCluster",
+    "ExtendRefused",
     "HelperRefused",
     "JobInfo",
     "JobState",
     "SubmitRequest",
+    "Tool",
+    "refusal",
 ]

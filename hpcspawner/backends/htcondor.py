@@ -314,6 +314,18 @@ class HTCondorBackend(Backend):
     def log_name(self, server: str, job_id: str = "") -> str:
         return f"{server}-{split_job_id(job_id)[0] if job_id else '$(ClusterId)'}.log"
 
+    config_env = ("CONDOR_CONFIG",)
+    # the schedd or collector not answering: "Can't find address for schedd vm", "Failed to
+    # connect to <...>", and the stand-in's and our own "is not answering"
+    UNREACHABLE = (*Backend.UNREACHABLE, "Can't find address", "Failed to connect",
+                   "not answering")
+
+    def place(self, profile: Profile) -> str:
+        return "HTCondor"
+
+    def fast_path(self, profile: Profile) -> bool:
+        return profile.fast_path_enabled
+
     def where(self, profile: Profile, fast: bool = False) -> str:
         if fast:
             return "the reserved notebook slots (fast path)"
