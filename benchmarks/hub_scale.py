@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from traitlets.config import Config
 
-from hpcspawner import registry
+from hpcspawner import shared
 from hpcspawner.backends.slurm import SlurmBackend
 from hpcspawner.commands import Result
 
@@ -67,8 +67,8 @@ def spawners(n: int) -> list[Any]:
     c.HPCSpawner.hub_id = "scale"
     c.HPCSpawner.orphan_grace = 3600
     c.HPCSpawner.slow_poll_interval = SLOW_POLL
-    registry.reset()
-    registry.use_backend("slurm", FakeSlurm(config=c))
+    shared.reset()
+    shared.use_backend("slurm", FakeSlurm(config=c))
     out = []
     for i in range(n):
         s = HPCSpawner(user=SimpleNamespace(name=f"u{i}", url=f"/user/u{i}/", groups=[]),
@@ -96,7 +96,7 @@ async def cycle(items: list[Any]) -> float:
 
 def measure(n: int, cycles: int) -> dict[str, float]:
     spawners(10)  # warm: imports, the profiles file, class-level traitlets caches
-    registry.reset()
+    shared.reset()
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -110,7 +110,7 @@ def measure(n: int, cycles: int) -> dict[str, float]:
             await cycle(items)  # warm: first parse, profile file read
             return [await cycle(items) for _ in range(cycles)]
         finally:
-            registry.reset()
+            shared.reset()
 
     times = asyncio.run(run())
     best = min(times)

@@ -123,7 +123,7 @@ async def drive(polls: list[Callable[[], Awaitable[Any]]], interval: float,
 
 
 def measure(kind: str, ids: list[str], user: str, interval: float, seconds: float) -> float:
-    from hpcspawner import registry
+    from hpcspawner import shared
 
     async def run() -> list[Any]:
         spawners = (hpc_spawners if kind == "hpcspawner" else batch_spawners)(
@@ -131,7 +131,7 @@ def measure(kind: str, ids: list[str], user: str, interval: float, seconds: floa
         try:
             return await drive([s.poll for s in spawners], interval, seconds)
         finally:
-            registry.reset()
+            shared.reset()
 
     before = calls()
     results = asyncio.run(run())

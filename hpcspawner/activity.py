@@ -17,7 +17,7 @@ from typing import Any
 from jupyterhub import apihandlers
 from jupyterhub.apihandlers.users import ActivityAPIHandler
 
-from .wire import ACTIVITY_PATH
+from .contract import ACTIVITY_PATH
 
 ROUTE = r"/api" + ACTIVITY_PATH + r"/([^/]+)"
 

@@ -31,8 +31,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .contract import Env
 from .profiles import CustomApp, Profile
-from .wire import Env
 
 SCRIPT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+@%,-]*(/[A-Za-z0-9_][A-Za-z0-9_.+@%,-]*)*$")
 

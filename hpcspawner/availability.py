@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
-from . import messages
+from . import sentences
 from .backends import backend_classes
 from .domain import Availability
 from .metrics import CAN_START
@@ -59,7 +59,7 @@ def with_expected_start(found: Outlook, start: float | None,
     """``found`` and, when the scheduler gave one, its expected start in words."""
     if start is None:
         return found
-    return replace(found, text=f"{found.text} {messages.expected_start(start, now())}")
+    return replace(found, text=f"{found.text} {sentences.expected_start(start, now())}")
 
 
 def _cores(n: int) -> str:

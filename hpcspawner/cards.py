@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import messages, moretime, records, usage
+from . import job_usage, moretime, sentences, session_records
 from .backends.base import ExtendRefused
 from .domain import JobState
 from .units import format_duration, show_size
@@ -78,10 +78,10 @@ def card(spawner: Any, now: float | None = None) -> Card | None:
         words = f"Running on {node}." if state == "running" else "Its time limit has ended."
     elif info is not None and info.state in (JobState.PENDING, JobState.HELD):
         state = "queued"
-        why = f": {messages.explain(info)}" if info.reason else ""
+        why = f": {sentences.explain(info)}" if info.reason else ""
         words = f"Queued{why}."
         if info.starts and info.starts > now:
-            words += " " + messages.expected_start(info.starts, now)
+            words += " " + sentences.expected_start(info.starts, now)
     else:
         state, words = "starting", "Starting" + (f" on {node}." if node else ".")
     profile = job.plan.profile if job.plan is not None else None
@@ -101,15 +101,15 @@ def card(spawner: Any, now: float | None = None) -> Card | None:
     warn_before = int(spawner.walltime_warning)
     warning = ""
     if state == "running" and ends and ends - now <= warn_before:
-        warning = messages.walltime_warning(spawner.name, spawner.profile_title, ends,
+        warning = sentences.walltime_warning(spawner.name, spawner.profile_title, ends,
                                             ends - now, can)
     shown_ends = float(ends or 0) if state in ("running", "ending") else 0.0
     return Card(
         used_words=f"used {hms(now - started)};" if started else "",
         left_words=f"{hms(shown_ends - now)} left" if shown_ends else "",
-        ends_words=f"(ends {messages.clock(shown_ends)})" if shown_ends else "",
-        usage_words=usage.words(job.usage, job.resources, now) if state == "running" else "",
-        since_words=f"{state} since {messages.clock(info.since)}" if info is not None
+        ends_words=f"(ends {sentences.clock(shown_ends)})" if shown_ends else "",
+        usage_words=job_usage.words(job.usage, job.resources, now) if state == "running" else "",
+        since_words=f"{state} since {sentences.clock(info.since)}" if info is not None
         and info.since and state == "queued" else "",
         server=spawner.name, label=f"Server {spawner.name!r}" if spawner.name else
         "Default server", url=spawner.user.url + (f"{spawner.name}/" if spawner.name else ""),
@@ -120,13 +120,13 @@ def card(spawner: Any, now: float | None = None) -> Card | None:
         extend_step=format_duration(settings.step) if settings else "", extend_note=note)
 
 
-def live_session(spawner: Any, now: float | None = None) -> records.Session | None:
+def live_session(spawner: Any, now: float | None = None) -> session_records.Session | None:
     """A server's batch session that has not ended, as the use-by-profile table counts it
     (up to now)."""
     job = getattr(spawner, "job", None)
     if job is None or not job.job_id or job.ended is not None or job.recorded:
         return None  # (a recorded one is being stopped: its end is in the records)
-    return records.of_job(job, time.time() if now is None else now)
+    return session_records.of_job(job, time.time() if now is None else now)
 
 
 def spawner_of(user: Any, server: str) -> Any:

@@ -22,12 +22,12 @@ from traitlets.config.loader import ConfigFileNotFound, PyFileConfigLoader
 
 from .apps import ScriptError, check_script_path, launch_for
 from .backends import backend_classes
+from .contract import DASK_DIR, START_TIMEOUT, WALLTIME_WARNING, job_tag, token_file_name
 from .dask import plan_env, worker_plan
-from .jobspec import JobBuilder
+from .job_builder import JobBuilder
 from .migrate import import_config
 from .profiles import Profile, ProfileError, load_profiles
 from .render import RenderError
-from .wire import DASK_DIR, START_TIMEOUT, WALLTIME_WARNING, job_tag, token_file_name
 
 
 class SiteConfigError(Exception):

@@ -12,7 +12,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .text import one_line
+from .oneline import one_line
 
 
 class CommandError(Exception):

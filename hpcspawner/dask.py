@@ -35,9 +35,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .backends.base import Backend
+from .contract import LOGS_DIR, Env, worker_tag
 from .profiles import Caps, Profile, ProfileSet, Resources
 from .units import show_size
-from .wire import LOGS_DIR, Env, worker_tag
 
 DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"  # behind the hub's login
 # A worker listens on the address its node's name resolves to, as the scheduler does (not

@@ -42,7 +42,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from .wire import JOB_DIR_NAME, REFUSED, TOKEN_FILE_FORM, TOKEN_FILE_RE, parse_tag
+from .contract import JOB_DIR_NAME, REFUSED, TOKEN_FILE_FORM, TOKEN_FILE_RE, parse_tag
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{8,4096}$")
 ENVNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")

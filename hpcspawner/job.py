@@ -21,18 +21,18 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import messages
+from . import sentences
 from .backends.base import BackendError, SubmitRequest
 from .commands import CommandError
 from .domain import JobInfo, JobState
+from .job_usage import Usage
 from .metrics import FAST_PATH, QUEUED, TO_REPORT
+from .oneline import one_line
 from .plan import JobContext, JobFailed, Plan, PlanLost, Verdict, token_hash
 from .poller import listed_as_ended, log_end
 from .profiles import Profile, Resources
 from .render import RenderError
-from .text import one_line
 from .tokenfile import remove_file, write_token_file
-from .usage import Usage
 
 __all__ = ["STATE_VERSION", "BatchJob", "JobContext", "JobFailed", "Plan", "Verdict"]
 
@@ -89,7 +89,7 @@ class BatchJob:
         self._extended_at = -1.0  # time.monotonic() of the last extension
         self.usage: Usage | None = None  # what the server last said its job uses (card)
         self.running_seen_at = 0.0  # when a wait first saw the job running (epoch; metrics)
-        self.recorded = False  # its end is in the hub's records (records.py)
+        self.recorded = False  # its end is in the hub's records (session_records.py)
         self.fell_back = False  # the fast path fell back to the regular pool in this spawn
         self.extend_note = ""  # what the last try to give the server more time did (card)
 
@@ -169,7 +169,7 @@ class BatchJob:
             await self.submit(token)
             host, port = self.address or await self.wait()
             self.running()
-            self.emit(95, messages.listening(host, port))
+            self.emit(95, sentences.listening(host, port))
             return host, port
         finally:
             self.starting = False
@@ -225,9 +225,9 @@ class BatchJob:
         except (CommandError, BackendError) as exc:
             await self.remove_secret()
             if isinstance(exc, CommandError) and not ctx.backend.transient(exc):
-                raise JobFailed(messages.submit_refused(profile), reason="submit",
+                raise JobFailed(sentences.submit_refused(profile), reason="submit",
                                 status_code=500, log_message=str(exc)) from None
-            raise JobFailed(messages.submit_failed(profile), reason="submit", status_code=503,
+            raise JobFailed(sentences.submit_failed(profile), reason="submit", status_code=503,
                             log_message=str(exc)) from None
         finally:
             done()
@@ -248,7 +248,7 @@ class BatchJob:
         self.address = None
         ctx.poller.watch(job_id, tag=builder.tag, starting=True, on_gone=ctx.on_gone)
         ctx.save()  # now, so a hub killed while the job queues finds it again
-        self.emit(10, messages.submitted(job_id, profile, ctx.backend.where(profile, fast)))
+        self.emit(10, sentences.submitted(job_id, profile, ctx.backend.where(profile, fast)))
         if fast:
             try:
                 await ctx.backend.reschedule(job_id)
@@ -260,7 +260,7 @@ class BatchJob:
         try:
             await write_token_file(self.ctx.backend, self.username, secret_file, token, env)
         except (CommandError, BackendError) as exc:
-            raise JobFailed(messages.handoff_failed(), reason="handoff",
+            raise JobFailed(sentences.handoff_failed(), reason="handoff",
                             log_message=str(exc)) from None
         self.secret_file = secret_file
 
@@ -295,7 +295,8 @@ class BatchJob:
                 if profile is not None:
                     await self._check_limits(info, told, profile)
                 elif info.state is JobState.GONE:
-                    raise JobFailed(messages.ended_while_starting(self.job_id, info, self.log_file))
+                    raise JobFailed(
+                        sentences.ended_while_starting(self.job_id, info, self.log_file))
             update: asyncio.Future[Any] = asyncio.ensure_future(
                 self.ctx.poller.wait_update(self.ctx.fast_poll_interval + 1))
             waiting: asyncio.Future[Any] = report
@@ -311,7 +312,7 @@ class BatchJob:
         now = time.monotonic()
         key = (info.state, info.reason, info.host)
         if key != told.last or now - told.said >= self.ctx.progress_every:
-            self.emit(*messages.state_progress(info, self.waited()))
+            self.emit(*sentences.state_progress(info, self.waited()))
             told.last, told.said = key, now
         if info.state is JobState.HELD and told.held_since is None:
             told.held_since = now
@@ -325,16 +326,16 @@ class BatchJob:
 
     async def _check_limits(self, info: JobInfo, told: _Told, profile: Profile) -> None:
         if info.state is JobState.GONE:
-            raise JobFailed(messages.ended_while_starting(self.job_id, info, self.log_file))
+            raise JobFailed(sentences.ended_while_starting(self.job_id, info, self.log_file))
         timeout = profile.pending_timeout
         if info.state is JobState.PENDING and timeout and self.waited() > timeout:
             await self.cancel()
-            raise JobFailed(messages.pending_timeout(self.job_id, info, timeout),
+            raise JobFailed(sentences.pending_timeout(self.job_id, info, timeout),
                             reason="timeout")
         held = told.held_since
         if held is not None and time.monotonic() - held >= profile.hold_timeout:
             await self.cancel()
-            raise JobFailed(messages.held(self.job_id, info, self.log_file))
+            raise JobFailed(sentences.held(self.job_id, info, self.log_file))
 
     async def _fall_back(self, profile: Profile) -> None:
         """No reserved notebook slot in time: remove the job, resubmit to the regular pool."""
@@ -344,7 +345,7 @@ class BatchJob:
         FAST_PATH.labels("fell_back").inc()
         self.ctx.poller.unwatch(old)
         await self.cancel()
-        self.emit(25, messages.fallback(old, fast.timeout if fast else 0))
+        self.emit(25, sentences.fallback(old, fast.timeout if fast else 0))
         if self._token is not None:  # a fresh token file: the old job may still read its own
             await self.remove_secret()
         await self.submit(self._token, fast=False)
@@ -598,13 +599,13 @@ class BatchJob:
         waited for again (``resume``)."""
         if self.exited:  # its route is gone already: stopped now, explained later
             self.forget()
-            return Verdict(0, messages.exited(self.job_id), ended=True, exited=True)
+            return Verdict(0, sentences.exited(self.job_id), ended=True, exited=True)
         info = await self.status()
         if self.ended is not None:  # a poll beside this one saw the end (and stopped following)
             return Verdict(1)
         if info is not None and info.state is JobState.GONE:
             self.ended = info
-            why = messages.ended(self.job_id, info)
+            why = sentences.ended(self.job_id, info)
             self.ctx.log.warning("%s: %s", self.ctx.name, one_line(why))
             self.forget()
             await self.remove_secret()

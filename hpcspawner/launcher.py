@@ -38,8 +38,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .forwarder import SOCKET_NAME, Forwarder, listen, private_dir, socket_answers
-from .wire import (
+from .contract import (
     REPORT_PATH,
     START_TIMEOUT,
     STOP_GRACE,
@@ -48,6 +47,7 @@ from .wire import (
     Report,
     parse_secrets,
 )
+from .forwarder import SOCKET_NAME, Forwarder, listen, private_dir, socket_answers
 
 SHARE = Path(__file__).with_name("share")
 PROC = Path("/proc")
@@ -103,7 +103,7 @@ class HandOffError(Exception):
 
 def app_environment(env: dict[str, str]) -> None:
     """Point the server at this package's files: its Jupyter config (the session extension
-    that tells JupyterLab when the job ends, labnotify.py; the jupyter-server-proxy app of the
+    that tells JupyterLab when the job ends, server_extension.py; the jupyter-server-proxy app of the
     profile, apps.py), the lab extension that shows it, and the default desktop session."""
     for name in ("JUPYTER_CONFIG_PATH", "JUPYTER_PATH"):
         extra = env.get(name)

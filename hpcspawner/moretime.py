@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from . import messages
+from . import sentences
 from .backends.base import ExtendRefused
 from .domain import JobState
 from .job import BatchJob
@@ -31,8 +31,8 @@ async def extend_by(job: BatchJob, raw: object) -> float:
     except ExtendRefused as exc:
         job.note_extend(str(exc))
         raise
-    job.note_extend(f"Given {format_duration(by)} more at {messages.clock(time.time())}: it "
-                    f"now runs until {messages.clock(ends)}.")
+    job.note_extend(f"Given {format_duration(by)} more at {sentences.clock(time.time())}: it "
+                    f"now runs until {sentences.clock(ends)}.")
     return ends
 
 

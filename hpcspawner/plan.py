@@ -15,10 +15,10 @@ from pydantic import ValidationError
 
 from .backends.base import Backend
 from .domain import JobInfo
-from .jobspec import JobBuilder
+from .job_builder import JobBuilder
+from .oneline import one_line
 from .poller import Poller
 from .profiles import Profile
-from .text import one_line
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from .backends.base import Backend
 from .cancels import CancelQueue
 from .commands import CommandError
+from .contract import TAG_ROOT, server_tag, tag_user
 from .domain import JobInfo, JobState
 from .metrics import ORPHANS, POLL
-from .text import one_line, shown
-from .wire import TAG_ROOT, server_tag, tag_user
+from .oneline import one_line, shown
 
 log = logging.getLogger("hpcspawner.poller")  # default; spawners pass the hub's logger
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]

@@ -1,7 +1,7 @@
 """Jinja2 templates (job scripts and the spawn form); admins override a template by file name.
 
 A template is looked up in the directories given (the admin's ``template_paths``, then a site
-backend's own ``template_dir``: jobspec.render_job), then among the package's own.
+backend's own ``template_dir``: job_builder.render_job), then among the package's own.
 
 Generic quoting lives here (``shquote``, ``envname``); each scheduler's own quoting rules are
 filters of its backend (``Backend.filters``), passed in when its template is rendered.

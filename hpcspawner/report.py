@@ -2,7 +2,7 @@
 ``POST /hub/api/hpcspawner/report``, its body, the token and nonce checks, and where the hub
 routes to.
 
-The body (``wire.Report``) is ``{"host": str, "port": int, "server_name": str, "submission":
+The body (``contract.Report``) is ``{"host": str, "port": int, "server_name": str, "submission":
 str, "ends": int}`` (all but ``port`` may be empty or absent; ``ends`` is when the job's time
 limit ends, shown to the user only, and bounded by the job's runtime), authenticated with the
 token of that very server. The hub routes to the node the SCHEDULER runs the job on (from a
@@ -32,13 +32,13 @@ from jupyterhub import apihandlers
 from jupyterhub.apihandlers.base import APIHandler
 from tornado import web
 
+from .contract import HOST_RE, REPORT_PATH, Report
+from .contract import parse_report as wire_report
 from .domain import JobState
 from .job import BatchJob
 from .metrics import REPORTS_REFUSED
-from .wire import HOST_RE, REPORT_PATH, Report
-from .wire import parse_report as wire_report
 
-__all__ = ["Report", "parse_report"]  # (Report is wire's, named here for the hub side)
+__all__ = ["Report", "parse_report"]  # (Report is the contract's, named here for the hub side)
 
 ROUTE = "/api" + REPORT_PATH
 _NOTIFYING: set[asyncio.Future[Any]] = set()  # polls the hub makes after a server exited
@@ -60,7 +60,7 @@ class Busy(Exception):
 
 
 def parse_report(body: Any) -> Report:
-    """Validate a report body (wire.parse_report); HTTPError(400) saying what is wrong."""
+    """Validate a report body (contract.parse_report); HTTPError(400) saying what is wrong."""
     try:
         return wire_report(body)
     except ValueError as exc:

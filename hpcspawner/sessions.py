@@ -13,7 +13,7 @@ time.
   card's buttons without JavaScript; it comes back to the home page with the outcome.
 - ``GET /hub/api/hpcspawner/session?server_name=`` with a server's own token: its end time
   as the scheduler says now (its environment cannot change), for the server's JupyterLab
-  notification (hpcspawner.labnotify).
+  notification (hpcspawner.server_extension).
 
 No request names a job: the hub acts only on the job it holds for the named server, and
 checks in a fresh query that the scheduler lists it as that server's running job.
@@ -32,11 +32,11 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
-from . import records, usage
+from . import job_usage, session_records
 from .backends.base import ExtendRefused
 from .cards import card, cards, extend, hms, live_session, spawner_of
+from .contract import SESSION_PATH
 from .job import BatchJob
-from .wire import SESSION_PATH
 
 SESSIONS_ROUTE = r"/api/hpcspawner/sessions/([^/]+)"
 EXTEND_ROUTE = "/api/hpcspawner/extend"
@@ -142,12 +142,12 @@ class AdminSessionsHandler(BaseHandler):
                      if s is not None]
         since = now - days * 86400
         try:
-            ended = records.ended_since(
-                records.engine(*records.hub_database(self.settings["config"])), since)
+            database = session_records.hub_database(self.settings["config"])
+            ended = session_records.ended_since(session_records.engine(*database), since)
         except Exception as exc:  # the database: the sessions are still shown
             self.log.warning("hpcspawner: the session records cannot be read: %s", exc)
             ended = []
-        use = records.use_by_profile([*ended, *live], since, now)
+        use = session_records.use_by_profile([*ended, *live], since, now)
         html = await self.render_template("hpcspawner-admin.html", rows=rows, q=word,
                                           use=use, days=days, hms=hms)
         self.finish(html)
@@ -172,7 +172,7 @@ class ServerSessionHandler(APIHandler):
     async def post(self) -> None:
         spawner = self._own_spawner()
         try:
-            spawner.job.note_usage(usage.parse(json.loads(self.request.body or b"null"),
+            spawner.job.note_usage(job_usage.parse(json.loads(self.request.body or b"null"),
                                                time.time()))
         except ValueError as exc:  # JSONDecodeError too
             raise web.HTTPError(400, f"unreadable usage: {exc}") from None

@@ -21,9 +21,9 @@ from traitlets import (
 )
 from traitlets.config import LoggingConfigurable
 
-from . import registry
-from .logline import FORMATS
-from .wire import HUB_ID_RE, JOB_DIR_NAME, START_TIMEOUT, WALLTIME_WARNING
+from . import shared
+from .contract import HUB_ID_RE, JOB_DIR_NAME, START_TIMEOUT, WALLTIME_WARNING
+from .serverlog import FORMATS
 
 
 class SpawnerSettings(LoggingConfigurable):
@@ -164,7 +164,7 @@ class SpawnerSettings(LoggingConfigurable):
 
     @default("hub_id")
     def _hub_id_default(self) -> str:
-        return registry.hub_id(self.hub_id_file, self.log)
+        return shared.hub_id(self.hub_id_file, self.log)
 
     @validate("hub_id")
     def _check_hub_id(self, proposal: Any) -> str:

@@ -19,19 +19,25 @@ from traitlets import (
     default,
 )
 
-from . import messages, records, registry
+from . import sentences, session_records, shared
 from .apps import Launch, ScriptError, launch_for
 from .availability import Outlook, outlook, with_expected_start
 from .backends import HelperRefused
 from .cards import Card
 from .cards import card as session_card
 from .compat import SpawnException
+from .contract import (
+    ACTIVITY_PATH,
+    DASK_DIR,
+    job_tag,
+    tag_prefix,
+)
 from .dask import plan_env, worker_plan
 from .domain import JobInfo
 from .job import BatchJob, JobContext, JobFailed, Plan
-from .jobspec import JobBuilder
-from .logline import ServerLog
+from .job_builder import JobBuilder
 from .metrics import READY, SPAWNS, follow
+from .oneline import one_line
 from .options import (
     DASK_WORKERS,
     FORM_KEYS,
@@ -45,14 +51,8 @@ from .options import (
 from .poller import Poller
 from .profiles import Caps, Profile, ProfileError, ProfileSet, Resources
 from .render import render_template
+from .serverlog import ServerLog
 from .settings import SpawnerSettings
-from .text import one_line
-from .wire import (
-    ACTIVITY_PATH,
-    DASK_DIR,
-    job_tag,
-    tag_prefix,
-)
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,11 @@ class HPCSpawner(SpawnerSettings, Spawner):
 
     # -- profiles ---------------------------------------------------------------------------
     def _profiles_path(self) -> str:
-        return self.profiles_path or os.path.join(registry.config_dir(), "profiles.yaml")
+        return self.profiles_path or os.path.join(shared.config_dir(), "profiles.yaml")
 
     def _profiles(self) -> ProfileSet:
         try:
-            return registry.profile_store(self._profiles_path()).get()
+            return shared.profile_store(self._profiles_path()).get()
         except ProfileError as exc:
             self.server_log.error("%s: cannot load profiles:\n%s", self._log_name, exc)
             message = ("The hub's list of server profiles is being fixed, so no server can "
@@ -115,12 +115,12 @@ class HPCSpawner(SpawnerSettings, Spawner):
         all such profiles at once, not one after another)."""
         outlooks = {}
         for name in sorted({p.backend for p in profiles}):
-            slots = await registry.availability(name, self.availability_interval).get()
+            slots = await shared.availability(name, self.availability_interval).get()
             for profile in (p for p in profiles if p.backend == name):
                 outlooks[profile.name] = outlook(profile, slots)
         waiting = [p for p in profiles if outlooks[p.name].can_start is False]
         starts = await asyncio.gather(*(
-            registry.expected_start(p, self.availability_interval).get() for p in waiting))
+            shared.expected_start(p, self.availability_interval).get() for p in waiting))
         for profile, start in zip(waiting, starts, strict=True):
             outlooks[profile.name] = with_expected_start(outlooks[profile.name], start)
         return outlooks
@@ -135,13 +135,13 @@ class HPCSpawner(SpawnerSettings, Spawner):
             default = menu.profiles.default
             chosen = default.name if default.name in names else (names[0] if names else "")
         # a broken edit keeps the last good profiles in service; admins see why on this page
-        broken = registry.profile_store(self._profiles_path()).last_error
+        broken = shared.profile_store(self._profiles_path()).last_error
         return render_template("form.html.j2", {
             "broken": "\n".join(broken.problems) if broken and self.user.admin else "",
             "profiles": profiles, "chosen": chosen, "last_end": self.last_end,
             "fields": {p.name: form_fields(p, menu.caps) for p in profiles},
             "outlooks": await self._outlooks(profiles),
-            "places": {p.name: registry.backend(p.backend, self.config).place(p)
+            "places": {p.name: shared.backend(p.backend, self.config).place(p)
                        for p in profiles},
             "last": {k: str(last.get(k, "")) for k in RESOURCE_KEYS},
             "script": last.get("script", "") if isinstance(last.get("script"), str) else "",
@@ -185,7 +185,7 @@ class HPCSpawner(SpawnerSettings, Spawner):
     def end_note(self) -> str:
         """"Runs until 2026-12-01 14:03 UTC (2 h 5 min left)" for the hub's home page."""
         ends = self.ends_at
-        return messages.runs_until(ends, ends - time.time()) if ends else ""
+        return sentences.runs_until(ends, ends - time.time()) if ends else ""
 
     @property
     def end_warning(self) -> str:
@@ -195,7 +195,7 @@ class HPCSpawner(SpawnerSettings, Spawner):
         if not ends or left > self.walltime_warning:
             return ""
         found = self.card
-        return messages.walltime_warning(self.name, self.profile_title, ends, left,
+        return sentences.walltime_warning(self.name, self.profile_title, ends, left,
                                          bool(found and found.can_extend))
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
@@ -252,7 +252,7 @@ class HPCSpawner(SpawnerSettings, Spawner):
         user (hpcspawner-helper check-script), before anything is submitted."""
         if not choice.script:
             return
-        backend = registry.backend(choice.profile.backend, self.config)
+        backend = shared.backend(choice.profile.backend, self.config)
         try:
             await backend.helper_as_user(self.user.name, ["check-script", choice.script])
         except HelperRefused as exc:
@@ -261,9 +261,9 @@ class HPCSpawner(SpawnerSettings, Spawner):
 
     # -- the job, its scheduler and the poller ------------------------------------------------
     def _poller(self, backend_name: str) -> Poller:
-        backend = registry.backend(backend_name, self.config)
+        backend = shared.backend(backend_name, self.config)
         prefix = tag_prefix(self.hub_id)
-        return registry.poller(backend_name, prefix, lambda: Poller(
+        return shared.poller(backend_name, prefix, lambda: Poller(
             backend, prefix, fast=self.fast_poll_interval, slow=self.slow_poll_interval,
             jitter=self.poll_jitter, orphan_grace=self.orphan_grace,
             confirm_queries=self.gone_after_queries, confirm_seconds=self.gone_after_seconds,
@@ -296,7 +296,7 @@ class HPCSpawner(SpawnerSettings, Spawner):
 
     def _context(self, backend_name: str) -> JobContext:
         return JobContext(
-            backend=registry.backend(backend_name, self.config),
+            backend=shared.backend(backend_name, self.config),
             poller=self._poller(backend_name), save=self._save_state,
             on_gone=self._job_gone, log=self.server_log, name=self._log_name,
             fast_poll_interval=self.fast_poll_interval, progress_every=self.progress_every,
@@ -309,7 +309,7 @@ class HPCSpawner(SpawnerSettings, Spawner):
         except SpawnException:
             return
         for profile in profiles:
-            registry.backend(profile.backend, self.config).register_profile(profile)
+            shared.backend(profile.backend, self.config).register_profile(profile)
         for name in sorted({p.backend for p in profiles}):
             self._poller(name).start()
 
@@ -320,7 +320,7 @@ class HPCSpawner(SpawnerSettings, Spawner):
         server; and the workers to start with it (SpawnException (400) when more than that)."""
         job_dir = self.job_dir.format(home=self._home(), username=self.user.name)
         plan = worker_plan(
-            profile, menu.profiles, menu.caps, lambda name: registry.backend(name, self.config),
+            profile, menu.profiles, menu.caps, lambda name: shared.backend(name, self.config),
             job_tag(self.hub_id, self.user.name, self.name),
             posixpath.join(job_dir, DASK_DIR, self.name or "default"),
             [*held, profile.resources])
@@ -486,7 +486,7 @@ class HPCSpawner(SpawnerSettings, Spawner):
         info = await job.explain_end()
         if info is None:
             return
-        said, why = messages.exited(job.job_id), messages.ended(job.job_id, info)
+        said, why = sentences.exited(job.job_id), sentences.ended(job.job_id, info)
         # JupyterHub may have made a new spawner for this server since the stop: the sentence
         # goes to the one whose page is shown, if it still shows the old one
         current = getattr(self.user, "spawners", {}).get(self.name, self)
@@ -514,7 +514,7 @@ class HPCSpawner(SpawnerSettings, Spawner):
         idle = int(time.time() - job.active_at)
         if idle <= profile.idle_timeout:
             return None
-        self.last_end = messages.idle_stopped(profile, idle)
+        self.last_end = sentences.idle_stopped(profile, idle)
         self.server_log.info("%s: idle for %d s (limit %d s): stopping job %s",
                              self._log_name, idle, profile.idle_timeout, job.job_id)
         return 1  # JupyterHub stops the server: stop() cancels the job
@@ -549,8 +549,8 @@ class HPCSpawner(SpawnerSettings, Spawner):
         if not job.mark_recorded():
             return
         try:
-            records.record(records.engine(*records.hub_database(self.config)),
-                           records.of_job(job, time.time()), user=self.user.name,
+            session_records.record(session_records.engine(*session_records.hub_database(self.config)),
+                           session_records.of_job(job, time.time()), user=self.user.name,
                            server=self.name, backend=job.backend_name, job_id=job.job_id)
         except Exception as exc:  # the database: the session ends all the same
             self.server_log.warning("%s: its end was not recorded: %s", self._log_name, exc)

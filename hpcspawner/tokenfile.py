@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Mapping
 
 from .backends.base import Backend
-from .wire import secrets_text
+from .contract import secrets_text
 
 
 async def write_token_file(backend: Backend, username: str, path: str, token: str,

@@ -1,5 +1,5 @@
 // hpcspawner's JupyterLab notification before the batch job's time limit ends
-// (docs/sessions.md). It asks the server's own route (hpcspawner.labnotify), which asks the
+// (docs/sessions.md). It asks the server's own route (hpcspawner.server_extension), which asks the
 // hub: an extension or an admin's change of the time limit moves the warning. Built with
 // `jupyter labextension build labextension` (scripts/build-labextension); no imports: the
 // notification is JupyterLab's own command, apputils:notify.

@@ -137,9 +137,9 @@ def test_the_expected_start_is_asked_for_the_job_the_profile_submits(
     """`sbatch --test-only` carries every request option of the job script's #SBATCH lines,
     the profile's extra_options (a QOS, an account) included: an estimate for another job
     would be wrong."""
-    from hpcspawner import registry
+    from hpcspawner import shared
     from hpcspawner.commands import Result
-    from hpcspawner.jobspec import JobBuilder
+    from hpcspawner.job_builder import JobBuilder
 
     [profile] = parse_profiles("""\
 profiles:
@@ -150,7 +150,7 @@ profiles:
     resources: {cores: 4, memory: 32GiB, runtime: 2h, gpus: 1, gpu_model: a100}
     extra_options: ["--qos=interactive", "--constraint=ib"]
 """).profiles
-    backend = registry.backend("slurm")
+    backend = shared.backend("slurm")
     asked: list[list[str]] = []
 
     async def as_hub(argv: list[str], *, check: bool = True) -> Result:
@@ -177,7 +177,7 @@ profiles:
 
 def test_profiles_that_differ_only_in_extra_options_get_their_own_estimate() -> None:
     """Same resources, another QOS: another job to SLURM, so another cached estimate."""
-    from hpcspawner import registry
+    from hpcspawner import shared
 
     a, b = parse_profiles("""\
 profiles:
@@ -188,8 +188,8 @@ profiles:
     resources: {cores: 1, memory: 1GiB, runtime: 1h}
     extra_options: ["--qos=long"]
 """).profiles
-    assert registry.expected_start(a, 10) is not registry.expected_start(b, 10)
-    assert registry.expected_start(a, 10) is registry.expected_start(a, 10)
+    assert shared.expected_start(a, 10) is not shared.expected_start(b, 10)
+    assert shared.expected_start(a, 10) is shared.expected_start(a, 10)
 
 
 def test_a_partition_list_can_start_in_any_of_its_partitions(

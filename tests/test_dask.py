@@ -13,10 +13,10 @@ import pytest
 from hpcspawner.backends.base import JobInfo, JobState
 from hpcspawner.backends.htcondor import HTCondorBackend
 from hpcspawner.backends.slurm import SlurmBackend
+from hpcspawner.contract import Env, job_tag, worker_tag
 from hpcspawner.dask import TooManyWorkers, _capped, check_workers, cluster, plan_env, worker_plan
 from hpcspawner.poller import Poller
 from hpcspawner.profiles import ProfileError, Resources, parse_profiles
-from hpcspawner.wire import Env, job_tag, worker_tag
 from tests.test_poller import PREFIX, FakeBackend
 
 PROFILES = """

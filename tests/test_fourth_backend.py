@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from hpcspawner import backends, messages
+from hpcspawner import backends, sentences
 from hpcspawner.availability import outlook
 from hpcspawner.backends import Availability, Backend, JobInfo, JobState, SubmitRequest
 from hpcspawner.backends.base import CancelRefused, Tool
 from hpcspawner.commands import CommandError, Result
 from hpcspawner.job import BatchJob, JobContext, Plan
-from hpcspawner.jobspec import JobBuilder
+from hpcspawner.job_builder import JobBuilder
 from hpcspawner.poller import Poller
 from hpcspawner.profiles import ProfileError, parse_profiles
 from hpcspawner.report import Report, accept
@@ -238,7 +238,7 @@ profiles:
     assert toyq.queue()["toy1"]["tag"] == tag
     assert outlook(profile, asyncio.run(toyq.availability())).text == \
         "Can start now: 4 cores of 4 free in the toy queue."
-    assert messages.explain(asyncio.run(toyq.query("hpcspawner:"))["toy1"]) == \
+    assert sentences.explain(asyncio.run(toyq.query("hpcspawner:"))["toy1"]) == \
         "the job was cancelled"
     assert written[-1].endswith(".token")
 

@@ -20,12 +20,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tornado import web
 
-from hpcspawner import registry
+from hpcspawner import shared
 from hpcspawner.apps import ScriptError, check_script_path
 from hpcspawner.backends.base import JobInfo, JobState
 from hpcspawner.compat import SpawnException
 from hpcspawner.job import BatchJob, JobContext
-from hpcspawner.jobspec import JobBuilder
+from hpcspawner.job_builder import JobBuilder
 from hpcspawner.poller import Poller
 from hpcspawner.profiles import ProfileError, parse_profiles
 from hpcspawner.render import RenderError
@@ -204,7 +204,7 @@ def test_server_names_and_values_reach_scripts_only_as_data(server: str, value: 
                          job_dir="/home/x/.hpcspawner", hub_id="hub", python="/usr/bin/python3",
                          cmd=["/bin/echo", value], env={"JUPYTERHUB_SERVER_NAME": server})
     for backend_name in ("slurm", "htcondor"):
-        backend = registry.backend(backend_name)
+        backend = shared.backend(backend_name)
         try:
             _, script = builder.render(profile, backend, secret_file="/home/x/t.token",
                                        submission="s", fast=False)

@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 import pytest
 from traitlets.config import Config
 
-from hpcspawner import registry
+from hpcspawner import shared
 from hpcspawner.backends.base import Backend, JobInfo, JobState, SubmitRequest
 from hpcspawner.backends.htcondor import HTCondorBackend
 from hpcspawner.backends.slurm import SlurmBackend
 from hpcspawner.commands import KEEP_ENV, CommandError, Result
 from hpcspawner.job import BatchJob, JobContext, JobFailed, Plan
-from hpcspawner.jobspec import JobBuilder
+from hpcspawner.job_builder import JobBuilder
 from hpcspawner.poller import Poller
 from hpcspawner.profiles import Profile, parse_profiles
 from hpcspawner.report import Busy, Forbidden, NotYet, Refused, Report, accept, receive
@@ -386,8 +386,8 @@ def test_fast_path_falls_back_after_a_hub_restart_at_its_original_deadline(
     reusing the token file the never-started job did not read."""
     world = World(tmp_path)
     sched = world.backends["htcondor"]
-    registry.reset()
-    registry.use_backend("htcondor", sched)
+    shared.reset()
+    shared.use_backend("htcondor", sched)
     profiles_file = tmp_path / "profiles.yaml"
     profiles_file.write_text(PROFILES_TEXT)
 
@@ -411,7 +411,7 @@ def test_fast_path_falls_back_after_a_hub_restart_at_its_original_deadline(
         assert await polling is None  # re-attached: alive
         assert await spawner.get_url() == "http://node1:5001"
         world.close()
-        registry.reset()
+        shared.reset()
 
     run(scenario())
 
@@ -560,8 +560,8 @@ def test_the_spawn_page_asks_the_expected_start_of_every_waiting_profile_at_once
             return time.time() + 1800
         return TimedCache(ask, ttl)
 
-    monkeypatch.setattr(registry, "availability", lambda name, ttl: TimedCache(no_slots, ttl))
-    monkeypatch.setattr(registry, "expected_start", start_of)
+    monkeypatch.setattr(shared, "availability", lambda name, ttl: TimedCache(no_slots, ttl))
+    monkeypatch.setattr(shared, "expected_start", start_of)
     found = run(spawner._outlooks(profiles))
     assert sorted(asked) == ["p1", "p2", "p3"]
     assert all("expects it could start around" in found[p.name].text for p in profiles)
@@ -638,8 +638,8 @@ def test_an_exited_server_s_report_drops_its_route_then_poll_says_it_ended(
     profiles_file.write_text(PROFILES_TEXT)
     dropped: list[str] = []
     world = World(tmp_path)
-    registry.reset()
-    registry.use_backend("slurm", world.backends["slurm"])
+    shared.reset()
+    shared.use_backend("slurm", world.backends["slurm"])
 
     async def drop() -> None:
         dropped.append("route")
@@ -671,7 +671,7 @@ def test_an_exited_server_s_report_drops_its_route_then_poll_says_it_ended(
         assert "Your server exited" in spawner.last_end
         job.ctx.poller.stop()
         world.close()
-        registry.reset()
+        shared.reset()
 
     run(scenario())
 

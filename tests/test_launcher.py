@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from hpcspawner import launcher
-from hpcspawner.wire import Env
+from hpcspawner.contract import Env
 from tests.hubtools import wait_for
 
 # The "server": an HTTP server on the Unix socket it is given (sys.argv[1]), once go exists;

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hpcspawner import registry
+from hpcspawner import shared
 from hpcspawner.cli import main as cli_main
-from hpcspawner.jobspec import JobBuilder
+from hpcspawner.job_builder import JobBuilder
 from hpcspawner.profiles import Profile, load_profiles
 from hpcspawner.render import RenderError
 from tests.conftest import REPO
@@ -76,7 +76,7 @@ def slurm_script(profile: Profile, *, server: str = "", home: str = "/home/alice
     builder = JobBuilder(username="alice", server_name=server, home=home,
                          job_dir=f"{home}/.hpcspawner", hub_id="hub", python=python,
                          cmd=list(cmd), env=env or {})
-    return builder.render(profile, registry.backend("slurm"), secret_file=f"{home}/t.token",
+    return builder.render(profile, shared.backend("slurm"), secret_file=f"{home}/t.token",
                           submission="0123", fast=False)[1]
 
 
@@ -248,7 +248,7 @@ def test_a_chosen_gpu_model_is_a_gres_type_for_slurm_and_a_device_name_for_htcon
     builder = JobBuilder(username="alice", server_name="", home="/home/alice",
                          job_dir="/home/alice/.hpcspawner", hub_id="hub", python=PYTHON,
                          cmd=["/bin/true"])
-    sub = builder.render(condor, registry.backend("htcondor"), secret_file="/home/alice/t",
+    sub = builder.render(condor, shared.backend("htcondor"), secret_file="/home/alice/t",
                          submission="0123", fast=False)[1].splitlines()
     assert "request_gpus = 1" in sub
     assert 'require_gpus = regexp("a100", DeviceName, "i")' in sub

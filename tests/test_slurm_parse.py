@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from hpcspawner import messages
+from hpcspawner import sentences
 from hpcspawner.backends.base import BackendError, JobState, SubmitRequest
 from hpcspawner.backends.slurm import (
     SQUEUE_FIELDS,
@@ -20,8 +20,8 @@ from hpcspawner.backends.slurm import (
     squeue_format,
 )
 from hpcspawner.commands import Result
+from hpcspawner.contract import MAX_TAG
 from hpcspawner.profiles import parse_profiles
-from hpcspawner.wire import MAX_TAG
 
 FRAME = ("f00dfeed0badcafe", "0123456789abcdef")
 
@@ -97,7 +97,7 @@ def test_squeue_lines_become_states_with_reasons_and_nodes() -> None:
     # the backend says what its scheduler's words mean; the spawn page shows both
     assert jobs["102"].meaning == "waiting for free cores or memory"
     assert jobs["103"].meaning == "the nodes this job needs are not available"
-    assert messages.state_progress(jobs["102"], 65)[1] == (
+    assert sentences.state_progress(jobs["102"], 65)[1] == (
         "Waiting in queue: Resources (waiting for free cores or memory) (since 1 min 5 s)")
     assert (jobs["104"].state, jobs["104"].reason) == (JobState.GONE, "the job was cancelled")
     assert jobs["105"].reason == "the job reached its time limit"

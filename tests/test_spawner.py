@@ -15,7 +15,7 @@ from unittest import mock
 
 import pytest
 
-from hpcspawner import registry
+from hpcspawner import shared
 from hpcspawner.backends.base import JobState
 from hpcspawner.commands import CommandError
 from hpcspawner.compat import SpawnException
@@ -42,11 +42,11 @@ profiles:
 def world(tmp_path: Path) -> Iterator[World]:
     (tmp_path / "profiles.yaml").write_text(PROFILES)
     found = World(tmp_path)
-    registry.reset()
-    registry.use_backend("slurm", found.backends["slurm"])
+    shared.reset()
+    shared.use_backend("slurm", found.backends["slurm"])
     yield found
     found.close()
-    registry.reset()
+    shared.reset()
 
 
 def spawner_for(tmp_path: Path, profile: str = "small") -> Any:
@@ -241,7 +241,7 @@ def test_the_hub_follows_its_jobs_from_its_start_even_with_no_server(
         app = Hub()
         await app.init_spawners()
         assert app.done
-        poller = registry.poller("slurm", "hpcspawner:hub:", lambda: None)  # type: ignore
+        poller = shared.poller("slurm", "hpcspawner:hub:", lambda: None)  # type: ignore
         assert poller._task is not None and not poller._task.done()  # the sweep runs
         poller.stop()
 

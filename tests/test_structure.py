@@ -111,17 +111,18 @@ def test_no_import_cycle_inside_the_package() -> None:
 # JupyterHub through hub.install).
 LAYERS: list[tuple[str, set[str]]] = [
     ("text, units, commands, rendering, the hub-job contract, the domain types", {
-        "text", "units", "commands", "render", "compat", "logline", "metrics", "domain",
-        "wire", "usage", "forwarder", "records"}),
+        "oneline", "units", "commands", "render", "compat", "serverlog", "metrics", "domain",
+        "contract", "job_usage", "forwarder", "session_records"}),
     ("profiles and what is said of them; what runs inside the job", {
-        "profiles", "messages", "launcher", "labnotify", "share.jupyter.jupyter_server_config"}),
+        "profiles", "sentences", "launcher", "server_extension",
+        "share.jupyter.jupyter_server_config"}),
     ("the scheduler backends", {"backends", "backends.base", "backends.errors",
                                 "backends.running", "backends.slurm", "backends.slurm_options",
                                 "backends.htcondor"}),
     ("what a spawn is made of", {
-        "apps", "jobspec", "tokenfile", "availability", "poller", "dask", "options",
+        "apps", "job_builder", "tokenfile", "availability", "poller", "dask", "options",
         "migrate", "plan", "cancels"}),
-    ("one spawn's job, what one hub process shares", {"job", "registry", "moretime"}),
+    ("one spawn's job, what one hub process shares", {"job", "shared", "moretime"}),
     ("what the pages show of a job", {"cards"}),
     ("JupyterHub's adapter, its routes, the commands", {
         "spawner", "settings", "report", "sessions", "activity", "cli", "helper"}),

@@ -24,11 +24,11 @@ from typing import Any
 from traitlets import Unicode
 
 from ..commands import CommandError
+from ..contract import tag_user
+from ..oneline import one_line, shown
 from ..profiles import Profile, fast_path_misfit
 from ..render import RenderError, envname
-from ..text import one_line, shown
 from ..units import mebibytes
-from ..wire import tag_user
 from .base import (
     Availability,
     Backend,
@@ -57,7 +57,7 @@ QUERY_ATTRIBUTES = [
     "ShadowBday", "AllowedJobDuration",
 ]
 # Attributes a job's owner writes are bounded in the schedd, before they reach the hub: a
-# flood of jobs with huge tags or hold reasons costs the hub nothing (MAX_TAG: jobspec).
+# flood of jobs with huge tags or hold reasons costs the hub nothing (MAX_TAG: contract).
 MAX_TEXT = 1024
 QUERY_CONSTRAINT = (
     f"HPCSpawner =?= true && size(HPCSpawnerTag) <= {MAX_TEXT}"

@@ -24,8 +24,8 @@ from ..commands import (
     expand_prefix,
     run_command,
 )
+from ..contract import REFUSED
 from ..metrics import observe_command
-from ..wire import REFUSED
 from .errors import HelperRefused
 
 

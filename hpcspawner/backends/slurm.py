@@ -25,10 +25,10 @@ from typing import Any
 from traitlets import Bool, Unicode
 
 from ..commands import CommandError
+from ..contract import MAX_TAG
 from ..profiles import Profile
 from ..render import RenderError
 from ..units import format_duration, format_size, mebibytes
-from ..wire import MAX_TAG
 from .base import (
     Availability,
     Backend,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcspawner.messages import clock
+from hpcspawner.sentences import clock
 from tests.hubtools import Hub, scontrol_job, server_environ, squeue, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]

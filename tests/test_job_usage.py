@@ -1,4 +1,4 @@
-"""What a server tells the hub its job uses (usage.py): read strictly, shown against the
+"""What a server tells the hub its job uses (job_usage.py): read strictly, shown against the
 job's limits while recent, measured over the launcher's process tree."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hpcspawner.usage import MAX_MEMORY, REPORT_EVERY, Meter, Usage, parse, words
+from hpcspawner.job_usage import MAX_MEMORY, REPORT_EVERY, Meter, Usage, parse, words
 
 GIB = 2**30
 SMALL = SimpleNamespace(cores=1, memory=12 * GIB)

@@ -11,10 +11,7 @@ from typing import Any
 
 from .apps import Launch, server_command
 from .backends.base import Backend
-from .profiles import Profile
-from .render import render_template
-from .units import mebibytes
-from .wire import (
+from .contract import (
     MAX_TAG,
     START_TIMEOUT,
     TAG_ROOT,
@@ -24,6 +21,9 @@ from .wire import (
     tag_user,
     token_file_name,
 )
+from .profiles import Profile
+from .render import render_template
+from .units import mebibytes
 
 __all__ = ["MAX_TAG", "TAG_ROOT", "JobBuilder", "JobSpec", "job_tag", "tag_user"]
 

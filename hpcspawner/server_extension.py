@@ -8,7 +8,7 @@ the session's card extends it.
 
 The hub is asked with the server's own token (``JUPYTERHUB_API_TOKEN``), at most every
 ``ASK_EVERY`` seconds however many browser tabs ask. Every ``usage.REPORT_EVERY`` seconds the
-extension also tells the hub what the job's processes use (memory, CPU: usage.py), which the
+extension also tells the hub what the job's processes use (memory, CPU: job_usage.py), which the
 session's card shows.
 """
 
@@ -26,8 +26,8 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from .usage import REPORT_EVERY, Meter
-from .wire import SESSION_PATH, WALLTIME_WARNING, Env
+from .contract import SESSION_PATH, WALLTIME_WARNING, Env
+from .job_usage import REPORT_EVERY, Meter
 
 ASK_EVERY = 20.0  # seconds between two questions to the hub
 FIRST_REPORT = 5.0  # seconds from the server's start to its first usage report
@@ -76,7 +76,7 @@ class SessionHandler(JupyterHandler):
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "hpcspawner.labnotify"}]
+    return [{"module": "hpcspawner.server_extension"}]
 
 
 async def tell_usage(meter: Meter) -> None:

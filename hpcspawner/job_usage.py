@@ -1,6 +1,6 @@
 """What a server's job uses now (memory and CPU), for its session card (docs/sessions.md).
 
-The server's Jupyter extension (labnotify.py) measures the job's processes (the launcher and
+The server's Jupyter extension (server_extension.py) measures the job's processes (the launcher and
 everything under it) every ``REPORT_EVERY`` seconds and tells the hub with the server's own
 token; the hub keeps the last answer in memory and the card shows it against the job's
 limits. The numbers come from the job's owner: shown to people, never used to decide

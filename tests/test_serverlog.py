@@ -1,4 +1,4 @@
-"""Hub log lines about a server end with its fields (logline.py, docs/metrics.md#logs)."""
+"""Hub log lines about a server end with its fields (serverlog.py, docs/metrics.md#logs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from hpcspawner.logline import ServerLog, keyvalue
+from hpcspawner.serverlog import ServerLog, keyvalue
 
 
 def test_key_value_fields_end_every_line_and_split_back(

@@ -1,10 +1,10 @@
-"""The hub's records of ended sessions and the admins' use by profile (records.py)."""
+"""The hub's records of ended sessions and the admins' use by profile (session_records.py)."""
 
 from __future__ import annotations
 
 from traitlets.config import Config
 
-from hpcspawner.records import (
+from hpcspawner.session_records import (
     KEEP_DAYS,
     ProfileUse,
     Session,

@@ -69,7 +69,7 @@ def tag_user(tag: str) -> str:
     return parsed[1] if parsed else ""
 
 
-# -- the job's environment: set by the hub (jobspec.py, apps.py), read by the launcher --------
+# -- the job's environment: set by the hub (job_builder.py, apps.py), read by the launcher --------
 class Env:
     """The names of the variables the job gets; none holds a secret."""
 
