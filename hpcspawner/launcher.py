@@ -103,8 +103,9 @@ class HandOffError(Exception):
 
 def app_environment(env: dict[str, str]) -> None:
     """Point the server at this package's files: its Jupyter config (the session extension
-    that tells JupyterLab when the job ends, server_extension.py; the jupyter-server-proxy app of the
-    profile, apps.py), the lab extension that shows it, and the default desktop session."""
+    that tells JupyterLab when the job ends, server_extension.py; the jupyter-server-proxy
+    app of the profile, apps.py), the lab extension that shows it, and the default desktop
+    session."""
     for name in ("JUPYTER_CONFIG_PATH", "JUPYTER_PATH"):
         extra = env.get(name)
         env[name] = str(SHARE / "jupyter") + (f":{extra}" if extra else "")
