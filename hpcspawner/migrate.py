@@ -32,7 +32,7 @@ from traitlets.traitlets import DefaultHandler
 from traitlets.utils.importstring import import_item
 
 from .backends import backend_classes
-from .backends.slurm import (
+from .backends.slurm_options import (
     batchspawner_units,
     read_request,
     script_words,

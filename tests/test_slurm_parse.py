@@ -194,7 +194,7 @@ def test_private_data_hides_jobs_unless_the_hub_is_a_slurm_operator(
 def test_sbatch_options_are_units_of_an_option_and_its_value() -> None:
     """As sbatch's getopt reads them: a short or long option takes the next word as its
     value; -c4 and --mem=4G carry it; a flag takes none, so the word after it is no option."""
-    from hpcspawner.backends.slurm import Option, split_options
+    from hpcspawner.backends.slurm_options import Option, split_options
 
     words = split_options("-c 2 --mem=24G --qos long -A physics -c4 -Hq normal --gres gpu:1 "
                           "--exclusive user -Z")
@@ -209,7 +209,7 @@ def test_sbatch_options_are_units_of_an_option_and_its_value() -> None:
 
 
 def test_the_resources_in_options_are_read_the_last_one_winning() -> None:
-    from hpcspawner.backends.slurm import read_request, split_options
+    from hpcspawner.backends.slurm_options import read_request, split_options
 
     def units(origin: str, text: str, quiet: bool = False) -> list:
         return [(origin, word, quiet) for word in split_options(text)]
@@ -244,13 +244,13 @@ def test_the_resources_in_options_are_read_the_last_one_winning() -> None:
     ("mps:100", None, "mps:100")])
 def test_a_gres_value_says_which_gpus_it_asks(value: str, gpus: tuple | None,
                                                rest: str) -> None:
-    from hpcspawner.backends.slurm import gpu_request
+    from hpcspawner.backends.slurm_options import gpu_request
 
     assert gpu_request(value) == (gpus, rest)
 
 
 def test_a_scripts_sbatch_lines_are_read_until_its_first_command() -> None:
-    from hpcspawner.backends.slurm import Option, script_words
+    from hpcspawner.backends.slurm_options import Option, script_words
 
     script = ("#!/bin/bash\n#SBATCH -c 2 --mem=4G  # two cores\n\n#SBATCH --gres=gpu:1\n"
               "module load cuda\n#SBATCH --time=1:00:00\n")
