@@ -104,7 +104,7 @@ slot3@vm Unclaimed 1 1 1536 0 true
 
 
 def test_condor_status_slots_and_the_reserved_notebook_slots() -> None:
-    from hpcspawner.backends.htcondor import parse_status_af
+    from hpcspawner.backends.htcondor_ads import parse_status_af
 
     slots = parse_status_af(REAL_POOL_AF + "garbage line\n")
     assert [(s.name, s.groups, s.usable) for s in slots] == [

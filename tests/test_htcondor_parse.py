@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 
 from hpcspawner.backends.base import JobInfo, JobState
-from hpcspawner.backends.htcondor import (
-    QUERY_CONSTRAINT,
-    TERSE_RE,
-    HTCondorBackend,
+from hpcspawner.backends.htcondor import QUERY_CONSTRAINT, TERSE_RE, HTCondorBackend
+from hpcspawner.backends.htcondor_ads import (
     ad_to_info,
     job_id,
     parse_json_ads,

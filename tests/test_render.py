@@ -168,7 +168,7 @@ def test_hostile_values_in_a_submit_description_reach_the_job_unchanged_or_are_r
     $ENV(X), $$(X), and $ before our $(ClusterId));
     any other value, read back with HTCondor's own argument/environment syntax (the
     stand-in's arglist, written from the manual), is exactly the value."""
-    from hpcspawner.backends.htcondor import condor_args, condor_env
+    from hpcspawner.backends.htcondor_ads import condor_args, condor_env
     from tests.htcondor_standin.condor_standin.arglist import (
         parse_arguments,
         parse_environment,
@@ -189,7 +189,7 @@ def test_hostile_values_in_a_submit_description_reach_the_job_unchanged_or_are_r
 
 
 def test_condor_argument_syntax_matches_the_manual() -> None:
-    from hpcspawner.backends.htcondor import condor_args
+    from hpcspawner.backends.htcondor_ads import condor_args
 
     # HTCondor manual, "arguments" (new syntax): arguments = "3 simple arguments"
     assert condor_args(["3", "simple", "arguments"]) == '"3 simple arguments"'
@@ -276,7 +276,7 @@ def test_the_login_environment_is_the_admins_choice() -> None:
 def test_no_macro_passes_the_submit_value_filter_around_the_hubs_own(value: str) -> None:
     """Only "$(ClusterId)" (log paths) may stand in a submit line: not "$$(ClusterId)", which
     condor_submit would leave as a match-time macro, nor $ENV(...)."""
-    from hpcspawner.backends.htcondor import classad_string, submit_value
+    from hpcspawner.backends.htcondor_ads import classad_string, submit_value
 
     with pytest.raises(RenderError, match="macro"):
         submit_value(value)

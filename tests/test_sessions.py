@@ -15,7 +15,8 @@ import pytest
 
 from hpcspawner import moretime
 from hpcspawner.backends.base import ExtendRefused, JobInfo, JobState
-from hpcspawner.backends.htcondor import HTCondorBackend, ad_to_info
+from hpcspawner.backends.htcondor import HTCondorBackend
+from hpcspawner.backends.htcondor_ads import ad_to_info
 from hpcspawner.backends.slurm import SlurmBackend, slurm_seconds
 from hpcspawner.cards import card
 from hpcspawner.commands import Result

@@ -118,7 +118,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "share.jupyter.jupyter_server_config"}),
     ("the scheduler backends", {"backends", "backends.base", "backends.errors",
                                 "backends.running", "backends.slurm", "backends.slurm_options",
-                                "backends.htcondor"}),
+                                "backends.htcondor", "backends.htcondor_ads"}),
     ("what a spawn is made of", {
         "apps", "job_builder", "tokenfile", "availability", "poller", "dask", "options",
         "migrate", "plan", "cancels"}),

@@ -14,20 +14,17 @@ names a schedd or pool (the fast path), so a job found by its tag can always be 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import posixpath
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from typing import Any
 
 from traitlets import Unicode
 
 from ..commands import CommandError
 from ..contract import tag_user
-from ..oneline import one_line, shown
 from ..profiles import Profile, fast_path_misfit
-from ..render import RenderError, envname
 from ..units import mebibytes
 from .base import (
     Availability,
@@ -41,6 +38,19 @@ from .base import (
     SubmitRequest,
     Tool,
     tool_dirs,
+)
+from .htcondor_ads import (
+    ads_to_infos,
+    classad_string,
+    condor_args,
+    condor_env,
+    job_id,
+    location_args,
+    parse_json_ads,
+    parse_status_af,
+    slot_hosts,
+    split_job_id,
+    submit_value,
 )
 
 CONDOR_ID_RE = re.compile(r"^\d{1,20}(@[A-Za-z0-9_.:-]*@[A-Za-z0-9_.:-]*)?$")
@@ -67,201 +77,6 @@ QUERY_CONSTRAINT = (
 SLOT_ATTRIBUTES = ["Name", "Machine", "JobId", "RemoteUser"]
 HISTORY_ATTRIBUTES = ["ClusterId", "JobStatus", "RemoveReason", "ExitCode", "HoldReason",
                       "EnteredCurrentStatus"]
-
-
-# -- quoting for the submit description (filters of htcondor.sub.j2) ---------------------------
-LOG_MACRO = "$(ClusterId)"  # the one macro a value may hold: ours, in log paths (log_name)
-# what condor_submit would expand: $(X), $ENV(X), $RANDOM_CHOICE(...), $$(X), and a $ right
-# before our $(ClusterId) (which would make $$(ClusterId)); a $ before anything else ($HOME,
-# "$@" of a site's sh -c command) is left alone by condor_submit and reaches the job as is
-_MACRO_RE = re.compile(r"\$(?:[A-Za-z_]*\(|\$|\0)")
-
-
-def classad_string(value: Any) -> str:
-    """A ClassAd string literal: double quotes, backslash and quote escaped, one line, no
-    macro (condor_submit expands ``$(X)``, ``$ENV(X)``, ``$$(X)`` in +Attr values too)."""
-    text = str(value)
-    if any(c in text for c in "\n\r\0") or _MACRO_RE.search(text):
-        raise RenderError(f"{text!r} cannot go in a ClassAd (line break or $(...) macro, "
-                          "which condor_submit would expand)")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def submit_value(value: Any) -> str:
-    """A value for an HTCondor submit-description line: one line, no macro (``$(X)``,
-    ``$ENV(X)``, ``$$(X)``) that condor_submit would expand but our ``$(ClusterId)`` (and no
-    ``$`` right before it, which would make ``$$(ClusterId)``)."""
-    text = str(value)
-    plain = text.replace(LOG_MACRO, "\0")
-    if any(c in text for c in "\n\r\0") or _MACRO_RE.search(plain):
-        raise RenderError(f"{text!r} cannot go in a submit description (line break or "
-                          "$(...) macro, which condor_submit would expand)")
-    return text
-
-
-def _condor_word(value: Any) -> str:
-    """One word of HTCondor's new argument/environment syntax: " doubled; a word with
-    spaces or ' (or an empty one) in single quotes, with ' doubled inside."""
-    text = submit_value(value).replace('"', '""')
-    if not text or any(c in text for c in " \t'"):
-        text = "'" + text.replace("'", "''") + "'"
-    return text
-
-
-def condor_args(words: Sequence[Any]) -> str:
-    """HTCondor's new argument syntax: the words, double-quoted as a whole."""
-    return '"' + " ".join(_condor_word(word) for word in words) + '"'
-
-
-def condor_env(env: dict[str, str]) -> str:
-    """HTCondor's new environment syntax: "NAME=value NAME='value with spaces'"."""
-    pairs = (f"{envname(name)}={_condor_word(value)}" for name, value in sorted(env.items()))
-    return '"' + " ".join(pairs) + '"'
-
-
-# -- job ids and locations ---------------------------------------------------------------------
-def job_id(cluster: int | str, schedd: str | None = None, pool: str | None = None) -> str:
-    if not schedd and not pool:
-        return str(cluster)
-    return f"{cluster}@{schedd or ''}@{pool or ''}"
-
-
-def split_job_id(value: str) -> tuple[str, str | None, str | None]:
-    cluster, _, rest = value.partition("@")
-    schedd, _, pool = rest.partition("@")
-    return cluster, schedd or None, pool or None
-
-
-def location_args(schedd: str | None, pool: str | None) -> list[str]:
-    args = []
-    if schedd:
-        args += ["-name", schedd]
-    if pool:
-        args += ["-pool", pool]
-    return args
-
-
-def parse_json_ads(text: str) -> list[dict[str, object]]:
-    """``condor_q -json`` / ``condor_history -json`` / ``condor_status -json``: a JSON list
-    (nothing at all when empty), printed one ad at a time between a ``{`` and a ``}`` alone on
-    their lines (JSON strings hold no raw line break). Each ad is read on its own: one that
-    cannot be read (nested thousands deep, cut short) is logged and skipped, never a reason to
-    lose the others."""
-    text = text.strip()
-    if not text:
-        return []
-    if not (text.startswith("[") and text.endswith("]")):
-        raise ValueError("the -json output is not a list")
-    ads: list[dict[str, object]] = []
-    record: list[str] = []
-    lines = text[1:-1].split("\n")
-    if "{" not in lines:  # not laid out one ad per block: read it whole
-        try:
-            whole = json.loads(text)
-        except RecursionError:
-            raise ValueError("the -json output is nested too deeply") from None
-        return [ad for ad in whole if isinstance(ad, dict)]
-    for line in lines:
-        if line == "{":
-            record = [line]
-        elif record:
-            record.append(line)
-            if line == "}":
-                _add_ad(ads, "\n".join(record))
-                record = []
-    return ads
-
-
-def _add_ad(ads: list[dict[str, object]], text: str) -> None:
-    try:
-        ad = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        log.warning("ignoring an unreadable ad (%d bytes): %s", len(text), shown(exc, 100))
-        return
-    if isinstance(ad, dict):
-        ads.append(ad)
-
-
-def slot_hosts(ads: list[dict[str, object]], infos: Collection[JobInfo]) -> dict[str, str]:
-    """The host of each job from the startds' slot ads (``Machine`` of the one slot whose
-    ``JobId`` is the job's and whose ``RemoteUser`` is the job's owner): none where no slot or
-    several claim it."""
-    found: dict[tuple[str, str], set[str]] = {}
-    for ad in ads:
-        user = str(ad.get("RemoteUser", "")).partition("@")[0]
-        found.setdefault((str(ad.get("JobId")), user), set()).add(str(ad.get("Machine", "")))
-    out = {}
-    for info in infos:
-        machines = found.get((f"{split_job_id(info.job_id)[0]}.0", info.user), set())
-        if len(machines) == 1:
-            out[info.job_id] = machines.pop()
-    return out
-
-
-# What the negotiator's reason for not matching an idle job means (the spawn page shows both).
-PENDING_WORDS = {"no match found": "no slot matches the request yet"}
-
-
-def ad_to_info(ad: dict[str, object], schedd: str | None = None,
-               pool: str | None = None) -> JobInfo:
-    status = int(str(ad.get("JobStatus", 0)))
-    cluster = ad.get("ClusterId", "")
-    since = ad.get("EnteredCurrentStatus")
-    reason = ""
-    state = JobState.GONE
-    if status == 1:
-        state = JobState.PENDING
-        reason = one_line(ad.get("LastRejMatchReason", ""))
-    elif status == 2:
-        state = JobState.RUNNING
-    elif status == 5:
-        state = JobState.HELD
-        reason = one_line(ad.get("HoldReason", "held"))
-    elif status == 6:
-        state = JobState.COMPLETING
-    elif status == 7:
-        state, reason = JobState.PENDING, "suspended"
-    elif status == 3:
-        reason = one_line(ad.get("RemoveReason", "")) or "the job was removed"
-        reason = f"the job was removed ({reason})" if "removed" not in reason else reason
-    elif status == 4:
-        code = ad.get("ExitCode")
-        reason = "the job ended" + (f" with exit code {code}" if code not in (None, 0) else "")
-    starts = ends = None
-    if state is JobState.RUNNING:
-        # the shadow counts allowed_job_duration from its birth; both attributes protected
-        # from the job's owner on a pool set up as docs/htcondor.md says
-        starts, limit = _seconds(ad.get("ShadowBday")), _seconds(ad.get("AllowedJobDuration"))
-        ends = starts + limit if starts is not None and limit is not None else None
-    return JobInfo(
-        job_id=job_id(str(cluster), schedd, pool), state=state, reason=reason,
-        meaning=PENDING_WORDS.get(reason, "") if state is JobState.PENDING else "",
-        user=str(ad.get("Owner", "")), tag=str(ad.get("HPCSpawnerTag", "")),
-        since=float(str(since)) if since is not None else None, raw_state=str(status),
-        starts=starts, ends=ends,
-    )
-
-
-def _seconds(value: object) -> float | None:
-    """A time attribute's number; anything else (undefined, or an owner's wrong type on a
-    pool that does not protect it) is not known."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def ads_to_infos(ads: list[dict[str, object]], schedd: str | None = None,
-                 pool: str | None = None) -> list[JobInfo]:
-    """Each ad read on its own: one that any pool user made unreadable (a wrong-typed
-    attribute) is logged and skipped, never a reason to stop reading the others."""
-    infos = []
-    for ad in ads:
-        try:
-            infos.append(ad_to_info(ad, schedd, pool))
-        except (TypeError, ValueError) as exc:
-            log.warning("ignoring an unreadable job ad (cluster %s): %s",
-                        shown(ad.get("ClusterId", "?"), 40), shown(exc))
-    return infos
 
 
 def fast_location(profile: Profile) -> Location:
@@ -544,24 +359,3 @@ class HTCondorBackend(Backend):
         result = await self.as_hub([self.condor_status, "-af", "Name", "State", "Cpus",
                                     "TotalSlotCpus", "Memory", "Gpus", "IsJupyterSlot"])
         return parse_status_af(result.stdout)
-
-
-def parse_status_af(text: str) -> list[Availability]:
-    """``condor_status -af Name State Cpus TotalSlotCpus Memory Gpus IsJupyterSlot``."""
-    out = []
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) != 7:
-            continue
-        name, state, cpus, total, memory, gpus, jupyter = words
-        try:
-            free = int(cpus)
-            slots = int(total) if total != "undefined" else free
-            mib = int(memory)
-            gpu = int(gpus) if gpus != "undefined" else 0
-        except ValueError:
-            continue
-        out.append(Availability(name=name, groups=("jupyter",) if jupyter == "true" else ("pool",),
-                                free_cores=free, total_cores=slots, free_memory=mib * 1024 * 1024,
-                                free_gpus=gpu, usable=state == "Unclaimed"))
-    return out
