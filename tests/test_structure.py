@@ -114,7 +114,8 @@ LAYERS: list[tuple[str, set[str]]] = [
         "oneline", "units", "commands", "render", "compat", "serverlog", "metrics", "domain",
         "contract", "job_usage", "forwarder", "session_records"}),
     ("profiles and what is said of them; what runs inside the job", {
-        "profiles", "sentences", "launcher", "server_extension",
+        "profile_types", "profile_schema", "profiles", "sentences", "launcher",
+        "server_extension",
         "share.jupyter.jupyter_server_config"}),
     ("the scheduler backends", {"backends", "backends.base", "backends.errors",
                                 "backends.running", "backends.slurm", "backends.slurm_options",
@@ -226,9 +227,9 @@ SCHEDULER_SPELLINGS = ("#SBATCH", "--partition", "--time=", "--mem=", "--gpus", 
                        "LastRejMatchReason", "ReqNodeNotAvail", "no match found", "PrivateData",
                        "NodeList", "IsJupyterSlot")
 BACKEND_NAMES = ("slurm", "htcondor")
-# profiles.py is the profile schema: it names each backend's option block (``htcondor:``) and
+# profile_schema.py is the profile schema: it names each backend's option block (``htcondor:``) and
 # their defaults (the reserved slots' attribute)
-SCHEMA = PACKAGE / "profiles.py"
+SCHEMA = PACKAGE / "profile_schema.py"
 
 
 def code_strings(path: Path) -> list[tuple[int, str]]:
