@@ -9,7 +9,7 @@ import pytest
 
 from hpcspawner.availability import AvailabilityCache, outlook, with_expected_start
 from hpcspawner.backends import Availability
-from hpcspawner.backends.slurm import _epoch, parse_sinfo_nodes, parse_test_only
+from hpcspawner.backends.slurm_words import _epoch, parse_sinfo_nodes, parse_test_only
 from hpcspawner.profiles import parse_profiles
 
 SINFO = """\

@@ -16,7 +16,8 @@ import pytest
 from hpcspawner import helper
 from hpcspawner.backends import HelperRefused
 from hpcspawner.backends.base import refusal
-from hpcspawner.backends.slurm import SQUEUE_FIELDS, SlurmBackend
+from hpcspawner.backends.slurm import SlurmBackend
+from hpcspawner.backends.slurm_words import SQUEUE_FIELDS
 
 TOKEN = "a1b2c3d4e5f6a7b8c9d0"
 SECRETS = json.dumps({"token": TOKEN, "env": {"DB_PASSWORD": "s3cret"}})

@@ -10,9 +10,9 @@ import pytest
 
 from hpcspawner import sentences
 from hpcspawner.backends.base import BackendError, JobState, SubmitRequest
-from hpcspawner.backends.slurm import (
+from hpcspawner.backends.slurm import SlurmBackend
+from hpcspawner.backends.slurm_words import (
     SQUEUE_FIELDS,
-    SlurmBackend,
     parse_sacct,
     parse_squeue,
     private_jobs,

@@ -118,6 +118,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "server_extension",
         "share.jupyter.jupyter_server_config"}),
     ("the scheduler backends", {"backends", "backends.base", "backends.errors",
+                                "backends.slurm_words",
                                 "backends.running", "backends.slurm", "backends.slurm_options",
                                 "backends.htcondor", "backends.htcondor_ads"}),
     ("what a spawn is made of", {

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpcspawner.backends.slurm import slurm_time
+from hpcspawner.backends.slurm_words import slurm_time
 from hpcspawner.units import format_size, mebibytes, parse_duration, parse_size
 
 
