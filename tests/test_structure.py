@@ -274,3 +274,12 @@ def test_nothing_outside_the_backends_branches_on_a_backends_name() -> None:
                          if isinstance(n, ast.Constant) and n.value in BACKEND_NAMES]
                 found += [f"{path.relative_to(REPO)}:{node.lineno}: == {n!r}" for n in names]
     assert found == [], "ask the backend instead: " + ", ".join(found)
+
+
+def test_the_readmes_layout_names_every_module() -> None:
+    """The README's layout is the map a new maintainer reads first: every module is on it."""
+    layout = (REPO / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    missing = [module_name(p) for p in MODULES if p.name != "__init__.py"
+               and "share" not in p.parts
+               and p.name not in layout]
+    assert missing == [], "add these to the README's layout: " + ", ".join(missing)
