@@ -42,7 +42,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from .contract import JOB_DIR_NAME, REFUSED, TOKEN_FILE_FORM, TOKEN_FILE_RE, parse_tag
+from .contract import (
+    JOB_DIR_NAME,
+    LOGS_DIR,
+    REFUSED,
+    TOKEN_FILE_FORM,
+    TOKEN_FILE_RE,
+    parse_tag,
+)
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{8,4096}$")
 ENVNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -89,7 +96,7 @@ def make_private_dirs(directory: str) -> None:
     info = os.stat(parent)
     if not stat.S_ISDIR(info.st_mode):
         raise Refused(f"{parent} is not a directory")
-    for path in (directory, posixpath.join(directory, "logs")):
+    for path in (directory, posixpath.join(directory, LOGS_DIR)):
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
         info = os.lstat(path)

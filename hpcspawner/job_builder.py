@@ -12,6 +12,7 @@ from typing import Any
 from .apps import Launch, server_command
 from .backends.base import Backend
 from .contract import (
+    LOGS_DIR,
     MAX_TAG,
     START_TIMEOUT,
     TAG_ROOT,
@@ -113,7 +114,7 @@ class JobBuilder:
 
     def log_file(self, backend: Backend, job_id: str) -> str:
         """Where job ``job_id`` writes its output, as the user would type it (``~/...``)."""
-        path = posixpath.join(self.job_dir, "logs",
+        path = posixpath.join(self.job_dir, LOGS_DIR,
                               backend.log_name(self.server_name or "default", job_id))
         home = self.home.rstrip("/")
         return "~" + path[len(home):] if home and path.startswith(home + "/") else path
@@ -150,7 +151,7 @@ class JobBuilder:
             job_name=backend.job_name,
             tag=self.tag,
             workdir=self.home,
-            log_path=posixpath.join(self.job_dir, "logs", log_name),
+            log_path=posixpath.join(self.job_dir, LOGS_DIR, log_name),
             secret_file=secret_file,
             python=self.python,
             command=server_command(self.cmd, self.args, self.python),

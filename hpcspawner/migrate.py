@@ -41,7 +41,7 @@ from .backends.slurm_options import (
     unused_setting,
 )
 from .profiles import SLUG_RE, ProfileError, parse_profiles
-from .units import format_size, parse_duration, parse_size
+from .units import format_size, parse_duration, parse_size, typed_duration
 
 # batchspawner's classes: the backend each becomes, or the scheduler hpcspawner has none for
 BACKEND_OF = {"SlurmSpawner": "slurm", "MultiSlurmSpawner": "slurm", "CondorSpawner": "htcondor"}
@@ -811,12 +811,7 @@ MEMORY_OF: dict[str, Callable[[str], int]] = {"slurm": slurm_memory, "htcondor":
 
 def duration(seconds: int) -> str:
     """A runtime for profiles.yaml: 12h, 90m, 1d12h."""
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = "".join(f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (minutes, "m"),
-                                           (secs, "s")) if n)
-    return text or "0s"
+    return typed_duration(seconds)
 
 
 def lines(notes: Iterable[Note]) -> list[str]:

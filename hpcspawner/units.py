@@ -73,11 +73,24 @@ def show_size(size: int) -> str:
     return f"{text[:-3]} {text[-3:]}" if text.endswith("iB") else f"{text[:-1]} B"
 
 
-def format_duration(seconds: int) -> str:
-    """Human form for the form and messages: 43200 -> '12 h', 5400 -> '1 h 30 min'."""
+def split_duration(seconds: int) -> tuple[int, int, int, int]:
+    """(days, hours, minutes, seconds) of whole seconds: every written form of a duration (for
+    people, for profiles.yaml, SLURM's D-HH:MM:SS) is made from this one split."""
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
+    return days, hours, minutes, secs
+
+
+def typed_duration(seconds: int) -> str:
+    """What one types in profiles.yaml: 43200 -> '12h', 5400 -> '1h30m', 129600 -> '1d12h'."""
+    parts = zip(split_duration(seconds), "dhms", strict=True)
+    return "".join(f"{n}{unit}" for n, unit in parts if n) or "0s"
+
+
+def format_duration(seconds: int) -> str:
+    """Human form for the form and messages: 43200 -> '12 h', 5400 -> '1 h 30 min'."""
+    days, hours, minutes, secs = split_duration(seconds)
     out = []
     if days:
         out.append(f"{days} d")

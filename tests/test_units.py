@@ -45,3 +45,13 @@ def test_scheduler_forms() -> None:
     assert mebibytes(20 * 1024**3) == 20480
     assert mebibytes(1) == 1
     assert format_size(12 * 1024**3) == "12GiB"
+
+
+def test_every_written_duration_comes_from_one_split() -> None:
+    """The people's form, profiles.yaml's and SLURM's D-HH:MM:SS are made from one split."""
+    from hpcspawner.units import format_duration, split_duration, typed_duration
+
+    assert split_duration(129_605) == (1, 12, 0, 5)
+    assert (format_duration(129_605), typed_duration(129_605), slurm_time(129_605)) == (
+        "1 d 12 h 5 s", "1d12h5s", "1-12:00:05")
+    assert typed_duration(0) == "0s" and typed_duration(5400) == "1h30m"

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..contract import MAX_TAG
 from ..render import RenderError
+from ..units import split_duration
 from .base import (
     Availability,
     JobInfo,
@@ -113,9 +114,7 @@ def parse_squeue(text: str, tag_prefix: str, frame: tuple[str, str]) -> dict[str
 
 def slurm_time(seconds: int) -> str:
     """SLURM ``--time`` value: ``D-HH:MM:SS`` (whole minutes are rounded up by SLURM itself)."""
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
+    days, hours, minutes, secs = split_duration(seconds)
     clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
     return f"{days}-{clock}" if days else clock
 
