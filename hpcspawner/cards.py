@@ -7,6 +7,7 @@ extended (and why not). No tornado, no handlers: sessions.py serves these."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,10 @@ from typing import Any
 from . import job_usage, moretime, sentences, session_records
 from .backends.base import ExtendRefused
 from .domain import JobState
+from .oneline import shown
 from .units import format_duration, show_size
+
+log = logging.getLogger("hpcspawner.cards")
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,20 @@ def spawner_of(user: Any, server: str) -> Any:
 
 
 def cards(user: Any) -> list[Card]:
-    found = (card(s) for s in user.all_spawners(include_default=True))
+    found = (safe_card(s) for s in user.all_spawners(include_default=True))
     return [c for c in found if c is not None]
+
+
+def safe_card(spawner: Any, now: float | None = None) -> Card | None:
+    """``card``, or None (logged) when this one server's facts cannot be shown: one bad
+    card never breaks a page or a scrape that shows the others."""
+    try:
+        return card(spawner, now)
+    except Exception as exc:  # any one server's fault stays with that server
+        log.warning("hpcspawner: no card for %s's server %s: %s: %s",
+                    shown(getattr(getattr(spawner, "user", None), "name", "?"), 80),
+                    shown(getattr(spawner, "name", "?"), 80), type(exc).__name__, shown(exc))
+        return None
 
 
 async def extend(user: Any, server: str, raw_by: object) -> float:
@@ -152,7 +168,7 @@ async def extend(user: Any, server: str, raw_by: object) -> float:
 
 def server_state(spawner: Any) -> tuple[str, str] | None:
     """(profile, card state) of a spawner's batch server for the metrics; None: none."""
-    found = card(spawner)
+    found = safe_card(spawner)
     job = getattr(spawner, "job", None)
     if found is None or job is None:
         return None

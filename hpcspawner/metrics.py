@@ -9,6 +9,7 @@ server name or a job id.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import weakref
 from collections.abc import Callable, Collection, Iterator
@@ -17,6 +18,10 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from .oneline import shown
+
+log = logging.getLogger("hpcspawner.metrics")
 
 OUTCOMES = ("ready", "fell_back", "refused", "failed", "timed_out", "cancelled")
 WAIT_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
@@ -105,7 +110,13 @@ class _Hpcspawner(Collector):
         family = self._family()
         counts: dict[tuple[str, str], int] = {}
         for spawner in list(_SPAWNERS):
-            key = self.server_state(spawner)
+            try:
+                key = self.server_state(spawner)
+            except Exception as exc:  # one server's fault never fails the whole scrape
+                log.warning("hpcspawner: server %s left out of hpcspawner_servers: %s: %s",
+                            shown(getattr(spawner, "name", "?"), 80), type(exc).__name__,
+                            shown(exc))
+                continue
             if key is not None:
                 counts[key] = counts.get(key, 0) + 1
         for (profile, state), count in sorted(counts.items()):

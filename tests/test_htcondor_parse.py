@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import stat
 from pathlib import Path
 
@@ -12,13 +13,16 @@ import pytest
 from hpcspawner.backends.base import JobInfo, JobState
 from hpcspawner.backends.htcondor import QUERY_CONSTRAINT, TERSE_RE, HTCondorBackend
 from hpcspawner.backends.htcondor_ads import (
+    MAX_EPOCH,
     ad_to_info,
+    identities,
     job_id,
     parse_json_ads,
     slot_hosts,
     split_job_id,
 )
 from hpcspawner.commands import CommandError
+from hpcspawner.sentences import clock
 
 FIXTURES = Path(__file__).parent / "fixtures" / "htcondor"
 
@@ -45,12 +49,25 @@ def test_running_jobs_are_read_but_not_where_the_job_ad_says_they_run() -> None:
     assert infos[0].since == 1795321763
 
 
+def slot(machine: str, global_id: str, user: str = "alice@vm", **more: str) -> dict[str, str]:
+    return {"Name": f"slot1_1@{machine}", "Machine": machine,
+            "JobId": global_id.split("#")[1], "GlobalJobId": global_id, "RemoteUser": user,
+            "RemoteOwner": user, **more}
+
+
 SLOTS = [
-    {"Name": "slot1_1@node01", "Machine": "node01", "JobId": "31.0", "RemoteUser": "alice@vm"},
-    {"Name": "slot1_2@node02", "Machine": "node02", "JobId": "32.0", "RemoteUser": "bob@vm"},
-    {"Name": "slot1_1@node03", "Machine": "node03", "JobId": "33.0", "RemoteUser": "alice@vm"},
-    {"Name": "slot1_2@node04", "Machine": "node04", "JobId": "33.0", "RemoteUser": "alice@vm"},
+    slot("node01", "vm#31.0#1795321759"),
+    slot("node02", "vm#32.0#1795321760", "bob@vm"),
+    slot("node03", "vm#33.0#1795321761"), slot("node04", "vm#33.0#1795321761"),
+    # another schedd's job 35 of alice's, and one of a flocked-in alice of another domain
+    slot("node05", "schedd2#35.0#1795321762"), slot("node06", "vm#35.0#1795321762",
+                                                     "alice@other.domain"),
+    # an accounting group that names alice as the submitter of mallory's claim
+    slot("node07", "vm#36.0#1795321763", "alice@vm", RemoteOwner="mallory@vm"),
 ]
+KNOWN = {cluster: (f"vm#{cluster}.0#{qdate}", "alice@vm") for cluster, qdate in (
+    ("31", 1795321759), ("32", 1795321760), ("33", 1795321761), ("35", 1795321762),
+    ("36", 1795321763))}
 
 
 def running(cluster: str, user: str = "alice") -> JobInfo:
@@ -58,21 +75,59 @@ def running(cluster: str, user: str = "alice") -> JobInfo:
 
 
 def test_the_route_is_the_machine_of_the_one_slot_running_the_owners_job() -> None:
-    infos = [running("31"), running("32"), running("33"), running("34")]
-    assert slot_hosts(parse_json_ads(condor_json(SLOTS)), infos) == {"31": "node01"}
-    # 32: the slot runs bob's job 32, not alice's; 33: two slots claim it; 34: none
+    infos = [running(c) for c in ("31", "32", "33", "34", "35", "36")]
+    assert slot_hosts(parse_json_ads(condor_json(SLOTS)), infos, KNOWN) == {"31": "node01"}
+    # 32: the slot runs bob's job 32, not alice's; 33: two slots claim it; 34: none; 35: the
+    # slots run another schedd's 35.0 and another domain's alice's; 36: mallory's claim
+    assert slot_hosts(parse_json_ads(condor_json(SLOTS)), infos, {}) == {}  # identity unknown
+
+
+def test_a_jobs_identity_is_its_schedds_global_id_and_its_full_user() -> None:
+    ads: list[dict[str, object]] = [
+        {"ClusterId": 31, "GlobalJobId": "vm#31.0#1795321759", "User": "alice@vm"},
+        {"ClusterId": 32, "GlobalJobId": "vm#31.0#1795321759", "User": "alice@vm"},  # edited
+        {"ClusterId": 33, "GlobalJobId": "vm#33.0#1", "User": ["alice@vm"]},  # wrong type
+    ]
+    assert identities(ads) == {"31": ("vm#31.0#1795321759", "alice@vm")}
+    assert identities(ads, "schedd2") == {}  # asked of schedd2: vm's ids are not its jobs'
+    assert identities([{**ads[0], "GlobalJobId": "schedd2#31.0#5"}], "schedd2", "cm") == {
+        "31@schedd2@cm": ("schedd2#31.0#5", "alice@vm")}
 
 
 def test_route_hosts_asks_the_slot_ads_once_per_pool(tmp_path: Path) -> None:
     backend = HTCondorBackend(condor_status=_fake(tmp_path, "condor_status",
                                                   condor_json(SLOTS)))
+    backend.identities = KNOWN
     hosts = asyncio.run(backend.route_hosts([running("31"), running("33")]))
     assert hosts == {"31": "node01"}
     args = (tmp_path / "condor_status.args").read_text().split()
     assert args[:1] == ["-constraint"] and "-json" in args
     assert (tmp_path / "condor_status.args").read_text().startswith(
         '-constraint JobId == "31.0" || JobId == "33.0" -json -attributes '
-        "Name,Machine,JobId,RemoteUser")
+        "Name,Machine,JobId,GlobalJobId,RemoteUser,RemoteOwner")
+
+
+@pytest.mark.parametrize(("attribute", "value"), [
+    ("AllowedJobDuration", 9223372036854775807), ("ShadowBday", 9223372036854775807),
+    ("EnteredCurrentStatus", 9223372036854775807), ("EnteredCurrentStatus", 1e308),
+    ("AllowedJobDuration", 10**400), ("AllowedJobDuration", -7200),
+    ("EnteredCurrentStatus", float("nan")), ("ShadowBday", float("inf")),
+    ("EnteredCurrentStatus", "1e999"),
+])
+def test_times_a_jobs_owner_writes_are_bounded_and_finite(attribute: str, value: object) -> None:
+    """``condor_qedit ID AllowedJobDuration 9223372036854775807`` (on a pool that does not
+    protect it) and the like: a time is within 1970-2100 or not known, and every page's
+    clock can show it."""
+    ad: dict[str, object] = {"ClusterId": 77, "JobStatus": 2, "Owner": "alice",
+                             "ShadowBday": 1_800_000_000, "AllowedJobDuration": 7200,
+                             "EnteredCurrentStatus": 1_800_000_000, attribute: value}
+    info = ad_to_info(ad)
+    for time_ in (info.starts, info.ends, info.since):
+        assert time_ is None or (math.isfinite(time_) and 0 < time_ <= MAX_EPOCH), time_
+        if time_:
+            clock(time_)
+    ended = ad_to_info({**ad, "JobStatus": 4, "ExitCode": 10**1000})
+    assert ended.reason == "the job ended"
 
 
 def test_an_ad_nested_thousands_deep_or_cut_short_is_skipped_alone() -> None:

@@ -38,3 +38,32 @@ def test_the_example_dashboard_asks_only_for_metrics_the_hub_exports() -> None:
     assert asked <= exported, asked - exported
     assert {"hpcspawner_spawns", "hpcspawner_fast_path"} <= {
         n.removesuffix("_total") for n in asked}
+
+
+def test_one_servers_fault_never_fails_the_scrape() -> None:
+    """A server whose state cannot be told is left out of hpcspawner_servers; the scrape
+    still counts the others."""
+    from hpcspawner import metrics
+
+    class Broken:
+        name = "bad"
+
+    class Fine:
+        name = "good"
+
+    def state(spawner: object) -> tuple[str, str]:
+        if isinstance(spawner, Broken):
+            raise OverflowError("date value out of range")
+        return ("small", "running")
+
+    broken, fine = Broken(), Fine()
+    metrics.follow(broken)
+    metrics.follow(fine)
+    try:
+        families = list(metrics._Hpcspawner(state).collect())
+    finally:
+        metrics._SPAWNERS.discard(broken)
+        metrics._SPAWNERS.discard(fine)
+    [servers] = [f for f in families if f.name == "hpcspawner_servers"]
+    assert [(s.labels, s.value) for s in servers.samples] == [
+        ({"profile": "small", "state": "running"}, 1.0)]

@@ -261,3 +261,25 @@ def test_htcondor_gives_more_time_by_a_forwarded_qedit_and_reads_the_limit_back(
     info = ad_to_info({**ad, "AllowedJobDuration": "forever"})
     assert (info.state, info.ends) == (JobState.RUNNING, None)
 
+
+
+def test_one_bad_card_never_breaks_the_others(tmp_path: Path) -> None:
+    """A job whose scheduler says it ends in the year 292 billion (an owner's condor_qedit
+    on a pool that does not protect the attribute, or any backend's absurd value): its own
+    card is left out, the page and the metrics still show every other server."""
+    from hpcspawner.cards import cards, server_state
+
+    async def scenario() -> None:
+        world = World(tmp_path)
+        good, bad = await running(world), await running(world)
+        sched = world.backends["slurm"]
+        info = sched.jobs[bad.job_id]
+        sched.jobs[bad.job_id] = JobInfo(**{**info.__dict__, "ends": 9.2e18})
+        await bad.ctx.poller.refresh()
+        user = SimpleNamespace(all_spawners=lambda include_default: [
+            spawner_of(bad, "bad"), spawner_of(good, "good")])
+        assert [c.server for c in cards(user)] == ["good"]
+        assert server_state(spawner_of(bad, "bad")) is None
+        world.close()
+
+    asyncio.run(scenario())

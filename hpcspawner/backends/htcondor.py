@@ -40,10 +40,12 @@ from .base import (
     tool_dirs,
 )
 from .htcondor_ads import (
+    Identity,
     ads_to_infos,
     classad_string,
     condor_args,
     condor_env,
+    identities,
     job_id,
     location_args,
     parse_json_ads,
@@ -64,7 +66,7 @@ TERSE_RE = re.compile(r"^(\d+)\.\d+ - \d+\.\d+$")
 QUERY_ATTRIBUTES = [
     "ClusterId", "ProcId", "Owner", "JobStatus", "HoldReason", "HoldReasonCode",
     "EnteredCurrentStatus", "LastRejMatchReason", "HPCSpawnerTag", "HPCSpawnerFastPath",
-    "ShadowBday", "AllowedJobDuration",
+    "ShadowBday", "AllowedJobDuration", "GlobalJobId", "User",
 ]
 # Attributes a job's owner writes are bounded in the schedd, before they reach the hub: a
 # flood of jobs with huge tags or hold reasons costs the hub nothing (MAX_TAG: contract).
@@ -74,7 +76,7 @@ QUERY_CONSTRAINT = (
     f" && (HoldReason =?= undefined || size(HoldReason) <= {MAX_TEXT})"
     f" && (LastRejMatchReason =?= undefined || size(LastRejMatchReason) <= {MAX_TEXT})"
 )
-SLOT_ATTRIBUTES = ["Name", "Machine", "JobId", "RemoteUser"]
+SLOT_ATTRIBUTES = ["Name", "Machine", "JobId", "GlobalJobId", "RemoteUser", "RemoteOwner"]
 HISTORY_ATTRIBUTES = ["ClusterId", "JobStatus", "RemoveReason", "ExitCode", "HoldReason",
                       "EnteredCurrentStatus"]
 
@@ -108,6 +110,9 @@ class HTCondorBackend(Backend):
         super().__init__(**kwargs)
         # every (schedd, pool) a profile submits to; each is queried once per interval
         self.locations: set[Location] = set()
+        # each listed job's GlobalJobId and User, from the last query: route_hosts matches a
+        # slot by them (replaced each query, so bounded by the queue)
+        self.identities: dict[str, Identity] = {}
 
     @classmethod
     def filters(cls) -> dict[str, Callable[[Any], str]]:
@@ -238,6 +243,7 @@ class HTCondorBackend(Backend):
         locations = sorted(self.locations | set(followed),
                            key=lambda loc: (loc[0] or "", loc[1] or ""))
         jobs: dict[str, JobInfo] = {}
+        known: dict[str, Identity] = {}
         failures: list[CommandError] = []
         for schedd, pool in locations:
             try:
@@ -251,6 +257,9 @@ class HTCondorBackend(Backend):
             for info in await asyncio.to_thread(ads_to_infos, ads, schedd, pool):
                 if info.tag.startswith(tag_prefix):
                     jobs[info.job_id] = info
+            found = identities(ads, schedd, pool)
+            known.update((value, found[value]) for value in jobs if value in found)
+        self.identities = known
         if failures and len(failures) == len(locations):
             raise failures[0]
         for failure in failures:
@@ -310,8 +319,10 @@ class HTCondorBackend(Backend):
 
     async def route_hosts(self, infos: Collection[JobInfo]) -> dict[str, str]:
         """Where running jobs are, from the slot ads their startds advertise (one
-        condor_status per pool for the jobs that wait for their report). The job ad's
-        RemoteHost is not believed: its owner may condor_qedit it (docs/security.md)."""
+        condor_status per pool for the jobs that wait for their report), matched by the full
+        identity the last query read (GlobalJobId: the schedd and the job; User: the owner
+        with her domain). The job ad's RemoteHost is not believed: its owner may condor_qedit
+        it (docs/security.md)."""
         by_pool: dict[str | None, list[JobInfo]] = {}
         for info in infos:
             by_pool.setdefault(split_job_id(info.job_id)[2], []).append(info)
@@ -322,7 +333,7 @@ class HTCondorBackend(Backend):
             result = await self.as_hub([
                 self.condor_status, *location_args(None, pool), "-constraint", constraint,
                 "-json", "-attributes", ",".join(SLOT_ATTRIBUTES)])
-            out.update(slot_hosts(parse_json_ads(result.stdout), group))
+            out.update(slot_hosts(parse_json_ads(result.stdout), group, self.identities))
         return out
 
     async def profile_warnings(self, profile: Profile) -> list[str]:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from ..oneline import one_line, shown
@@ -134,17 +135,50 @@ def _add_ad(ads: list[dict[str, object]], text: str) -> None:
         ads.append(ad)
 
 
-def slot_hosts(ads: list[dict[str, object]], infos: Collection[JobInfo]) -> dict[str, str]:
-    """The host of each job from the startds' slot ads (``Machine`` of the one slot whose
-    ``JobId`` is the job's and whose ``RemoteUser`` is the job's owner): none where no slot or
-    several claim it."""
+Identity = tuple[str, str]  # a job's (GlobalJobId, User): its schedd, id and full owner
+
+
+def identities(ads: list[dict[str, object]], schedd: str | None = None,
+               pool: str | None = None) -> dict[str, Identity]:
+    """Each job's full identity from its ad, both set by the schedd: ``User``
+    (owner@UID_DOMAIN, in SYSTEM_IMMUTABLE_JOB_ATTRS) and ``GlobalJobId``
+    (schedd#cluster.proc#qdate; its owner may condor_qedit it, so its cluster must be the
+    job's immutable ``ClusterId``, its schedd the one asked when named, and a slot must also
+    be claimed by that ``User``). A job without both has none."""
+    out = {}
+    for ad in ads:
+        global_id, user, cluster = ad.get("GlobalJobId"), ad.get("User"), ad.get("ClusterId")
+        if isinstance(global_id, str) and isinstance(user, str) and isinstance(cluster, int) \
+                and not isinstance(cluster, bool) and "@" in user:
+            parts = global_id.split("#")
+            if len(parts) != 3 or parts[1] != f"{cluster}.0" or (schedd and parts[0] != schedd):
+                continue
+            out[job_id(str(cluster), schedd, pool)] = (global_id[:1024], user[:512])
+    return out
+
+
+def slot_hosts(ads: list[dict[str, object]], infos: Collection[JobInfo],
+               known: Mapping[str, Identity]) -> dict[str, str]:
+    """The host of each job from the startds' slot ads: ``Machine`` of the one slot whose
+    ``GlobalJobId`` is the job's (the same schedd, cluster and submission, not only a job id
+    that another schedd also gives out) and whose ``RemoteUser`` is the job's full ``User``
+    (alice@other.domain flocked in is not alice); none where no slot or several claim it, or
+    where the job's identity (``known``, from its ad) is not known. ``RemoteOwner`` (the
+    claim's owner) must be the same user: an ``AccountingGroup`` the owner writes changes
+    ``RemoteUser`` (the submitter) but not who owns the claim."""
     found: dict[tuple[str, str], set[str]] = {}
     for ad in ads:
-        user = str(ad.get("RemoteUser", "")).partition("@")[0]
-        found.setdefault((str(ad.get("JobId")), user), set()).add(str(ad.get("Machine", "")))
+        user = str(ad.get("RemoteUser", ""))
+        if str(ad.get("RemoteOwner", user)) != user:
+            continue
+        key = (str(ad.get("GlobalJobId", "")), user)
+        found.setdefault(key, set()).add(str(ad.get("Machine", "")))
     out = {}
     for info in infos:
-        machines = found.get((f"{split_job_id(info.job_id)[0]}.0", info.user), set())
+        identity = known.get(info.job_id)
+        if identity is None or identity[1].partition("@")[0] != info.user:
+            continue
+        machines = found.get(identity, set())
         if len(machines) == 1:
             out[info.job_id] = machines.pop()
     return out
@@ -158,7 +192,6 @@ def ad_to_info(ad: dict[str, object], schedd: str | None = None,
                pool: str | None = None) -> JobInfo:
     status = int(str(ad.get("JobStatus", 0)))
     cluster = ad.get("ClusterId", "")
-    since = ad.get("EnteredCurrentStatus")
     reason = ""
     state = JobState.GONE
     if status == 1:
@@ -177,29 +210,50 @@ def ad_to_info(ad: dict[str, object], schedd: str | None = None,
         reason = one_line(ad.get("RemoveReason", "")) or "the job was removed"
         reason = f"the job was removed ({reason})" if "removed" not in reason else reason
     elif status == 4:
-        code = ad.get("ExitCode")
-        reason = "the job ended" + (f" with exit code {code}" if code not in (None, 0) else "")
+        code = _exit_code(ad.get("ExitCode"))
+        reason = "the job ended" + (f" with exit code {code}" if code else "")
     starts = ends = None
     if state is JobState.RUNNING:
         # the shadow counts allowed_job_duration from its birth; both attributes protected
         # from the job's owner on a pool set up as docs/htcondor.md says
-        starts, limit = _seconds(ad.get("ShadowBday")), _seconds(ad.get("AllowedJobDuration"))
-        ends = starts + limit if starts is not None and limit is not None else None
+        starts = _epoch(ad.get("ShadowBday"))
+        limit = _seconds(ad.get("AllowedJobDuration"), MAX_DURATION)
+        ends = _epoch(starts + limit) if starts is not None and limit is not None else None
     return JobInfo(
         job_id=job_id(str(cluster), schedd, pool), state=state, reason=reason,
         meaning=PENDING_WORDS.get(reason, "") if state is JobState.PENDING else "",
         user=str(ad.get("Owner", "")), tag=str(ad.get("HPCSpawnerTag", "")),
-        since=float(str(since)) if since is not None else None, raw_state=str(status),
+        since=_epoch(ad.get("EnteredCurrentStatus")), raw_state=str(status),
         starts=starts, ends=ends,
     )
 
 
-def _seconds(value: object) -> float | None:
-    """A time attribute's number; anything else (undefined, or an owner's wrong type on a
-    pool that does not protect it) is not known."""
+# The bounds of a time read from an ad (any pool user writes her own jobs' attributes where
+# the pool does not protect them): past these a value is not known, never a page's 500
+MAX_EPOCH = 4102444800.0  # 2100-01-01
+MAX_DURATION = 100 * 366 * 86400.0  # a century
+
+
+def _seconds(value: object, most: float) -> float | None:
+    """A time attribute's number within [0, ``most``]; anything else (undefined, an owner's
+    wrong type, infinite or absurd) is not known."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    number = float(value) if abs(value) < 1e300 else math.inf
+    return number if math.isfinite(number) and 0 <= number <= most else None
+
+
+def _epoch(value: object) -> float | None:
+    """A time (epoch seconds) between 1970 and 2100; else not known."""
+    found = _seconds(value, MAX_EPOCH)
+    return found if found else None
+
+
+def _exit_code(value: object) -> int | None:
+    """A job's exit code (0-255, or a signal's negative), as HTCondor gives it; else none."""
+    if isinstance(value, bool) or not isinstance(value, int) or not -255 <= value <= 255:
+        return None
+    return value
 
 
 def ads_to_infos(ads: list[dict[str, object]], schedd: str | None = None,

@@ -626,6 +626,13 @@ def test_an_owner_edits_remote_host_but_the_slot_ad_stays_the_startds(
     name = json.loads(slot.out)[0]["Name"]
     matches(Result(slot.out.replace(name, "slot1_1@vm".replace("vm", HOST)), slot.err,
                    slot.rc), "status_json_slot_of_job.txt")
+    # the slot names the job's full identity, as a real startd does (the hub matches by it)
+    ident = json.loads(standin.run("condor_q", job, "-json", "-attributes", "GlobalJobId,User",
+                                   user="alice").out)[0]
+    said = json.loads(standin.run("condor_status", "-constraint", f'JobId == "{job}.0"', "-json",
+                                  "-attributes", "GlobalJobId,RemoteUser,RemoteOwner").out)[0]
+    assert (said["GlobalJobId"], said["RemoteUser"], said["RemoteOwner"]) == (
+        ident["GlobalJobId"], ident["User"], ident["User"])
     assert standin.run("condor_rm", job, user="alice").rc == 0
 
 

@@ -205,6 +205,7 @@ class Pool:
         ad["JobRunCount"] = ad.get_int("JobRunCount", 0) + 1
         ad["NumShadowStarts"] = ad.get_int("NumShadowStarts", 0) + 1
         ad["RemoteHost"] = slot.name
+        slot.global_id, slot.user = ad.get_str("GlobalJobId", ""), ad.get_str("User", "")
         ad["RemoteSlotID"] = slot.slot_id
         ad["CurrentHosts"] = 1
         node = self.startd_of(slot.name)

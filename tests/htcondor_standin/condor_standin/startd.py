@@ -51,6 +51,10 @@ class Slot:
     jupyter: bool = False
     job: str | None = None          # "cluster.proc" while claimed
     owner: str | None = None
+    # the claiming job's GlobalJobId and User (owner@UID_DOMAIN of its schedd), as a real
+    # startd advertises them (GlobalJobId, RemoteUser) from the job it runs
+    global_id: str = ""
+    user: str = ""
     claim_seq: int = 0
     entered: int = field(default_factory=lambda: int(time.time()))
 
@@ -109,6 +113,7 @@ class Startd:
         for slot in self.reserved:
             if slot.name == name:
                 slot.job = slot.owner = None
+                slot.global_id = slot.user = ""
                 slot.entered = int(time.time())
 
     def claim_id(self, slot: Slot) -> str:
@@ -162,8 +167,9 @@ class Startd:
         ad["IsJupyterSlot"] = IS_JUPYTER_SLOT
         if claimed:
             ad["JobId"] = slot.job or ""
-            ad["RemoteOwner"] = f"{slot.owner}@{self.host}"
-            ad["RemoteUser"] = f"{slot.owner}@{self.host}"
+            ad["RemoteOwner"] = ad["RemoteUser"] = slot.user or f"{slot.owner}@{self.host}"
+            if slot.global_id:
+                ad["GlobalJobId"] = slot.global_id
             ad["ClientMachine"] = self.host
             ad["PublicClaimId"] = self.claim_id(slot)
         return ad
@@ -200,7 +206,8 @@ class Startd:
         p["ChildName"] = ListExpr([Literal(s.name) for s in children])
         p["ChildState"] = ListExpr([Literal("Claimed") for _ in children])
         p["ChildActivity"] = ListExpr([Literal("Busy") for _ in children])
-        p["ChildRemoteUser"] = ListExpr([Literal(f"{s.owner}@{self.host}") for s in children])
+        p["ChildRemoteUser"] = ListExpr([Literal(s.user or f"{s.owner}@{self.host}")
+                                          for s in children])
         ads = [p] + [self._slot_ad(s, now, "Dynamic") for s in children]
         ads += [self._slot_ad(s, now, "Static") for s in self.reserved]
         return ads
