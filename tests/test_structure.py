@@ -283,3 +283,44 @@ def test_the_readmes_layout_names_every_module() -> None:
                and "share" not in p.parts
                and p.name not in layout]
     assert missing == [], "add these to the README's layout: " + ", ".join(missing)
+
+
+def test_importing_any_module_changes_nothing_in_jupyterhub() -> None:
+    """Routes, the metrics collector and the hub-start wrapper are installed by one explicit
+    call (hub.install), which JupyterHub makes by asking the package for HPCSpawner."""
+    names = [module_name(p) for p in MODULES]
+    code = ("import importlib, sys\n"
+            "from jupyterhub import apihandlers, handlers\n"
+            "from jupyterhub.app import JupyterHub\n"
+            "from prometheus_client import REGISTRY\n"
+            "def seen():\n"
+            "    return (len(apihandlers.default_handlers), len(handlers.default_handlers),\n"
+            "            JupyterHub.init_spawners, len(REGISTRY._collector_to_names))\n"
+            "before = seen()\n"
+            "for name in sys.argv[1:]:\n"
+            "    importlib.import_module(name)\n"
+            "assert seen() == before, 'an import changed JupyterHub'\n"
+            "import hpcspawner\n"
+            "hpcspawner.HPCSpawner\n"
+            "after = seen()\n"
+            "assert after[0] > before[0] and after[1] > before[1], 'no routes installed'\n"
+            "assert after[2] is not before[2] and after[3] == before[3] + 1, after\n"
+            "hpcspawner.HPCSpawner\n"
+            "assert seen() == after, 'installed twice'\n")
+    out = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True,
+                         cwd=REPO, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+# templates other than a backend's own job template may not branch on a backend's name either
+BACKEND_TEMPLATES = ("slurm.sbatch.j2", "htcondor.sub.j2")
+
+
+def test_no_page_template_branches_on_a_backends_name() -> None:
+    found = []
+    for path in sorted((REPO / "templates").rglob("*")):
+        if path.is_file() and path.name not in BACKEND_TEMPLATES:
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                found += [f"{path.relative_to(REPO)}:{number}: {name}" for name in BACKEND_NAMES
+                          if re.search(rf"""==\s*["']{name}["']""", line)]
+    assert found == [], "ask the backend instead (Backend.place, ...): " + ", ".join(found)
