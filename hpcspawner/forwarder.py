@@ -11,7 +11,11 @@ process can ever answer on the port while the route exists:
   kernel refuses a second listener on a port a wildcard listener holds, and SO_REUSEPORT only
   joins sockets of the same user);
 - when the server exits, the launcher first stops forwarding, tells the hub (which deletes
-  the route), and only then lets the port go.
+  the route), and only then lets the port go;
+- a keeper (``Keeper``, a small process the launcher starts beside the server) holds the
+  same socket: if the launcher dies without letting the port go itself (SIGKILL,
+  the OOM killer), the keeper still holds it, unanswered, while it ends what the launcher
+  started and tells the hub; it lets the port go only once the hub has answered.
 
 Standard library only; asyncio is imported when forwarding starts, while the server starts.
 """
@@ -141,6 +145,42 @@ class Forwarder:
             self._thread.join(5)
         with contextlib.suppress(OSError):
             self.listener.close()
+
+
+class Keeper:
+    """A small process that holds ``listener`` (the job's port) beside the launcher, started
+    with ``argv`` and told ``hello`` on its standard input. When the launcher dies without a
+    word (SIGKILL, the OOM killer) the keeper still holds the port, unanswered, while it ends
+    what the launcher started and tells the hub, and lets it go only once the hub has
+    answered. ``release()`` (the launcher lets the port go itself) ends it at once."""
+
+    def __init__(self, listener: socket.socket, argv: list[str], hello: bytes) -> None:
+        import subprocess
+
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                        pass_fds=(listener.fileno(),))
+        self.pid = self.process.pid
+        assert self.process.stdin is not None
+        self._stdin = self.process.stdin
+        with contextlib.suppress(OSError):
+            self._stdin.write(hello + b"\n")
+            self._stdin.flush()
+
+    def release(self) -> None:
+        """The launcher lets the port go itself: the keeper exits at once (collected here)."""
+        with contextlib.suppress(OSError):
+            self._stdin.write(b"x")
+            self._stdin.close()
+        self.process.wait()
+
+
+def launcher_died(stream: Any) -> bool:
+    """The keeper's side: wait on ``stream`` (its standard input, after the hello) until the
+    launcher says it lets the port go itself (False) or dies without a word (True)."""
+    try:
+        return not stream.read(1)
+    except OSError:
+        return True
 
 
 async def _pipe(reader: Any, writer: Any) -> None:

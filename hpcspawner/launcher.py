@@ -21,6 +21,12 @@ exits (vncserver's X server, anything that daemonizes) stays in the launcher's t
 init's, and when the server ends, the launcher ends what is left (SIGTERM, then SIGKILL after
 ``$HPCSPAWNER_STOP_GRACE`` seconds, default 5). So a desktop or an app never outlives its
 job, even where the scheduler follows only the process tree (SLURM's proctrack/linuxproc).
+And nothing it starts outlives the launcher itself: the server gets SIGKILL when the launcher
+dies (PR_SET_PDEATHSIG); a keeper (forwarder.Keeper) that holds the port sees the launcher
+die, kills the server and every process carrying this launcher's mark in its environment
+(``$HPCSPAWNER_LAUNCHER_MARK``), tells the hub, and lets the port go only once the hub has
+answered. Where the scheduler kills the whole job at once
+(proctrack/cgroup, a node crash) the keeper dies with it.
 Only the standard library is used: this runs in whatever Python the site's jobs use.
 """
 
@@ -35,7 +41,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .contract import (
@@ -47,13 +53,27 @@ from .contract import (
     Report,
     parse_secrets,
 )
-from .forwarder import SOCKET_NAME, Forwarder, listen, private_dir, socket_answers
+from .forwarder import (
+    SOCKET_NAME,
+    Forwarder,
+    Keeper,
+    launcher_died,
+    listen,
+    private_dir,
+    socket_answers,
+)
 
 SHARE = Path(__file__).with_name("share")
 PROC = Path("/proc")
 JUPYTER_DEFAULT_PORT = 8888  # jupyter-server's: the only port it accepts beside --sock
-ENDED_PATIENCE = 20.0  # seconds the launcher keeps the port while the hub is away
-PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+# The port is kept while the hub is away, however long: a route may still point at it. The
+# job's time limit (or a cancel) ends the wait.
+ENDED_PATIENCE = float("inf")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PR_SET_CHILD_SUBREAPER = 36
+MARK = "HPCSPAWNER_LAUNCHER_MARK"  # in the environment of everything the launcher starts
+KEEP = "--keep-port"  # the keeper's argument (forwarder.Keeper)
+SPARED: set[int] = set()  # the keeper: below the launcher, but not the server's to end
 REAP_EVERY = 30.0  # seconds
 # urllib.request (with http.client and email) takes ~25 ms to import, asyncio (the forwarder)
 # ~15 ms: they are imported where they are used, while the server starts, off the path to
@@ -292,6 +312,55 @@ def wait_warning(child: subprocess.Popen[bytes], ends: int, before: int) -> int:
             warn_at = 0
 
 
+def die_with_launcher() -> Callable[[], None] | None:
+    """For ``Popen(preexec_fn=...)``: the server gets SIGKILL when the launcher dies
+    (PR_SET_PDEATHSIG), and does not start if the launcher died before that was set. None
+    where the kernel does not offer it."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    launcher = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != launcher:  # too late: the launcher is gone, start nothing
+            raise OSError("the launcher exited before the server started")
+
+    return preexec
+
+
+def marked(mark: str, proc: Path = PROC) -> set[int]:
+    """This user's living processes (but this one) whose environment carries ``MARK=mark``."""
+    needle, me, uid = f"{MARK}={mark}".encode(), os.getpid(), os.getuid()
+    found = set()
+    for pid, state, _ in processes(proc):
+        if pid == me or state == "Z":
+            continue
+        try:
+            if (proc / str(pid)).stat().st_uid != uid:
+                continue
+            if needle in (proc / str(pid) / "environ").read_bytes().split(b"\0"):
+                found.add(pid)
+        except OSError:
+            continue
+    return found
+
+
+def end_orphaned(server: int, mark: str) -> None:
+    """The launcher died: SIGKILL the server and every process carrying the launcher's mark,
+    until none is left (a process forked meanwhile: the next round)."""
+    signal_all({server}, signal.SIGKILL)
+    for _ in range(40):
+        left = marked(mark)
+        if not left:
+            return
+        signal_all(left, signal.SIGKILL)
+        time.sleep(0.05)
+
+
 def adopt_orphans() -> bool:
     """Become the child subreaper (Linux): what the server starts stays below the launcher
     when its parent exits, so end_the_rest() finds it and the scheduler's tree-following
@@ -319,7 +388,8 @@ def end_the_rest(server: subprocess.Popen[bytes], grace: float) -> None:
     """Once the server has exited: SIGTERM every process still below the launcher (what the
     app left running), SIGKILL what is still there after ``grace`` seconds."""
     me = os.getpid()
-    left = process_tree(me) - {me}
+    spared = {me} | SPARED
+    left = process_tree(me) - spared
     if not left:
         return
     say(f"ending {len(left)} process(es) the server left running")
@@ -330,14 +400,14 @@ def end_the_rest(server: subprocess.Popen[bytes], grace: float) -> None:
         told |= left
         time.sleep(0.05)
         reap(server)
-        left = process_tree(me) - {me}
+        left = process_tree(me) - spared
     for _ in range(40):  # a process forked between the read and the kill: next round
         if not left:
             return
         signal_all(left, signal.SIGKILL)
         time.sleep(0.05)
         reap(server)
-        left = process_tree(me) - {me}
+        left = process_tree(me) - spared
     if left:
         say(f"could not end processes {sorted(left)}; the scheduler ends them with the job")
 
@@ -378,8 +448,33 @@ def number(env: dict[str, str], name: str, default: float, top: float) -> float:
     return min(value, top) if value >= 0 else default  # NaN and negatives: the default
 
 
+def keep() -> int:
+    """The keeper (forwarder.Keeper): holds the port it was given beside the launcher; if the
+    launcher dies without a word, ends what it started, tells the hub that the server ended
+    (however long the hub takes) and only then exits, letting the port go."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)  # the launcher answers those; SIGKILL ends us
+    hello = json.loads(sys.stdin.buffer.readline() or b"{}")
+    if not hello or not launcher_died(sys.stdin.buffer):
+        return 0
+    port = int(hello["port"])
+    say(f"the launcher died: ending what it started; port {port} is kept until the hub has "
+        "heard that the server ended")
+    end_orphaned(int(hello["server"]), str(hello["mark"]))
+    ending = Report(port, server_name=hello["server_name"], submission=hello["submission"],
+                    ended=True)
+    try:
+        report(hello["api_url"], hello["token"], ending, patience=ENDED_PATIENCE)
+    except SystemExit as exc:  # 4xx: the hub stopped the server itself (and took the route)
+        say(str(exc))
+    say(f"the hub has heard; letting port {port} go")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args == [KEEP]:
+        return keep()
     if args and args[0] == "--":
         args = args[1:]
     if not args:
@@ -432,10 +527,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # single-user server takes its port from this URL. Nothing listens on that port.
     env["JUPYTERHUB_SERVICE_URL"] = f"http://127.0.0.1:{JUPYTER_DEFAULT_PORT}{prefix}"
     env[Env.PORT] = str(port)
+    env[MARK] = mark = os.urandom(8).hex()
     command = server_command(args, sock)
     say(f"starting {command[0]} on {sock}; the hub reaches it through port {port}")
-    child = subprocess.Popen(command, env=env)
+    # the server dies with the launcher (PR_SET_PDEATHSIG); the keeper, which holds the port
+    # beside the launcher, ends what is left if the launcher dies
+    child = subprocess.Popen(command, env=env, preexec_fn=die_with_launcher())
     current.append(child)
+    hello = {"api_url": env.get("JUPYTERHUB_API_URL", ""), "token": token, "port": port,
+             "server_name": env.get("JUPYTERHUB_SERVER_NAME", ""), "server": child.pid,
+             "submission": env.get(Env.SUBMISSION, ""), "mark": mark}
+    keeper = Keeper(listener, [sys.executable, "-m", "hpcspawner.launcher", KEEP],
+                    json.dumps(hello).encode())
+    SPARED.add(keeper.pid)
     forwarder = Forwarder(listener, sock)
     try:
         import urllib.request  # noqa: F401  (here: while the server starts)
@@ -443,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = serve(child, forwarder, env, token, port, prefix, deadline, timeout, ends,
                      grace)
     finally:
+        keeper.release()
         forwarder.close()
         with contextlib.suppress(OSError):
             (private / SOCKET_NAME).unlink(missing_ok=True)

@@ -429,3 +429,52 @@ def test_a_desktop_does_not_start_where_another_user_owns_the_x_socket_directory
     x11.rmdir()
     x11.symlink_to(tmp_path)
     assert "not a directory" in launcher.x11_dir_problem(str(x11))
+
+
+def test_a_launcher_killed_hard_leaves_nothing_running_and_the_port_held_until_the_hub_heard(
+        tmp_path: Path, hub: FakeHub) -> None:
+    """SIGKILL of the launcher (the OOM killer, a hard kill): the server and what it left
+    running die with it, even where the scheduler would not follow them (proctrack/linuxproc:
+    parent 1, outside the job); the port stays held, unanswered, while the hub is told the
+    server ended, and is let go only once the hub has answered."""
+    answer = threading.Event()
+    at_ended: list[list[str]] = []
+
+    def on_report(report: dict[str, Any]) -> None:
+        if report.get("ended"):
+            time.sleep(1.0)  # a hub slow to answer: the port must stay held meanwhile
+            at_ended.append(binds(report["port"]))
+            answer.set()
+
+    hub.on_report = on_report
+    proc = start_launcher(tmp_path, hub, [sys.executable, "-c", ORPHANING_SERVER, "{socket}",
+                                          str(tmp_path), "plain"],
+                          HPCSPAWNER_SUBMISSION="abc", JUPYTERHUB_SERVER_NAME="gpu")
+    orphan = server = 0
+    try:
+        [report] = wait_for("the report", lambda: hub.reports, timeout=20)
+        port = report["port"]
+        orphan = int((tmp_path / "orphan").read_text())
+        children = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()
+                    for pid, _, ppid in launcher.processes() if ppid == proc.pid}
+        [server] = [pid for pid, words in children.items() if words.split(b"\0")[1] == b"-c"]
+        [keeper] = [pid for pid, words in children.items() if words.split(b"\0")[1] == b"-m"]
+        proc.kill()
+        proc.wait(timeout=10)
+        wait_for("the server and its orphan to die with the launcher",
+                 lambda: all(process_state(p)[0] in ("gone", "Z") for p in (server, orphan)),
+                 timeout=10)
+        assert binds(port) == [], "the port went with the launcher"
+        wait_for("the hub to hear that the server ended", answer.is_set, timeout=20)
+        assert hub.reports[-1] == {"port": port, "server_name": "gpu", "submission": "abc",
+                                   "ended": True}
+        assert at_ended == [[]], "the port must be held until the hub has answered"
+        wait_for("the port to be let go after the hub's answer", lambda: "::1" in binds(port),
+                 timeout=10)
+        wait_for("the keeper to exit", lambda: process_state(keeper)[0] in ("gone", "Z"),
+                 timeout=10)
+    finally:
+        finish(proc)
+        for pid in (server, orphan):
+            if pid and process_state(pid)[0] not in ("gone", "Z"):
+                os.kill(pid, 9)
