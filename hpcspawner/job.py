@@ -50,6 +50,8 @@ class _Told:
 # lack the plan, the resources and the times; 2 adds this key. Older shapes are read by
 # ``BatchJob.from_state``; a newer one (a hub downgraded) is read as far as its keys go.
 STATE_VERSION = 2
+# a routed job whose scheduler start time is this much later than its report started again
+RESTART_SLACK = 2.0  # seconds (the hub's and the scheduler's clocks)
 
 
 class BatchJob:
@@ -68,6 +70,7 @@ class BatchJob:
         self.submitted_at = 0.0  # epoch seconds of the current submission
         self.fast = False  # the current submission went to the HTCondor fast path
         self.address: tuple[str, int] | None = None  # where the hub routes to
+        self.routed_at = 0.0  # when the launcher's report was accepted (epoch)
         self.log_file = ""  # the job's output, as the user finds it (~/.hpcspawner/logs/...)
         self.runtime = 0  # the job's time limit, seconds
         self.ends_at = 0.0  # when the time limit ends (epoch; from the launcher's report)
@@ -111,6 +114,7 @@ class BatchJob:
             "token_sha256": self.token_sha256, "submitted_at": self.submitted_at,
             "fast_path": self.fast, "log_file": self.log_file, "runtime": self.runtime,
             "ends_at": self.ends_at, "running_seen_at": self.running_seen_at,
+            "routed_at": self.routed_at,
         }
         if self.resources is not None:
             state["resources"] = self.resources.model_dump(mode="json")
@@ -149,6 +153,7 @@ class BatchJob:
         job.runtime = int(state.get("runtime") or 0)
         job.ends_at = float(state.get("ends_at") or 0.0)
         job.running_seen_at = float(state.get("running_seen_at") or 0.0)
+        job.routed_at = float(state.get("routed_at") or 0.0)  # older hubs: not kept
         address = state.get("address")
         job.address = (str(address[0]), int(address[1])) if address else None
         job.resumed = job.address is None
@@ -364,6 +369,7 @@ class BatchJob:
         limit cannot end later); otherwise, or without one, now + runtime."""
         self.address = (host, port)
         now = time.time()
+        self.routed_at = now
         self.active_at = now
         self._observe_start(now)
         if self.runtime:
@@ -613,9 +619,32 @@ class BatchJob:
         if self.resumed and self.address is None:  # the hub restarted while it was starting
             status = await self.resume()
             return Verdict(status, self.failure)
+        if info is not None and self.left_its_node(info):
+            self.ended = info
+            why = sentences.left_its_node(self.job_id, info)
+            self.ctx.log.warning("%s: job %s no longer runs where it is routed (%s on %r); "
+                                 "stopping the server and taking its route down",
+                                 self.ctx.name, self.job_id, info.state.value, info.host)
+            return Verdict(1, why, ended=True)  # JupyterHub drops the route and stops it
         running = (self.address is not None and info is not None
                    and info.state is JobState.RUNNING)
         return Verdict(None, running=running)
+
+    def left_its_node(self, info: JobInfo) -> bool:
+        """Does the scheduler say the routed job no longer runs where the hub routes to? Held,
+        pending (requeued), suspended, completing, running on another node, or started again
+        since its launcher reported: its port there may be anyone's. A silent scheduler
+        (UNKNOWN) or a running job whose node is not named yet is no such word."""
+        if self.address is None or self.exited or info.state is JobState.UNKNOWN:
+            return False
+        if info.state is not JobState.RUNNING:
+            return True
+        host = info.host.strip()
+        if host and host.lower() != self.address[0].lower():
+            return True
+        restarted = info.starts is not None and self.routed_at and \
+            info.starts > self.routed_at + RESTART_SLACK
+        return bool(restarted)
 
     async def explain_end(self, patience: float = 30.0) -> JobInfo | None:
         """After the launcher said its server exited: the scheduler's word once it lists the

@@ -88,6 +88,18 @@ def ended(job_id: str, info: JobInfo) -> str:
     return f"Your last server stopped: {info.reason or 'the job ended'} (job {job_id})."
 
 
+def left_its_node(job_id: str, info: JobInfo) -> str:
+    """The routed job no longer runs where the hub routes to (held, requeued, suspended,
+    restarted or moved): its server was stopped and its address taken down."""
+    if info.state is JobState.RUNNING:
+        what = f"it started again on {info.host or 'another node'}"
+    else:
+        what = f"it became {info.state.value}"
+        what += f" ({explain(info)})" if info.reason else ""
+    return (f"Your last server was stopped: its job {job_id} no longer ran where the hub "
+            f"reached it ({what}). Start it again to go on.")
+
+
 def exited(job_id: str) -> str:
     return (f"Your server exited (job {job_id}); its address was taken down at once. Start "
             "it again to go on.")

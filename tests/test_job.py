@@ -23,7 +23,7 @@ from hpcspawner.backends.base import Backend, JobInfo, JobState, SubmitRequest
 from hpcspawner.backends.htcondor import HTCondorBackend
 from hpcspawner.backends.slurm import SlurmBackend
 from hpcspawner.commands import KEEP_ENV, CommandError, Result
-from hpcspawner.job import BatchJob, JobContext, JobFailed, Plan
+from hpcspawner.job import BatchJob, JobContext, JobFailed, Plan, Verdict
 from hpcspawner.job_builder import JobBuilder
 from hpcspawner.poller import Poller
 from hpcspawner.profiles import Profile, parse_profiles
@@ -740,6 +740,52 @@ def test_saved_state_carries_its_version_and_older_shapes_are_restored(
         assert lost.plan is None and lost.job_id == job.job_id
         assert any("followed without its profile's limits: the saved plan no longer reads"
                    in r.getMessage() for r in caplog.records)
+        world.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("backend", ["slurm", "htcondor"])
+@pytest.mark.parametrize(("state", "host", "restarted", "stopped"), [
+    (JobState.HELD, "", False, True),  # condor_hold, scontrol hold of a requeued job
+    (JobState.PENDING, "", False, True),  # requeued (scontrol requeue, --requeue), evicted
+    (JobState.COMPLETING, "node1", False, True),
+    (JobState.RUNNING, "node2", False, True),  # running elsewhere
+    (JobState.RUNNING, "node1", True, True),  # requeued and started again on the same node
+    (JobState.RUNNING, "node1", False, False),  # where it is routed: alive
+    (JobState.RUNNING, "", False, False),  # the node not named yet: no word
+    (JobState.UNKNOWN, "", False, False),  # a silent scheduler: never a reason
+])
+def test_a_routed_job_that_no_longer_runs_where_it_is_routed_is_stopped_at_the_next_poll(
+        tmp_path: Path, backend: str, state: JobState, host: str, restarted: bool,
+        stopped: bool) -> None:
+    """A route exists only while the scheduler lists the job running on the routed node since
+    its launcher reported: held, pending (requeued, evicted), suspended, completing, running
+    elsewhere or started again, the poll stops the server (JupyterHub takes the route down
+    and stop() cancels the job), even while the launcher is silent."""
+    world = World(tmp_path)
+
+    async def scenario() -> None:
+        job = world.job(backend, "small")
+        await job.submit(TOKEN)
+        await report_when_running(job, host="node1", port=5000)
+        assert job.address == ("node1", 5000)
+        assert await job.poll() == Verdict(None, running=True)
+        sched = job.ctx.backend
+        assert isinstance(sched, Scripted)
+        old = sched.jobs[job.job_id]
+        starts = time.time() + 30 if restarted else job.routed_at - 5
+        sched.jobs[job.job_id] = JobInfo(job_id=job.job_id, state=state, host=host,
+                                         reason="held by its owner" if state is JobState.HELD
+                                         else "", user=old.user, tag=old.tag, starts=starts)
+        await job.ctx.poller.refresh()
+        verdict = await job.poll()
+        if stopped:
+            assert verdict.status == 1 and verdict.ended, verdict
+            assert f"job {job.job_id} no longer ran where the hub reached it" in verdict.why
+            assert (await job.poll()).status == 1  # and at every poll after
+        else:
+            assert verdict.status is None, verdict
         world.close()
 
     run(scenario())
