@@ -11,6 +11,7 @@ import asyncio
 import os
 import posixpath
 import re
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,10 +35,40 @@ class SiteConfigError(Exception):
     """The site's jupyterhub_config.py cannot be read."""
 
 
+def writable_by_others(path: str) -> str:
+    """Why another account than root could change what ``path`` runs (the file, or one of
+    its directories: not root's, or group/other-writable; a sticky directory such as /tmp
+    is fine around a file of root's); "" when none can."""
+    here = os.path.realpath(path)
+    while True:
+        try:
+            st = os.stat(here)
+        except OSError:
+            return ""  # (not found: said by the loader)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if st.st_uid != 0:
+            return f"{here} belongs to uid {st.st_uid}"
+        if st.st_mode & 0o022 and not (is_dir and st.st_mode & stat.S_ISVTX):
+            return f"{here} is writable by its group or by others ({stat.filemode(st.st_mode)})"
+        parent = os.path.dirname(here)
+        if parent == here:
+            return ""
+        here = parent
+
+
 def site_config(path: str) -> Config:
-    """The site's jupyterhub_config.py as the hub loads it (traitlets); empty without one."""
+    """The site's jupyterhub_config.py as the hub loads it (traitlets); empty without one.
+    Loading it runs its Python as whoever runs hpcspawner: as root, a file another account
+    can change is refused."""
     if not path:
         return Config()
+    why = writable_by_others(path) if os.geteuid() == 0 else ""
+    if why:
+        raise SiteConfigError(
+            f"{path}: refusing to run it as root, since another account could change it "
+            f"({why}); loading a jupyterhub_config.py runs its Python as whoever runs "
+            "hpcspawner. Run this as the hub's account, or make the file and its "
+            "directories root's and not group- or other-writable.")
     where = os.path.dirname(os.path.abspath(path))
     try:
         return PyFileConfigLoader(os.path.basename(path), path=where).load_config()
@@ -280,13 +311,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_check.add_argument("path", nargs="?", default=None,
                          help="profiles.yaml (default: the config's, else ./profiles.yaml)")
     p_check.add_argument("--config", default="",
-                         help="the site's jupyterhub_config.py: its settings apply")
+                         help="the site's jupyterhub_config.py: its settings apply (its "
+                         "Python runs as you; refused as root when another account can "
+                         "write it)")
     p_check.add_argument("--condor-status", default=None,
                          help="asked for the reserved notebook slots of fast-path profiles "
                          "(default: the config's HTCondorBackend.condor_status)")
     p_render = sub.add_parser("render", help="print the job script a spawn would submit")
     p_render.add_argument("--config", default="",
-                          help="the site's jupyterhub_config.py: its settings apply")
+                          help="the site's jupyterhub_config.py: its settings apply (its "
+                         "Python runs as you; refused as root when another account can "
+                         "write it)")
     p_render.add_argument("--profiles", default=None,
                           help="profiles.yaml (default: the config's, else beside it)")
     p_render.add_argument("--profile", required=True)
@@ -318,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="absolute path of hpcspawner-helper (default: beside this Python)")
     p_import = sub.add_parser("import", help="write profiles.yaml from a batchspawner + "
                               "wrapspawner jupyterhub_config.py (docs/migrating.md)")
-    p_import.add_argument("config", help="the site's jupyterhub_config.py")
+    p_import.add_argument("config", help="the site's jupyterhub_config.py (its Python runs as "
+                          "you; refused as root when another account can write it)")
     p_import.add_argument("-o", "--output", default="-",
                           help="where to write profiles.yaml (default: standard output)")
     args = parser.parse_args(argv)

@@ -29,6 +29,7 @@ import os
 import posixpath
 import shutil
 import socket
+import struct
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -45,6 +46,12 @@ DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"  # behind the 
 # condor_submit would expand that as a macro.
 WORKER_HOST = ('export DASK_WORKER_HOST=`{python} -c "import socket; '
                'print(socket.gethostbyname(socket.gethostname()))"`')
+
+
+# A worker has no dashboard; its HTTP server (which distributed always starts) listens on the
+# node's loopback and serves nothing (no metrics, no health page, no proxy)
+WORKER_NO_DASHBOARD = ("--no-dashboard", "--dashboard-address", "127.0.0.1:0")
+WORKER_HTTP_ROUTES = "export DASK_DISTRIBUTED__WORKER__HTTP__ROUTES=[]"
 
 
 class TooManyWorkers(ValueError):
@@ -210,6 +217,61 @@ def _security(directory: str) -> Any:
                     tls_worker_key=key, require_encryption=True)
 
 
+# -- the scheduler's dashboard: this user's connections only ------------------------------
+def _hex_address(host: str, port: int) -> str:
+    """An IPv4 address as /proc/net/tcp writes it: the address's bytes as a little-endian
+    word, then the port, in upper-case hex (127.0.0.1:8787 is 0100007F:2253)."""
+    return f"{struct.unpack('<I', socket.inet_aton(host))[0]:08X}:{port:04X}"
+
+
+def peer_uid(peer: tuple[str, int], here: tuple[str, int],
+             table: str = "/proc/net/tcp") -> int | None:
+    """Whose socket connected from ``peer`` to ``here`` (both on this node, IPv4): the uid
+    the kernel lists for the socket at ``peer`` talking to ``here``; None when not listed."""
+    mine, theirs = _hex_address(*peer[:2]), _hex_address(*here[:2])
+    try:
+        with open(table) as rows:
+            for row in rows:
+                words = row.split()
+                if len(words) > 7 and words[1] == mine and words[2] == theirs:
+                    return int(words[7])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def own_user_only(handle: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """An HTTP server's ``handle_stream`` that first closes a connection from any other
+    account than this process's: the node's loopback is shared by every user with a job or
+    a shell on it; this user's Jupyter server (jupyter-server-proxy, behind the hub's login)
+    is this account."""
+
+    def handle_stream(stream: Any, address: Any) -> Any:
+        try:
+            here = stream.socket.getsockname()
+        except (OSError, AttributeError):
+            here = None
+        if here is None or not isinstance(address, tuple) \
+                or peer_uid(address, here) != os.getuid():
+            stream.close()
+            return None
+        return handle(stream, address)
+
+    return handle_stream
+
+
+def own_dashboard_scheduler() -> type:
+    """distributed's Scheduler whose dashboard answers this user's own connections only."""
+    from distributed import Scheduler
+
+    def start_http_server(self: Any, *args: Any, **kwargs: Any) -> None:
+        Scheduler.start_http_server(self, *args, **kwargs)
+        self.http_server.handle_stream = own_user_only(self.http_server.handle_stream)
+
+    return type("Scheduler", (Scheduler,), {"start_http_server": start_http_server,
+                                            "__module__": __name__})
+
+
 def cluster(workers: int = 0, **options: Any) -> Any:
     """A dask-jobqueue cluster whose workers are batch jobs of this server's profile (or its
     worker profile), with ``workers`` of them asked for at once. ``options`` go to the
@@ -229,10 +291,14 @@ def cluster(workers: int = 0, **options: Any) -> Any:
     base = getattr(dask_jobqueue, str(plan["cluster"]))
     made = _capped(base, most, limit)(
         **{**plan["options"], "security": security, "log_directory": logs,
-           "job_script_prologue": [WORKER_HOST.format(python=sys.executable)],
-           "worker_extra_args": ["--host", "$DASK_WORKER_HOST"], **options},
+           "job_script_prologue": [WORKER_HOST.format(python=sys.executable),
+                                   WORKER_HTTP_ROUTES],
+           "worker_extra_args": ["--host", "$DASK_WORKER_HOST", *WORKER_NO_DASHBOARD],
+           **options},
         # workers on other nodes reach the scheduler by this node's name; the dashboard
-        # only through the server (jupyter-server-proxy, behind the hub's login)
+        # only through the server (jupyter-server-proxy, behind the hub's login), on the
+        # loopback and answering only this user's own connections
+        scheduler_cls=own_dashboard_scheduler(),
         scheduler_options={"host": socket.gethostbyname(socket.gethostname()),
                            "dashboard_address": "127.0.0.1:0"},
     )

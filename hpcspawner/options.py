@@ -62,7 +62,7 @@ def choose_dask_workers(profile: Profile, raw: object, caps: Caps) -> int:
                              reason="options")
     most = profile.dask.most(caps)
     text = str(raw).strip() if isinstance(raw, (str, int)) and not isinstance(raw, bool) else ""
-    if not text.isdigit() or len(text) > 6 or int(text) > most:
+    if not (text.isascii() and text.isdigit()) or len(text) > 6 or int(text) > most:
         shown = text if text and len(text) < 20 else "(invalid)"
         raise SpawnException(f"Dask workers {shown} is outside what you may ask for "
                              f"{profile.name!r}: 0 to {most}.", reason="options")
@@ -206,9 +206,23 @@ def choose_resources(profile: Profile, options: dict[str, Any], caps: Caps) -> P
                                  f"may ask for {profile.name!r}: {_show(name, low)} to "
                                  f"{_show(name, high)}.", reason="options")
         updates[name] = value
-    if not updates:
+    if updates:
+        profile = profile.model_copy(update={
+            "resources": profile.resources.model_copy(update=updates)})
+    return capped_extend(profile, caps)
+
+
+def capped_extend(profile: Profile, caps: Caps) -> Profile:
+    """``profile`` whose ``extend.max_runtime`` (more time, moretime.py) keeps to the user's
+    runtime cap as the runtime chosen at the start does: a user capped at 2 h does not
+    reach 3 h by asking for more time (never below the runtime the server was given)."""
+    if profile.extend is None or caps.runtime is None:
         return profile
-    return profile.model_copy(update={"resources": profile.resources.model_copy(update=updates)})
+    most = max(min(profile.extend.max_runtime, caps.runtime), profile.resources.runtime)
+    if most == profile.extend.max_runtime:
+        return profile
+    return profile.model_copy(update={"extend": profile.extend.model_copy(
+        update={"max_runtime": most})})
 
 
 def models(profile: Profile) -> list[str]:

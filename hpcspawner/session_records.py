@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -19,8 +19,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    case,
     create_engine,
     delete,
+    func,
     insert,
     select,
 )
@@ -41,6 +43,7 @@ SESSIONS = Table(
 )
 _ENGINES: dict[str, Engine] = {}  # one per database URL, each with its table made
 KEEP_DAYS = 400  # rows older than this are deleted as new ones come (the admins' page shows 366)
+MAX_WAITS = 20_000  # the median wait is of the latest sessions that ran, at most this many
 
 
 @dataclass(frozen=True)
@@ -109,20 +112,61 @@ def ended_since(db: Engine, since: float) -> list[Session]:
     return [Session(*row) for row in rows]
 
 
-def use_by_profile(sessions: Iterable[Session], since: float,
-                   now: float | None = None) -> list[ProfileUse]:
-    """Per profile over [since, now]: sessions that ran or waited in it, core-hours run
-    within it, and the median wait of those that started."""
-    now = time.time() if now is None else now
-    by: dict[str, list[Session]] = {}
-    for s in sessions:
-        if s.ended >= since:
-            by.setdefault(s.profile, []).append(s)
-    out = []
-    for profile, rows in sorted(by.items()):
-        ran = [s for s in rows if s.started]
-        hours = sum(s.cores * max(0.0, min(s.ended, now) - max(s.started, since)) for s in ran)
-        waits = [max(0.0, s.started - s.submitted) for s in ran]
-        out.append(ProfileUse(profile, len(rows), hours / 3600,
-                              statistics.median(waits) if waits else None))
+@dataclass
+class Totals:
+    """One profile's ended sessions over a period, as the database sums them."""
+
+    sessions: int = 0
+    core_seconds: float = 0.0
+    waits: list[float] = field(default_factory=list)  # of the latest that ran (MAX_WAITS)
+
+
+def _clamped(value: Any, low: Any = None, high: Any = None) -> Any:
+    """SQL for ``value`` kept within [low, high] (CASE: SQLite and PostgreSQL alike)."""
+    if high is not None:
+        value = case((value > high, high), else_=value)
+    if low is not None:
+        value = case((value < low, low), else_=value)
+    return value
+
+
+def recorded_use(db: Engine, since: float, now: float) -> dict[str, Totals]:
+    """Per profile, the sessions ended since ``since``, summed by the database (one row per
+    profile, whatever the number of sessions), and the waits of the latest MAX_WAITS that
+    ran: an admin's page over 366 days reads a bounded answer."""
+    c = SESSIONS.c
+    ran_for = _clamped(_clamped(c.ended, high=now) - _clamped(c.started, low=since), low=0.0)
+    seconds = func.sum(case((c.started > 0, c.cores * ran_for), else_=0.0))
+    out: dict[str, Totals] = {}
+    with db.connect() as conn:
+        for profile, count, total in conn.execute(
+                select(c.profile, func.count(), seconds).where(c.ended >= since)
+                .group_by(c.profile)):
+            out[profile] = Totals(int(count), float(total or 0.0))
+        for profile, wait in conn.execute(
+                select(c.profile, c.started - c.submitted)
+                .where(c.ended >= since, c.started > 0)
+                .order_by(c.ended.desc()).limit(MAX_WAITS)):
+            out.setdefault(profile, Totals()).waits.append(max(0.0, float(wait)))
     return out
+
+
+def use_by_profile(sessions: Iterable[Session], since: float, now: float | None = None,
+                   recorded: Mapping[str, Totals] | None = None) -> list[ProfileUse]:
+    """Per profile over [since, now]: sessions that ran or waited in it, core-hours run
+    within it, and the median wait of those that started; ``sessions`` (the live ones, or
+    any list) added to what the database summed (``recorded``)."""
+    now = time.time() if now is None else now
+    by = {name: Totals(t.sessions, t.core_seconds, list(t.waits))
+          for name, t in (recorded or {}).items()}
+    for s in sessions:
+        if s.ended < since:
+            continue
+        totals = by.setdefault(s.profile, Totals())
+        totals.sessions += 1
+        if s.started:
+            totals.core_seconds += s.cores * max(0.0, min(s.ended, now) - max(s.started, since))
+            totals.waits.append(max(0.0, s.started - s.submitted))
+    return [ProfileUse(profile, t.sessions, t.core_seconds / 3600,
+                       statistics.median(t.waits) if t.waits else None)
+            for profile, t in sorted(by.items())]

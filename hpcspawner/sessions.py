@@ -141,13 +141,14 @@ class AdminSessionsHandler(BaseHandler):
             live += [s for s in map(live_session, user.all_spawners(include_default=True))
                      if s is not None]
         since = now - days * 86400
-        try:
+        try:  # summed by the database: a bounded answer however many sessions ended
             database = session_records.hub_database(self.settings["config"])
-            ended = session_records.ended_since(session_records.engine(*database), since)
+            recorded = session_records.recorded_use(session_records.engine(*database), since,
+                                                    now)
         except Exception as exc:  # the database: the sessions are still shown
             self.log.warning("hpcspawner: the session records cannot be read: %s", exc)
-            ended = []
-        use = session_records.use_by_profile([*ended, *live], since, now)
+            recorded = {}
+        use = session_records.use_by_profile(live, since, now, recorded)
         html = await self.render_template("hpcspawner-admin.html", rows=rows, q=word,
                                           use=use, days=days, hms=hms)
         self.finish(html)

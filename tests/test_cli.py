@@ -259,3 +259,37 @@ def test_import_prints_its_notes_and_says_why_when_it_writes_nothing(
                        "on SLURM or HTCondor (the notes say why each was left); nothing "
                        "written (1 note(s) above)")
     assert not (tmp_path / "p.yaml").exists()
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="the refusal is root's")
+@pytest.mark.parametrize("command", [["check", "--config"], ["render", "--profile", "small",
+                                                              "--user", "alice", "--config"],
+                                     ["import"]])
+def test_root_refuses_a_config_another_account_can_write(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    """Loading a jupyterhub_config.py runs its Python: as root, not one that bob (or a group,
+    or anyone) could have changed, nor one in a directory they can write."""
+    import os
+
+    ran = tmp_path / "ran"
+    config = tmp_path / "jupyterhub_config.py"
+    config.write_text(f"open({str(ran)!r}, 'w').write('x')\n")
+    config.chmod(0o644)
+    tmp_path.chmod(0o755)
+    os.chown(config, 65534, 65534)  # nobody's
+    assert cli_main([*command, str(config)]) == 1
+    said = capsys.readouterr().err
+    assert f"{config}: refusing to run it as root" in said and "uid 65534" in said
+    assert not ran.exists()
+    os.chown(config, 0, 0)
+    config.chmod(0o666)
+    assert cli_main([*command, str(config)]) == 1
+    assert "is writable by its group or by others (-rw-rw-rw-)" in capsys.readouterr().err
+    config.chmod(0o644)
+    tmp_path.chmod(0o777)
+    assert cli_main([*command, str(config)]) == 1
+    assert f"{tmp_path} is writable by its group" in capsys.readouterr().err
+    assert not ran.exists()
+    tmp_path.chmod(0o755)
+    cli_main([*command, str(config)])  # root's file in root's directories: loaded
+    assert ran.exists()

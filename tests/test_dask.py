@@ -239,6 +239,8 @@ AT_START = PROFILES.replace("dask: {worker_profile: worker, max_workers: 30, mem
     ("-1", "Dask workers -1 is outside"),
     ("two", "Dask workers two is outside"),
     (["2"], "Dask workers (invalid) is outside"),
+    ("\u00b2", "Dask workers \u00b2 is outside"),  # a digit to str.isdigit, not to int()
+    ("\u0663", "Dask workers \u0663 is outside"),  # Arabic-Indic 3: int() reads it; refused
 ])
 def test_workers_at_start_are_offered_inside_the_cap_and_a_forged_number_is_refused(
         asked: object, says: str) -> None:

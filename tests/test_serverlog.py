@@ -35,3 +35,18 @@ def test_json_lines_are_one_object_each(caplog: pytest.LogCaptureFixture) -> Non
         log.info("%s: routing to %s:%d", "bob", "node01", 8888)
     assert json.loads(caplog.records[0].getMessage()) == {
         "message": "bob: routing to node01:8888", "user": "bob", "job": "7"}
+
+
+def test_a_message_a_user_wrote_cannot_forge_the_fields(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The real way in: a hold reason (``condor_hold -reason``) or a job comment reaches a
+    line's message text. Written with ``user=alice job=4242`` by bob's job, it stays inside
+    one JSON string: the line's fields are bob's, and ``grep user=alice`` finds nothing."""
+    log = ServerLog(logging.getLogger("t.forged"), lambda: {"user": "bob", "job": "7"})
+    with caplog.at_level(logging.INFO, logger="t.forged"):
+        log.info("job %s is held: %s", "7", 'x user=alice job=4242 "')
+    line = caplog.records[0].getMessage()
+    assert "user=alice" not in line and "job=4242" not in line
+    text, _, fields = line.rpartition(" user=")
+    assert fields == "bob job=7"
+    assert json.loads(text) == 'job 7 is held: x user=alice job=4242 "'

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import IntegrityError
 from traitlets.config import Config
 
 from hpcspawner.session_records import (
@@ -12,6 +16,7 @@ from hpcspawner.session_records import (
     engine,
     hub_database,
     record,
+    recorded_use,
     use_by_profile,
 )
 
@@ -68,3 +73,38 @@ def test_use_by_profile_counts_sessions_core_hours_in_the_period_and_the_median_
     assert large.median_wait == 30
     assert use_by_profile([Session("x", 1, 0.0, 0.0, 5.0)], 0.0, 10.0) == [
         ProfileUse("x", 1, 0.0, None)]
+
+
+def test_the_admins_period_is_summed_by_the_database_in_a_bounded_answer(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """366 days of sessions: the database answers one row per profile (and the waits of the
+    latest MAX_WAITS that ran), and the table says what the rows would have said."""
+    db = engine(f"sqlite:///{tmp_path}/sums.sqlite")
+    since, now = 10 * HOUR, 20 * HOUR
+    sessions = [Session("small", 1 + n % 3, 9 * HOUR + n, (9 * HOUR + n + 60 * (n % 7))
+                        if n % 5 else 0.0, 10 * HOUR + 37 * n) for n in range(600)]
+    sessions += [Session("large", 8, 18 * HOUR, 18 * HOUR + 30, 19 * HOUR),
+                 Session("large", 8, 1 * HOUR, 1 * HOUR, 2 * HOUR)]  # before the period
+    for n, s in enumerate(sessions):
+        record(db, s, user="alice", server="", backend="slurm", job_id=str(n))
+    live = [Session("large", 4, 19 * HOUR, 19 * HOUR + 10, now)]
+    recorded = recorded_use(db, since, now)
+    expected = use_by_profile([*sessions, *live], since, now)
+    got = use_by_profile(live, since, now, recorded)
+    assert [(u.profile, u.sessions, u.median_wait) for u in got] == [
+        (u.profile, u.sessions, u.median_wait) for u in expected]
+    assert all(abs(a.core_hours - b.core_hours) < 1e-6 for a, b in zip(got, expected, strict=True))
+    monkeypatch.setattr("hpcspawner.session_records.MAX_WAITS", 50)
+    assert sum(len(t.waits) for t in recorded_use(db, since, now).values()) == 50
+
+
+def test_a_failed_write_is_rolled_back_and_raised_and_the_next_one_is_kept(
+        tmp_path: Path) -> None:
+    db = engine(f"sqlite:///{tmp_path}/rollback.sqlite")
+    with pytest.raises(IntegrityError):
+        record(db, Session("small", 1, 1.0, 2.0, 3.0), user=None,  # type: ignore[arg-type]
+               server="", backend="slurm", job_id="1")
+    assert ended_since(db, 0.0) == []
+    record(db, Session("small", 1, 1.0, 2.0, 3.0), user="alice", server="", backend="slurm",
+           job_id="2")
+    assert ended_since(db, 0.0) == [Session("small", 1, 1.0, 2.0, 3.0)]

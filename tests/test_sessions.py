@@ -283,3 +283,26 @@ def test_one_bad_card_never_breaks_the_others(tmp_path: Path) -> None:
         world.close()
 
     asyncio.run(scenario())
+
+
+def test_more_time_keeps_to_the_users_runtime_cap(tmp_path: Path) -> None:
+    """A user capped at 2 h (caps.runtime) on a profile that allows 3 h with more time gets
+    to 2 h and no further; the others still get 3 h."""
+    from hpcspawner.options import choose
+    from hpcspawner.profile_schema import Caps
+
+    capped = choose({}, [EXTENDABLE], EXTENDABLE, "/home/alice",
+                    Caps(runtime="2h")).profile
+    free = choose({}, [EXTENDABLE], EXTENDABLE, "/home/alice", Caps()).profile
+    assert capped.extend is not None and capped.extend.max_runtime == 2 * HOUR
+    assert free.extend is not None and free.extend.max_runtime == 3 * HOUR
+
+    async def scenario() -> None:
+        world = World(tmp_path)
+        job = await running(world, capped)
+        await moretime.extend(job, HOUR)
+        with pytest.raises(ExtendRefused, match="may run 2 h at most"):
+            await moretime.extend(job, HOUR)
+        world.close()
+
+    asyncio.run(scenario())

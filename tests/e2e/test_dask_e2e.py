@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +58,27 @@ import json, os
 jobs = sorted(set(client.run(lambda: __import__("os").environ.get("SLURM_JOB_ID")).values()))
 print(json.dumps({"worker_jobs": jobs, "notebook_job": os.environ.get("SLURM_JOB_ID")}))
 """
+DASHBOARDS = """
+import json
+info = client.scheduler_info()
+print(json.dumps({"scheduler": c.scheduler.http_server.port, "workers": [
+    w["services"]["dashboard"] for w in info["workers"].values()]}))
+"""
+ASK = ("import socket, sys\n"
+       "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)\n"
+       "try:\n"
+       "    s.sendall(b'GET ' + sys.argv[2].encode() + b' HTTP/1.0\\r\\n\\r\\n')\n"
+       "    said = s.recv(100)\n"
+       "except OSError:\n"
+       "    said = b''\n"
+       "print(said.decode(errors='replace').split('\\r\\n')[0] or 'closed')\n")
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dask.ipynb"
+
+
+def ask_as(user: str, port: int, path: str) -> str:
+    """The status line an HTTP request as ``user`` to 127.0.0.1:``port`` gets ("closed")."""
+    return subprocess.run([sys.executable, "-c", ASK, str(port), path], user=user, check=True,
+                          capture_output=True, text=True, timeout=30, cwd="/").stdout.strip()
 
 
 def example_cells() -> list[str]:
@@ -118,6 +140,22 @@ def test_alices_notebook_runs_a_cluster_of_her_profile_inside_her_cap_and_it_end
             assert response is not None and response.status == 403, (response, bob.url)
         finally:
             browser.close()
+
+    # no dashboard listens where another user of the node can reach it: each listener of the
+    # scheduler's and the workers' HTTP servers is on the loopback only, the scheduler's
+    # closes on bob, a worker's serves bob nothing (one node here: all on this host)
+    ports = json.loads(kernel.run(DASHBOARDS))
+    listening = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True,
+                               check=True).stdout.split("\n")
+    for port in [ports["scheduler"], *ports["workers"]]:
+        at = [line.split()[3] for line in listening if line.split()[3:4]
+              and line.split()[3].rsplit(":", 1)[1] == str(port)]
+        assert at and all(a == f"127.0.0.1:{port}" for a in at), (port, at)
+    assert ask_as("bob", ports["scheduler"], "/status") == "closed"
+    assert ask_as("alice", ports["scheduler"], "/status").startswith("HTTP/1.1 ")
+    for port in ports["workers"]:
+        assert ask_as("bob", port, "/status").startswith("HTTP/1.1 404"), port
+        assert ask_as("bob", port, "/metrics").startswith("HTTP/1.1 404"), port
 
     hub.stop_server("alice")
     # stop() cancels them itself: gone well within one slow poll (5 s here)
