@@ -91,8 +91,11 @@ def card(spawner: Any, now: float | None = None) -> Card | None:
     profile = job.plan.profile if job.plan is not None else None
     settings = profile.extend if profile is not None else None
     can, note = False, ""
+    blocked = job.ctx.backend.extend_blocked  # (asked once, not per card: Backend.check_extend)
     if settings is None:
         note = "This server's profile does not allow more time."
+    elif blocked is not None:
+        note = blocked.card
     elif state != "running":
         note = "More time can be given once the server runs."
     elif limit + settings.step > settings.max_runtime:

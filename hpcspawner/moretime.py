@@ -46,6 +46,9 @@ async def extend(job: BatchJob, by: int) -> float:
     if profile is None or settings is None:
         raise ExtendRefused("This server's profile does not allow more time; save your work "
                             "before the end.")
+    blocked = job.ctx.backend.extend_blocked
+    if blocked is not None:
+        raise ExtendRefused(blocked.card)
     if job.address is None or job.exited or job.stopping:
         raise ExtendRefused("Only a running server can be given more time.")
     if by <= 0:

@@ -103,6 +103,8 @@ class HPCSpawner(SpawnerSettings, Spawner):
     def _menu(self) -> Menu:
         """What this user may choose from: one read of the profiles for a page or a spawn."""
         profiles = self._profiles()
+        for name in {p.backend for p in profiles.profiles}:  # more time: asked again on change
+            shared.backend(name, self.config).watch_extend(profiles.profiles)
         groups = self._user_groups()
         visible = profiles.for_user(self.user.name, groups)
         return Menu(profiles=profiles, visible=visible,
@@ -312,6 +314,7 @@ class HPCSpawner(SpawnerSettings, Spawner):
             shared.backend(profile.backend, self.config).register_profile(profile)
         for name in sorted({p.backend for p in profiles}):
             self._poller(name).start()
+            shared.backend(name, self.config).watch_extend(profiles)
 
     def _dask_env(self, profile: Profile, menu: Menu, held: list[Resources],
                   at_start: int = 0) -> dict[str, str]:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import posixpath
+import pwd
 import re
 from collections.abc import Callable, Collection
 from typing import Any
@@ -32,6 +34,7 @@ from .base import (
     BackendError,
     CancelRefused,
     DaskCluster,
+    ExtendBlocked,
     ExtendRefused,
     JobInfo,
     JobState,
@@ -104,6 +107,9 @@ class HTCondorBackend(Backend):
     condor_status = Unicode("condor_status", help="condor_status command.").tag(config=True)
     condor_qedit = Unicode("condor_qedit", help="condor_qedit command (more time for a "
                            "running server, as a queue super user).").tag(config=True)
+    condor_config_val = Unicode("condor_config_val", help="condor_config_val command (reads "
+                                "whether the hub's account is a queue super user).").tag(
+        config=True)
     can_extend = True
 
     def __init__(self, **kwargs: object) -> None:
@@ -292,6 +298,31 @@ class HTCondorBackend(Backend):
             raise ExtendRefused(f"HTCondor refused more time for job {cluster}: {said} (the "
                                 "hub's account must be a queue super user of the schedd).")
 
+    async def extend_blocker(self) -> ExtendBlocked | None:
+        """More time needs the hub's account among each schedd's QUEUE_SUPER_USERS
+        (docs/htcondor.md#more-time), as condor_config_val reads it; a pool that does not
+        answer is not judged (the card then offers the button and says any refusal)."""
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        for schedd, pool in sorted(self.locations, key=lambda where: (str(where[0]),
+                                                                      str(where[1]))):
+            try:
+                result = await self.as_hub([self.condor_config_val,
+                                            *location_args(schedd, pool), "-schedd",
+                                            "QUEUE_SUPER_USERS"], check=False)
+            except CommandError:
+                return None
+            if result.returncode != 0:
+                continue
+            users = {u.split("@")[0] for u in re.split(r"[\s,]+", result.stdout) if u}
+            if me not in users:
+                return ExtendBlocked(
+                    "More time cannot be given on this pool: the hub is not a queue super "
+                    "user. Save your work before the end.",
+                    f"the hub's account {me} is not in QUEUE_SUPER_USERS of the schedd "
+                    f"{schedd or '(local)'} ({result.said()}), so it cannot raise a job's "
+                    "AllowedJobDuration; see docs/htcondor.md#more-time.")
+        return None
+
     async def explain_gone(self, job_ids: Collection[str]) -> dict[str, JobInfo]:
         """Why jobs left the queue, from condor_history (RemoveReason, ExitCode)."""
         out: dict[str, JobInfo] = {}
@@ -337,6 +368,10 @@ class HTCondorBackend(Backend):
         return out
 
     async def profile_warnings(self, profile: Profile) -> list[str]:
+        self.register_profile(profile)  # (its schedd: whether the hub may extend there)
+        return [*await self._fast_path_warnings(profile), *await self.extend_warnings(profile)]
+
+    async def _fast_path_warnings(self, profile: Profile) -> list[str]:
         """A fast-path profile without ``fast_path.slot``: compared with the reserved slots
         the pool advertises, when condor_status answers."""
         fast = profile.htcondor.fast_path

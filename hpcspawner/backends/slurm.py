@@ -29,6 +29,7 @@ from .base import (
     BackendError,
     CancelRefused,
     DaskCluster,
+    ExtendBlocked,
     ExtendRefused,
     JobInfo,
     JobState,
@@ -224,11 +225,47 @@ class SlurmBackend(Backend):
     async def _hub_is_operator(self) -> bool:
         """Whether slurmdbd makes the hub's account an operator or administrator (SLURM shows
         them every job whatever PrivateData says)."""
+        return (await self._admin_level())[0] in ("operator", "administrator")
+
+    async def _admin_level(self) -> tuple[str, str]:
+        """The hub account's AdminLevel in slurmdbd, lower case ('' when sacctmgr cannot
+        tell), and sacctmgr's complaint when it cannot."""
         me = pwd.getpwuid(os.geteuid()).pw_name
-        result = await self.as_hub([self.sacctmgr, "-n", "-P", "show", "user", me,
-                                    "format=AdminLevel"], check=False)
-        return result.returncode == 0 and \
-            result.stdout.strip().lower() in ("operator", "administrator")
+        try:
+            result = await self.as_hub([self.sacctmgr, "-n", "-P", "show", "user", me,
+                                        "format=AdminLevel"], check=False)
+        except CommandError as exc:  # no sacctmgr at all
+            return "", str(exc)
+        if result.returncode != 0:
+            return "", result.said()
+        return result.stdout.strip().lower(), ""
+
+    async def extend_blocker(self) -> ExtendBlocked | None:
+        """Only SLURM operators and admins may raise a job's TimeLimit (root and SlurmUser
+        too): the hub's account must be one (docs/sessions.md#slurm), which needs
+        accounting (slurmdbd)."""
+        if os.geteuid() == 0 or self.query_prefix:
+            return None  # root, or commands run through the site's own prefix: try
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        level, trouble = await self._admin_level()
+        if level in ("operator", "administrator"):
+            return None
+        config = await self.as_hub([self.scontrol, "show", "config"], check=False)
+        if re.search(rf"^SlurmUser\s*=\s*{re.escape(me)}\(", config.stdout, re.M):
+            return None
+        card = ("More time cannot be given on this cluster: the hub is not a SLURM "
+                "operator. Save your work before the end.")
+        fix = f"sacctmgr modify user {me} set adminlevel=operator"
+        if trouble:
+            return ExtendBlocked(card, (
+                f"SLURM cannot say whether the hub's account {me} is an operator "
+                f"(sacctmgr: {trouble}); without accounting (slurmdbd) it cannot be one, and "
+                "only operators and admins may raise a job's time limit. Set up accounting, "
+                f"then: {fix} (docs/sessions.md#slurm)."))
+        return ExtendBlocked(card, (
+            f"the hub's account {me} is not a SLURM operator (AdminLevel "
+            f"{level or 'none'}), and only operators and admins may raise a job's time "
+            f"limit: {fix} (docs/sessions.md#slurm), then restart the hub."))
 
     async def _squeue(self, select: list[str], tag_prefix: str) -> dict[str, JobInfo]:
         frame = new_frame()
@@ -285,7 +322,7 @@ class SlurmBackend(Backend):
     async def profile_warnings(self, profile: Profile) -> list[str]:
         """``extra_options`` entries that are not one sbatch option with its value, or that
         repeat or override the profile's resources or partition (no scheduler call)."""
-        return extra_option_warnings(profile)
+        return [*extra_option_warnings(profile), *await self.extend_warnings(profile)]
 
     def tools_dir(self) -> str:
         return posixpath.dirname(self.scancel) if posixpath.isabs(self.scancel) else ""
