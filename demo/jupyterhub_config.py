@@ -35,3 +35,19 @@ c.SharedPasswordAuthenticator.user_password = os.environ.get(
     "HPCSPAWNER_DEMO_PASSWORD", "hpcspawner-demo")
 c.Authenticator.allowed_users = {"alice", "bob", "carol"}
 c.JupyterHub.cleanup_servers = False  # batch jobs outlive a hub restart
+
+# carol operates the hub (docs/sessions.md): every user's sessions and the use by profile at
+# /hub/hpcspawner/sessions, and the metrics at /hub/metrics. alice and bob see their own only.
+c.JupyterHub.load_roles = [{
+    "name": "operators",
+    "description": "See and stop every user's batch sessions; read the metrics",
+    "scopes": ["admin:servers", "read:users", "read:metrics"],
+    "users": ["carol"],
+}]
+# scripts/demo --monitoring: Debian's Prometheus scrapes /hub/metrics with this token
+_prometheus_token = state / "prometheus.token"
+if _prometheus_token.exists():
+    c.JupyterHub.services = [{"name": "prometheus",
+                              "api_token": _prometheus_token.read_text().strip()}]
+    c.JupyterHub.load_roles.append({"name": "prometheus", "scopes": ["read:metrics"],
+                                    "services": ["prometheus"]})

@@ -45,6 +45,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     multi = multi_node()
 
     def served(item: pytest.Item) -> bool:
+        if item.get_closest_marker("demo"):  # it changes the cluster: `pytest -m demo` only
+            return False
         if item.get_closest_marker("nodes"):
             return multi
         return not (multi and item.get_closest_marker("e2e"))
@@ -58,7 +60,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"{len(left)} tests left out: they need the "
             + ("one-node cluster (`scripts/cluster-up`, then `pytest -m 'e2e and not nodes'`)"
                if multi else "multi-node cluster (`scripts/cluster-up --nodes 2`, then "
-               "`pytest -m nodes`)"))
+               "`pytest -m nodes`)")
+            + "; `pytest -m demo` runs scripts/demo itself")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

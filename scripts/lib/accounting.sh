@@ -1,4 +1,5 @@
-# SLURM accounting for the multi-node test cluster (scripts/cluster-up --nodes N): slurmdbd
+# SLURM accounting for the multi-node test cluster (scripts/cluster-up --nodes N) and the
+# one-node one with --accounting (scripts/demo): slurmdbd
 # with MariaDB, both started by cluster-up (PID files in RUN_DIR) and stopped by cluster-down.
 # Sourced by cluster-up, which defines RUN_DIR, LOG_DIR, BASE_STATE, CLUSTER_NAME, DEMO_USERS,
 # TIMEOUT and the helpers log, die, wait_for, ensure_dir, pid_alive and install_without_starting.
