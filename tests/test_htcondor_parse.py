@@ -15,6 +15,7 @@ from hpcspawner.backends.htcondor import QUERY_CONSTRAINT, TERSE_RE, HTCondorBac
 from hpcspawner.backends.htcondor_ads import (
     MAX_EPOCH,
     ad_to_info,
+    ads_to_infos,
     identities,
     job_id,
     parse_json_ads,
@@ -121,12 +122,13 @@ def test_times_a_jobs_owner_writes_are_bounded_and_finite(attribute: str, value:
     ad: dict[str, object] = {"ClusterId": 77, "JobStatus": 2, "Owner": "alice",
                              "ShadowBday": 1_800_000_000, "AllowedJobDuration": 7200,
                              "EnteredCurrentStatus": 1_800_000_000, attribute: value}
-    info = ad_to_info(ad)
-    for time_ in (info.starts, info.ends, info.since):
+    infos = ads_to_infos([ad])  # (a wrong type: the ad is skipped, logged)
+    assert len(infos) == (0 if isinstance(value, str) else 1)
+    for time_ in [t for info in infos for t in (info.starts, info.ends, info.since)]:
         assert time_ is None or (math.isfinite(time_) and 0 < time_ <= MAX_EPOCH), time_
         if time_:
             clock(time_)
-    ended = ad_to_info({**ad, "JobStatus": 4, "ExitCode": 10**1000})
+    ended = ad_to_info({**ad, "EnteredCurrentStatus": 1, "JobStatus": 4, "ExitCode": 10**1000})
     assert ended.reason == "the job ended"
 
 

@@ -223,7 +223,7 @@ def ad_to_info(ad: dict[str, object], schedd: str | None = None,
         job_id=job_id(str(cluster), schedd, pool), state=state, reason=reason,
         meaning=PENDING_WORDS.get(reason, "") if state is JobState.PENDING else "",
         user=str(ad.get("Owner", "")), tag=str(ad.get("HPCSpawnerTag", "")),
-        since=_epoch(ad.get("EnteredCurrentStatus")), raw_state=str(status),
+        since=_since(ad.get("EnteredCurrentStatus")), raw_state=str(status),
         starts=starts, ends=ends,
     )
 
@@ -247,6 +247,16 @@ def _epoch(value: object) -> float | None:
     """A time (epoch seconds) between 1970 and 2100; else not known."""
     found = _seconds(value, MAX_EPOCH)
     return found if found else None
+
+
+def _since(value: object) -> float | None:
+    """EnteredCurrentStatus: ValueError when it is not a number (the ad is skipped, as every
+    ad of a wrong type: ads_to_infos); a number outside 1970-2100 is not known."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"EnteredCurrentStatus is not a number: {shown(value, 40)}")
+    return _epoch(value)
 
 
 def _exit_code(value: object) -> int | None:
