@@ -193,7 +193,12 @@ class Backend(SchedulerCommands, metaclass=_BackendMeta):
         if not key or key == self._extend_key:
             return self.extend_blocked if key else None
         self._extend_key = key
-        blocked = await self.extend_blocker()
+        try:
+            blocked = await self.extend_blocker()
+        except Exception as exc:  # a scheduler's odd answer: the card offers, a try tells
+            self.log.warning("hpcspawner: cannot tell whether servers on %s can be given "
+                             "more time: %s: %s", self.name, type(exc).__name__, exc)
+            blocked = None
         if blocked != self.extend_blocked:
             if blocked is not None:
                 self.log.warning("hpcspawner: the session cards offer no more time on %s: %s",
