@@ -65,7 +65,8 @@ class FakeHub:
     def __init__(self) -> None:
         self.reports: list[dict[str, Any]] = []
         self.tokens: list[str] = []
-        self.on_report: Callable[[dict[str, Any]], None] = lambda report: None
+        # what the hub does with a report: an int is the status it answers (else 200)
+        self.on_report: Callable[[dict[str, Any]], object] = lambda report: None
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -73,8 +74,8 @@ class FakeHub:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 hub.reports.append(json.loads(body))
                 hub.tokens.append(self.headers.get("Authorization", ""))
-                hub.on_report(hub.reports[-1])
-                self.send_response(200)
+                status = hub.on_report(hub.reports[-1])
+                self.send_response(status if isinstance(status, int) else 200)
                 self.end_headers()
                 self.wfile.write(b"{}")
 
@@ -478,3 +479,36 @@ def test_a_launcher_killed_hard_leaves_nothing_running_and_the_port_held_until_t
         for pid in (server, orphan):
             if pid and process_state(pid)[0] not in ("gone", "Z"):
                 os.kill(pid, 9)
+
+
+def test_the_port_is_held_however_long_the_hub_is_away_after_the_server_exited(
+        tmp_path: Path, hub: FakeHub) -> None:
+    """A hub down (restarting, the proxy run apart) longer than any patience: the proxy may
+    still route to the port, so the launcher holds it until the hub has answered."""
+    away = 25.0  # longer than the 20 s the launcher used to wait
+    first: list[float] = []
+    held: list[list[str]] = []
+
+    def on_report(report: dict[str, Any]) -> int | None:
+        if not report.get("ended"):
+            return None
+        first.append(first[0] if first else time.monotonic())
+        held.append(binds(report["port"]))
+        return 503 if time.monotonic() - first[0] < away else 200
+
+    hub.on_report = on_report
+    proc = start_launcher(tmp_path, hub, server_command(tmp_path))
+    try:
+        wait_for("the server to start", lambda: started(tmp_path), timeout=20)
+        (tmp_path / "go").touch()
+        [report] = wait_for("the report", lambda: hub.reports, timeout=20)
+        port = report["port"]
+        with pytest.raises(OSError):
+            get(port, "/exit")
+        assert proc.wait(timeout=away + 30) == 0
+        assert time.monotonic() - first[0] >= away
+        assert len(held) > 5 and all(b == [] for b in held), held
+        assert "::1" in binds(port), "let go once the hub answered"
+    finally:
+        out = finish(proc)
+    assert "the hub took the route down" in out
