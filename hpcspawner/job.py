@@ -88,6 +88,7 @@ class BatchJob:
         self._report: asyncio.Future[tuple[str, int]] | None = None
         self._event_added = asyncio.Event()
         self._resume_task: asyncio.Future[int | None] | None = None
+        self._route_watch: asyncio.Future[None] | None = None  # while routed (watch_route)
         self._extending = asyncio.Lock()  # one extension at a time
         self._extended_at = -1.0  # time.monotonic() of the last extension
         self.usage: Usage | None = None  # what the server last said its job uses (card)
@@ -428,6 +429,26 @@ class BatchJob:
         self.resumed = False
         self.ctx.poller.started(self.job_id)
         self.ctx.poller.watch(self.job_id, tag=self.tag, on_gone=self.ctx.on_gone)
+        self._watch_route()
+
+    def _watch_route(self) -> None:
+        """While routed, look at each of the shared poller's answers (no query of its own):
+        once the job no longer runs where it is routed (``left_its_node``), tell the spawner
+        now (``ctx.on_gone``, which makes JupyterHub poll and stop it) rather than at
+        JupyterHub's next poll. The end itself is the poller's to tell."""
+        if self._route_watch is not None and not self._route_watch.done():
+            return
+        self._route_watch = asyncio.ensure_future(self._route_watcher())
+
+    async def _route_watcher(self) -> None:
+        poller = self.ctx.poller
+        while self.address is not None and not self._stopped and not self.exited:
+            await poller.wait_update(2 * max(poller.slow, poller.fast))
+            info = self.latest()
+            if info is not None and info.state is not JobState.GONE and \
+                    self.left_its_node(info):
+                self.ctx.on_gone(info)
+                return
 
     # -- a hub restarted while the job was starting -------------------------------------------
     async def resume(self) -> int | None:
@@ -525,6 +546,8 @@ class BatchJob:
     def forget(self) -> None:
         """Stop following the job (it ended, or the server was stopped)."""
         self.ctx.poller.unwatch(self.job_id)
+        if self._route_watch is not None:
+            self._route_watch.cancel()
         if self._report is not None and not self._report.done():
             self._report.cancel()
 
@@ -619,6 +642,8 @@ class BatchJob:
         if self.resumed and self.address is None:  # the hub restarted while it was starting
             status = await self.resume()
             return Verdict(status, self.failure)
+        if self.address is not None and not self.starting:
+            self._watch_route()  # a job restored by a restarted hub: watched from now
         if info is not None and self.left_its_node(info):
             self.ended = info
             why = sentences.left_its_node(self.job_id, info)

@@ -789,3 +789,31 @@ def test_a_routed_job_that_no_longer_runs_where_it_is_routed_is_stopped_at_the_n
         world.close()
 
     run(scenario())
+
+
+def test_a_routed_job_held_is_told_to_the_spawner_after_the_next_query_not_the_next_poll(
+        tmp_path: Path) -> None:
+    """JupyterHub polls every 30 s; the shared poller queries every slow interval. A routed
+    job that no longer runs where it is routed is told to the spawner (ctx.on_gone, which
+    makes JupyterHub poll and stop it) once a query says so, with no poll of JupyterHub's."""
+    world = World(tmp_path)
+    told: list[JobInfo] = []
+
+    async def scenario() -> None:
+        ctx = world.ctx("slurm")
+        job = BatchJob(JobContext(**{**vars(ctx), "on_gone": told.append}), ME,
+                       Plan(profile("small"), world.builder))
+        await job.submit(TOKEN)
+        await report_when_running(job, host="node1", port=5000)
+        job.running()
+        await asyncio.sleep(0.2)  # queries that find it running where it is routed
+        assert told == []
+        sched = job.ctx.backend
+        assert isinstance(sched, Scripted)
+        sched.set(job.job_id, JobState.HELD, reason="held by its owner")
+        await until("the spawner to be told", lambda: told)
+        assert told[0].state is JobState.HELD
+        job.forget()
+        world.close()
+
+    run(scenario())
