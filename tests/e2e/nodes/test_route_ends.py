@@ -32,7 +32,8 @@ pytestmark = [pytest.mark.nodes, pytest.mark.e2e]
 LISTENER = Path(__file__).resolve().parents[1] / "bob_listener.py"
 STANDIN_UP = REPO / "tests" / "htcondor_standin" / "standin-up"
 # docs/security.md ("When a routed job stops running where it is routed"): the hub hears it
-# from the launcher (or its keeper) at once and stops the server; 10 s with a margin
+# from the launcher (or its keeper) at once, or of a silent launcher's suspended job at the
+# poller's next query (slow_poll_interval = 5 s in tests, +10 % jitter): 10 s with a margin
 STOPPED_WITHIN = 10.0
 ON_NODE01_REQUEUE = """
 profiles:
@@ -180,7 +181,7 @@ def attack(hub: Hub, node: str, act: Callable[[], None]) -> str:
 
 
 @pytest.mark.slurm
-@pytest.mark.parametrize("how", ["requeue-hold", "launcher-sigkill"])
+@pytest.mark.parametrize("how", ["requeue-hold", "launcher-sigkill", "suspend"])
 def test_slurm_routed_job_requeued_held_or_its_launcher_killed_never_routes_alice_to_bob(
         make_hub: Callable[..., Hub], network: dict[str, str], how: str) -> None:
     hub = hub_on_node_network(make_hub, network[HUB_NAME])
@@ -193,6 +194,8 @@ def test_slurm_routed_job_requeued_held_or_its_launcher_killed_never_routes_alic
     def act() -> None:
         if how == "requeue-hold":
             subprocess.run(["scontrol", "requeuehold", job_id], check=True)
+        elif how == "suspend":  # the launcher and its keeper stopped: silent, port held
+            subprocess.run(["scontrol", "suspend", job_id], check=True)
         else:
             os.kill(launcher_of("alice", state["submission"]), signal.SIGKILL)
 
