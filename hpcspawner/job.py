@@ -646,6 +646,9 @@ class BatchJob:
             self._watch_route()  # a job restored by a restarted hub: watched from now
         if info is not None and self.left_its_node(info):
             self.ended = info
+            if info.state is JobState.COMPLETING:  # ending: the scheduler says why later
+                self.forget()
+                return Verdict(1, sentences.exited(self.job_id), ended=True, exited=True)
             why = sentences.left_its_node(self.job_id, info)
             self.ctx.log.warning("%s: job %s no longer runs where it is routed (%s on %r); "
                                  "stopping the server and taking its route down",

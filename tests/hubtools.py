@@ -366,8 +366,14 @@ def server_environ(port: int, netns: str = "") -> dict[str, str]:
     network namespace of the node the job runs on (none: this host)."""
     enter = ["nsenter", f"--net=/run/netns/{netns}", "--"] if netns else []
     out = run([*enter, "ss", "-Hltnp", f"sport = :{port}"]).stdout
-    launcher = out.split("pid=", 1)[1].split(",", 1)[0]
-    children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
-    assert children, f"the launcher {launcher} on port {port} runs no server"
+    # the launcher and its keeper (forwarder.Keeper) both hold the port: the launcher is the
+    # one with children
+    holders = [part.split(",", 1)[0] for part in out.split("pid=")[1:]]
+    children: list[str] = []
+    for launcher in holders:
+        children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+        if children:
+            break
+    assert children, f"the launcher ({holders}) on port {port} runs no server"
     items = Path(f"/proc/{children[0]}/environ").read_bytes().split(b"\0")
     return dict(i.decode(errors="replace").split("=", 1) for i in items if b"=" in i)

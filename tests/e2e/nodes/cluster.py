@@ -57,10 +57,13 @@ def hub_on_node_network(make_hub: Callable[..., Hub], hub_address: str, *args: o
         f"c.JupyterHub.hub_connect_ip = {hub_address!r}\n" + more_config), **kw)
 
 
-def server_process(user: str) -> int:
-    """The PID of ``user``'s single-user server (the PID namespace is the machine's)."""
+def server_process(user: str, submission: str = "") -> int:
+    """The PID of ``user``'s single-user server (the PID namespace is the machine's): the one
+    the job of ``submission`` (its nonce, in the hub's state) started, when given; a server
+    some other test's job left running is not it."""
     uid = int(subprocess.run(["id", "-u", user], capture_output=True, text=True,
                              check=True).stdout)
+    mark = f"HPCSPAWNER_SUBMISSION={submission}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -68,11 +71,14 @@ def server_process(user: str) -> int:
             if entry.stat().st_uid != uid:
                 continue
             words = (entry / "cmdline").read_bytes().split(b"\0")
+            if submission and mark not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
         except OSError:
             continue
         if any(word.endswith(b"jupyterhub-singleuser") for word in words):
             return int(entry.name)
-    raise AssertionError(f"no jupyterhub-singleuser of {user} runs")
+    raise AssertionError(f"no jupyterhub-singleuser of {user} runs"
+                         + (f" for submission {submission}" if submission else ""))
 
 
 def host_name_of(pid: int) -> str:

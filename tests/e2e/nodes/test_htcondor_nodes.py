@@ -66,7 +66,8 @@ def test_a_fast_path_notebook_lands_on_a_node_and_is_routed_there(
         assert node in ("node01", "node02") and slot in ("slot2", "slot3"), job  # reserved
         target = urlparse(hub.routes()["/user/alice"]["target"])
         assert target.hostname == node, target  # the node's name: its address on the network
-        assert host_name_of(server_process("alice")) == node
+        submission = (hub.server_model("alice") or {})["state"]["submission"]
+        assert host_name_of(server_process("alice", submission)) == node
         env = server_environ(target.port or 0, netns=f"hpc-{node}")
         assert urlparse(env["JUPYTERHUB_API_URL"]).hostname == network[HUB_NAME]
         r = hub.proxied("alice")

@@ -64,7 +64,9 @@ def test_alice_lands_on_a_compute_node_routed_by_its_address_and_jupyterlab_load
 
     env = server_environ(target.port or 0, netns=f"hpc-{node}")
     assert urlparse(env["JUPYTERHUB_API_URL"]).hostname == hub_address  # hub_connect_ip
-    assert host_name_of(server_process("alice")) == node  # in its namespaces, named as it
+    submission = (hub.server_model("alice") or {})["state"]["submission"]
+    # in its namespaces, named as it
+    assert host_name_of(server_process("alice", submission)) == node
     status = hub.proxied("alice", "api/status")
     assert status.status_code == 200, status.text[:300]
 
