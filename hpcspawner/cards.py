@@ -91,7 +91,7 @@ def card(spawner: Any, now: float | None = None) -> Card | None:
     profile = job.plan.profile if job.plan is not None else None
     settings = profile.extend if profile is not None else None
     can, note = False, ""
-    blocked = job.ctx.backend.extend_blocked  # (asked once, not per card: Backend.check_extend)
+    blocked = moretime.extend_check(job.ctx.backend).blocked  # (asked once, not per card)
     if settings is None:
         note = "This server's profile does not allow more time."
     elif blocked is not None:

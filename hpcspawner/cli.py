@@ -27,6 +27,7 @@ from .contract import DASK_DIR, START_TIMEOUT, WALLTIME_WARNING, job_tag, token_
 from .dask import plan_env, worker_plan
 from .job_builder import JobBuilder
 from .migrate import import_config
+from .moretime import extend_check
 from .profiles import Profile, ProfileError, load_profiles
 from .render import RenderError
 
@@ -161,7 +162,9 @@ def check(path: str, config: Config | None = None) -> int:
         print(f"{p.name}: {p.title} — {p.backend}, {where}{app}{mark}")
         if p.backend not in backends:
             backends[p.backend] = classes[p.backend](config=config or Config())
-        for warning in asyncio.run(backends[p.backend].profile_warnings(p)):
+        found = asyncio.run(backends[p.backend].profile_warnings(p))
+        found += asyncio.run(extend_check(backends[p.backend]).warnings(p))
+        for warning in found:
             line = warning_line(lines, index, warning)
             where = f"{path}:{line}" if line else path
             print(f"warning: {where}: profile '{p.name}': {warning}", file=sys.stderr)

@@ -6,12 +6,17 @@ did."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
+from collections.abc import Collection
+from typing import Any
 
 from . import sentences
-from .backends.base import ExtendRefused
+from .backends.base import Backend, ExtendBlocked, ExtendRefused
 from .domain import JobState
 from .job import BatchJob
+from .profiles import Profile
 from .units import format_duration, parse_duration
 
 
@@ -46,7 +51,7 @@ async def extend(job: BatchJob, by: int) -> float:
     if profile is None or settings is None:
         raise ExtendRefused("This server's profile does not allow more time; save your work "
                             "before the end.")
-    blocked = job.ctx.backend.extend_blocked
+    blocked = extend_check(job.ctx.backend).blocked
     if blocked is not None:
         raise ExtendRefused(blocked.card)
     if job.address is None or job.exited or job.stopping:
@@ -73,3 +78,69 @@ async def extend(job: BatchJob, by: int) -> float:
         job.ctx.log.info("%s: job %s was given %s more; it may run %s in all", job.ctx.name,
                          job.job_id, format_duration(by), format_duration(job.runtime))
         return job.ends_at
+
+
+class ExtendCheck:
+    """Whether the hub can give one backend's servers more time on this cluster: the backend
+    is asked (``Backend.extend_blocker``) once per set of its profiles that allow more time
+    (the hub's start, a profiles.yaml edit), never per card, and each new answer is said once
+    in the hub's log. The cards and every request for more time read ``blocked``."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.blocked: ExtendBlocked | None = None  # the last answer
+        self._key: tuple[Any, ...] | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    async def check(self, profiles: Collection[Profile]) -> ExtendBlocked | None:
+        """The backend's answer, asked again only when its profiles that allow more time
+        changed; None without such profiles."""
+        backend = self.backend
+        key = tuple(sorted((p.name, p.extend.step, p.extend.max_runtime) for p in profiles
+                           if p.backend == backend.name and p.extend is not None))
+        if not key or key == self._key:
+            return self.blocked if key else None
+        self._key = key
+        try:
+            blocked = await backend.extend_blocker()
+        except Exception as exc:  # a scheduler's odd answer: the card offers, a try tells
+            backend.log.warning("hpcspawner: cannot tell whether servers on %s can be given "
+                                "more time: %s: %s", backend.name, type(exc).__name__, exc)
+            blocked = None
+        if blocked != self.blocked:
+            if blocked is not None:
+                backend.log.warning("hpcspawner: the session cards offer no more time on %s: "
+                                    "%s", backend.name, blocked.operator)
+            elif self.blocked is not None:
+                backend.log.info("hpcspawner: servers on %s can be given more time again",
+                                 backend.name)
+        self.blocked = blocked
+        return blocked
+
+    def watch(self, profiles: Collection[Profile]) -> None:
+        """``check`` in the background (from the hub's event loop; nothing without one)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self.check(list(profiles)))
+
+    async def warnings(self, profile: Profile) -> list[str]:
+        """``hpcspawner check``'s warning for a profile with ``extend:`` that the hub cannot
+        honour on this cluster (at the line of ``extend``)."""
+        if profile.extend is None:
+            return []
+        blocked = await self.check([profile])
+        return [f"extend: {blocked.operator}"] if blocked is not None else []
+
+
+_CHECKS: weakref.WeakKeyDictionary[Backend, ExtendCheck] = weakref.WeakKeyDictionary()
+
+
+def extend_check(backend: Backend) -> ExtendCheck:
+    """The one ExtendCheck of ``backend`` (made on first use)."""
+    found = _CHECKS.get(backend)
+    if found is None:
+        found = _CHECKS[backend] = ExtendCheck(backend)
+    return found

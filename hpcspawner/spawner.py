@@ -19,7 +19,7 @@ from traitlets import (
     default,
 )
 
-from . import sentences, session_records, shared
+from . import moretime, sentences, session_records, shared
 from .apps import Launch, ScriptError, launch_for
 from .availability import Outlook, outlook, with_expected_start
 from .backends import HelperRefused
@@ -104,7 +104,7 @@ class HPCSpawner(SpawnerSettings, Spawner):
         """What this user may choose from: one read of the profiles for a page or a spawn."""
         profiles = self._profiles()
         for name in {p.backend for p in profiles.profiles}:  # more time: asked again on change
-            shared.backend(name, self.config).watch_extend(profiles.profiles)
+            moretime.extend_check(shared.backend(name, self.config)).watch(profiles.profiles)
         groups = self._user_groups()
         visible = profiles.for_user(self.user.name, groups)
         return Menu(profiles=profiles, visible=visible,
@@ -314,7 +314,7 @@ class HPCSpawner(SpawnerSettings, Spawner):
             shared.backend(profile.backend, self.config).register_profile(profile)
         for name in sorted({p.backend for p in profiles}):
             self._poller(name).start()
-            shared.backend(name, self.config).watch_extend(profiles)
+            moretime.extend_check(shared.backend(name, self.config)).watch(profiles)
 
     def _dask_env(self, profile: Profile, menu: Menu, held: list[Resources],
                   at_start: int = 0) -> dict[str, str]:

@@ -70,17 +70,18 @@ def test_asked_once_per_profile_set_and_said_once(monkeypatch: pytest.MonkeyPatc
 
     async def scenario() -> None:
         for _ in range(3):
-            assert await backend.check_extend([EXTENDABLE]) is not None
+            assert await moretime.extend_check(backend).check([EXTENDABLE]) is not None
         assert sum(argv[0] == "sacctmgr" for argv in calls) == 1
         longer = EXTENDABLE.model_copy(update={"extend": EXTENDABLE.extend.model_copy(  # type: ignore[union-attr]
             update={"max_runtime": 5 * HOUR})})
-        await backend.check_extend([longer])  # profiles.yaml changed: asked again
+        await moretime.extend_check(backend).check([longer])  # profiles.yaml changed: asked again
         assert sum(argv[0] == "sacctmgr" for argv in calls) == 2
         without = EXTENDABLE.model_copy(update={"extend": None})
-        assert await backend.check_extend([without]) is None  # nothing to extend: not asked
+        # nothing to extend: not asked
+        assert await moretime.extend_check(backend).check([without]) is None
         assert sum(argv[0] == "sacctmgr" for argv in calls) == 2
-        assert await backend.extend_warnings(without) == []
-        [warning] = await backend.extend_warnings(EXTENDABLE)
+        assert await moretime.extend_check(backend).warnings(without) == []
+        [warning] = await moretime.extend_check(backend).warnings(EXTENDABLE)
         assert warning.startswith("extend: the hub's account hubacct is not a SLURM operator")
 
     asyncio.run(scenario())
@@ -95,8 +96,9 @@ def test_the_card_offers_no_button_that_must_fail(tmp_path: Path) -> None:
         sched = world.backends["slurm"]
         shown = card(spawner_of(job))
         assert shown is not None and shown.can_extend  # (the scheduler has said nothing)
-        sched.extend_blocked = ExtendBlocked("No more time here: the hub is no operator.",
-                                             "the operator's sentence")
+        check = moretime.extend_check(sched)
+        check.blocked = ExtendBlocked("No more time here: the hub is no operator.",
+                                      "the operator's sentence")
         shown = card(spawner_of(job))
         assert shown is not None and not shown.can_extend and shown.extend_step == "1 h"
         assert shown.extend_note == "No more time here: the hub is no operator."

@@ -11,7 +11,6 @@ A class that misses an abstract method cannot be made (TypeError names the metho
 from __future__ import annotations
 
 import abc
-import asyncio
 import posixpath
 import subprocess
 from collections.abc import Callable, Collection
@@ -174,58 +173,11 @@ class Backend(SchedulerCommands, metaclass=_BackendMeta):
     async def extend_blocker(self) -> ExtendBlocked | None:
         """Why the hub cannot raise its jobs' time limits on this cluster (None: it can, as
         far as the scheduler tells without trying). Asked once per set of profiles that
-        allow more time (``watch_extend``), never per card."""
+        allow more time (moretime.ExtendCheck), never per card."""
         if self.can_extend:
             return None
         words = f"Servers on {self.name} cannot be given more time by hpcspawner."
         return ExtendBlocked(words, words)
-
-    extend_blocked: ExtendBlocked | None = None  # the last answer of extend_blocker
-    _extend_key: tuple[Any, ...] | None = None
-    _extend_task: Any = None
-
-    async def check_extend(self, profiles: Collection[Profile]) -> ExtendBlocked | None:
-        """``extend_blocker``, asked again only when the profiles of this backend that allow
-        more time changed (the hub's start, a profiles.yaml edit); said in the hub's log once
-        per answer. None without such profiles."""
-        key = tuple(sorted((p.name, p.extend.step, p.extend.max_runtime) for p in profiles
-                           if p.backend == self.name and p.extend is not None))
-        if not key or key == self._extend_key:
-            return self.extend_blocked if key else None
-        self._extend_key = key
-        try:
-            blocked = await self.extend_blocker()
-        except Exception as exc:  # a scheduler's odd answer: the card offers, a try tells
-            self.log.warning("hpcspawner: cannot tell whether servers on %s can be given "
-                             "more time: %s: %s", self.name, type(exc).__name__, exc)
-            blocked = None
-        if blocked != self.extend_blocked:
-            if blocked is not None:
-                self.log.warning("hpcspawner: the session cards offer no more time on %s: %s",
-                                 self.name, blocked.operator)
-            elif self.extend_blocked is not None:
-                self.log.info("hpcspawner: servers on %s can be given more time again",
-                              self.name)
-        self.extend_blocked = blocked
-        return blocked
-
-    def watch_extend(self, profiles: Collection[Profile]) -> None:
-        """``check_extend`` in the background (from the hub's event loop; nothing without
-        one); the cards read ``extend_blocked``."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self._extend_task is None or self._extend_task.done():
-            self._extend_task = loop.create_task(self.check_extend(list(profiles)))
-
-    async def extend_warnings(self, profile: Profile) -> list[str]:
-        """``hpcspawner check``'s warning for a profile with ``extend:`` that the hub cannot
-        honour on this cluster (at the line of ``extend``)."""
-        if profile.extend is None:
-            return []
-        blocked = await self.check_extend([profile])
-        return [f"extend: {blocked.operator}"] if blocked is not None else []
 
     async def cancel(self, job_id: str, username: str, tag: str) -> None:
         """Cancel the job as its user, through the helper, which first asks the scheduler

@@ -369,7 +369,7 @@ class HTCondorBackend(Backend):
 
     async def profile_warnings(self, profile: Profile) -> list[str]:
         self.register_profile(profile)  # (its schedd: whether the hub may extend there)
-        return [*await self._fast_path_warnings(profile), *await self.extend_warnings(profile)]
+        return await self._fast_path_warnings(profile)
 
     async def _fast_path_warnings(self, profile: Profile) -> list[str]:
         """A fast-path profile without ``fast_path.slot``: compared with the reserved slots

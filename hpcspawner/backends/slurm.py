@@ -322,7 +322,7 @@ class SlurmBackend(Backend):
     async def profile_warnings(self, profile: Profile) -> list[str]:
         """``extra_options`` entries that are not one sbatch option with its value, or that
         repeat or override the profile's resources or partition (no scheduler call)."""
-        return [*extra_option_warnings(profile), *await self.extend_warnings(profile)]
+        return extra_option_warnings(profile)
 
     def tools_dir(self) -> str:
         return posixpath.dirname(self.scancel) if posixpath.isabs(self.scancel) else ""
