@@ -57,26 +57,44 @@ def hub_on_node_network(make_hub: Callable[..., Hub], hub_address: str, *args: o
         f"c.JupyterHub.hub_connect_ip = {hub_address!r}\n" + more_config), **kw)
 
 
-def server_process(user: str, submission: str = "") -> int:
-    """The PID of ``user``'s single-user server (the PID namespace is the machine's): the one
-    the job of ``submission`` (its nonce, in the hub's state) started, when given; a server
-    some other test's job left running is not it."""
-    uid = int(subprocess.run(["id", "-u", user], capture_output=True, text=True,
-                             check=True).stdout)
-    mark = f"HPCSPAWNER_SUBMISSION={submission}".encode()
+def uid_of(user: str) -> int:
+    return int(subprocess.run(["id", "-u", user], capture_output=True, text=True,
+                              check=True).stdout)
+
+
+def processes_of(user: str) -> dict[int, tuple[int, str]]:
+    """pid -> (parent, command line) of every living process of ``user`` on the machine."""
+    uid, found = uid_of(user), {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             if entry.stat().st_uid != uid:
                 continue
-            words = (entry / "cmdline").read_bytes().split(b"\0")
-            if submission and mark not in (entry / "environ").read_bytes().split(b"\0"):
+            stat = (entry / "stat").read_text()
+            words = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        state, ppid = stat[stat.rfind(")") + 2:].split()[:2]
+        if state != "Z":
+            found[int(entry.name)] = (int(ppid), words)
+    return found
+
+
+def server_process(user: str, submission: str = "") -> int:
+    """The PID of ``user``'s single-user server (the PID namespace is the machine's): the one
+    the job of ``submission`` (its nonce, in the hub's state) started, when given; a server
+    some other test's job left running is not it."""
+    mark = f"HPCSPAWNER_SUBMISSION={submission}".encode()
+    for pid, (_, words) in processes_of(user).items():
+        if not any(word.endswith("jupyterhub-singleuser") for word in words.split()):
+            continue
+        try:
+            if submission and mark not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
                 continue
         except OSError:
             continue
-        if any(word.endswith(b"jupyterhub-singleuser") for word in words):
-            return int(entry.name)
+        return pid
     raise AssertionError(f"no jupyterhub-singleuser of {user} runs"
                          + (f" for submission {submission}" if submission else ""))
 

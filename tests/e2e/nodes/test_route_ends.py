@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from tests.e2e.condor import STANDIN_BIN, Condor
-from tests.e2e.nodes.cluster import HUB_NAME, REPO, hub_on_node_network
+from tests.e2e.nodes.cluster import HUB_NAME, REPO, hub_on_node_network, processes_of
 from tests.e2e.test_htcondor_e2e import PROFILES as CONDOR_PROFILES
 from tests.hubtools import Hub, scontrol_job, wait_for
 
@@ -44,30 +44,6 @@ profiles:
     resources: {cores: 1, memory: 1GiB, runtime: 1h}
     extra_options: ["--nodelist=node01", "--requeue"]
 """
-
-
-def uid_of(user: str) -> int:
-    return int(subprocess.run(["id", "-u", user], capture_output=True, text=True,
-                              check=True).stdout)
-
-
-def processes_of(user: str) -> dict[int, tuple[int, str]]:
-    """pid -> (parent, command line) of every living process of ``user`` on the machine."""
-    uid, found = uid_of(user), {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != uid:
-                continue
-            stat = (entry / "stat").read_text()
-            words = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        state, ppid = stat[stat.rfind(")") + 2:].split()[:2]
-        if state != "Z":
-            found[int(entry.name)] = (int(ppid), words)
-    return found
 
 
 def in_a_job(pid: int) -> bool:
